@@ -1,0 +1,176 @@
+package dashboards
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+
+	"github.com/hessmon/hessmon/monitor/metrics"
+)
+
+// Curvature dashboard identity.
+const (
+	CurvatureUID   = "hessmon-curvature"
+	curvatureTitle = "hessmon / Training curvature"
+)
+
+// varWindow is the look-back window for counters and the probe-duration
+// histogram. Probes are sparse events (every N training steps), so a fixed,
+// user-chosen window reads better than Grafana's $__rate_interval, which
+// shrinks with the scrape interval and shows gaps between probes.
+const varWindow = "probe_window"
+
+var windowChoices = []string{"1m", "5m", "15m", "1h"}
+
+const defaultWindow = "5m"
+
+func windowVariable() *dashboard.IntervalVariableBuilder {
+	opts := make([]dashboard.VariableOption, 0, len(windowChoices))
+	for _, w := range windowChoices {
+		opts = append(opts, dashboard.VariableOption{
+			Selected: cog.ToPtr(w == defaultWindow),
+			Text:     dashboard.StringOrArrayOfString{String: cog.ToPtr(w)},
+			Value:    dashboard.StringOrArrayOfString{String: cog.ToPtr(w)},
+		})
+	}
+	q := strings.Join(windowChoices, ",")
+	return dashboard.NewIntervalVariableBuilder(varWindow).
+		Label("Probe window").
+		Description("Look-back window for probe counters and the probe-duration histogram.").
+		Values(dashboard.StringOrMap{String: cog.ToPtr(q)}).
+		Current(dashboard.VariableOption{
+			Selected: cog.ToPtr(true),
+			Text:     dashboard.StringOrArrayOfString{String: cog.ToPtr(defaultWindow)},
+			Value:    dashboard.StringOrArrayOfString{String: cog.ToPtr(defaultWindow)},
+		}).
+		Options(opts)
+}
+
+// curvatureDashboard is the single-run view: spectrum edge, trace, density,
+// per-layer traces, training signals and what the probes cost.
+func curvatureDashboard() (dashboard.Dashboard, error) {
+	ids := &panelIDs{}
+	run := func(metric string, extra ...string) string { return sel(metric, false, extra...) }
+	window := "[$" + varWindow + "]"
+
+	// Rows and panels take ids in display order.
+	curvatureRow := dashboard.NewRowBuilder("Curvature").Id(ids.next())
+	lambda := timeSeries(ids, "Top Hessian eigenvalues λ1..k vs 2/η",
+		"Top eigenvalues of the loss Hessian at each probe. The dashed line is 2/η from the learning rate: "+
+			"under (S)GD the sharpness λ1 rises towards it and hovers there (edge of stability, Cohen et al. 2021).",
+		"none", 16, 9,
+		target{run(metrics.TopEigenvalue), "λ{{" + metrics.LabelRank + "}}"},
+		target{"2 / " + run(metrics.TrainingLR), "2/η"},
+	).OverrideByName("2/η", []dashboard.DynamicConfigValue{dashed(), fixedColor("red"), prop("custom.lineWidth", 2)})
+
+	ratio := statPanel(ids, "Sharpness ratio",
+		"λ1 divided by the optimiser's edge-of-stability threshold (2/η for SGD, (2+2β1)/(η(1−β1)) for Adam). "+
+			"≥ 1 means the run sits at or beyond the edge of stability.",
+		"none", 4, 9, run(metrics.SharpnessRatio), "λ1 / threshold",
+		[]dashboard.Threshold{threshold(nil, "green"), threshold(cog.ToPtr(0.8), "yellow"), threshold(cog.ToPtr(1.0), "red")})
+
+	step := statPanel(ids, "Last probed step",
+		"Training step of the latest snapshot: Prometheus plots wall time, this relates it to steps.",
+		"none", 4, 9, run(metrics.Step), "step",
+		[]dashboard.Threshold{threshold(nil, "blue")}).
+		Decimals(0)
+
+	tr := run(metrics.Trace)
+	se := run(metrics.TraceStdErr)
+	trace := timeSeries(ids, "Hessian trace ± 2·stderr",
+		"Stochastic trace estimate; the band is ±2 standard errors of the estimator (its certificate).",
+		"none", 12, 9,
+		target{tr, "tr(H)"},
+		target{tr + " - 2 * " + se, "tr(H) − 2·stderr"},
+		target{tr + " + 2 * " + se, "tr(H) + 2·stderr"},
+	).
+		OverrideByName("tr(H) + 2·stderr", []dashboard.DynamicConfigValue{
+			prop("custom.fillBelowTo", "tr(H) − 2·stderr"), prop("custom.lineWidth", 0),
+			prop("custom.fillOpacity", 20), fixedColor("blue"), hiddenFromLegend(),
+		}).
+		OverrideByName("tr(H) − 2·stderr", []dashboard.DynamicConfigValue{
+			prop("custom.lineWidth", 0), fixedColor("blue"), hiddenFromLegend(),
+		}).
+		OverrideByName("tr(H)", []dashboard.DynamicConfigValue{fixedColor("dark-blue"), prop("custom.lineWidth", 2)})
+
+	esd := cumulativeHeatmap(ids, "Eigenvalue spectral density",
+		"Spectral density from stochastic Lanczos quadrature, exported as a cumulative distribution over fixed, "+
+			"symmetric log-spaced eigenvalue bins (le). Each column is one snapshot; colour is the mass in a bin.",
+		12, 9, fmt.Sprintf("sum by (%s) (%s)", metrics.LabelLE, run(metrics.ESDCumulative)))
+
+	blocks := timeSeries(ids, "Per-layer block traces",
+		"tr(H_bb) for each parameter tensor: which layer carries the curvature.",
+		"none", 12, 9,
+		target{run(metrics.BlockTrace), "{{" + metrics.LabelBlock + "}}"},
+	)
+
+	residuals := timeSeries(ids, "Eigenpair residuals ‖Hv − λv‖",
+		"Certificate of each eigenvalue: the residual norm of its Ritz pair. Small residuals mean converged eigenvalues.",
+		"none", 12, 9,
+		target{run(metrics.EigenvalueResidual), "rank {{" + metrics.LabelRank + "}}"},
+	).ScaleDistribution(common.NewScaleDistributionConfigBuilder().Type(common.ScaleDistributionLog).Log(10))
+
+	trainingRow := dashboard.NewRowBuilder("Training").Id(ids.next())
+	loss := timeSeries(ids, "Training loss", "Loss at the probed steps.", "none", 12, 8,
+		target{run(metrics.TrainingLoss), "loss"})
+
+	lr := timeSeries(ids, "Learning rate", "Learning rate η at the probed steps.", "none", 12, 8,
+		target{run(metrics.TrainingLR), "η"})
+
+	costRow := dashboard.NewRowBuilder("Probe cost").Id(ids.next())
+	hvps := timeSeries(ids, "HVPs per probe",
+		"Hessian-vector products spent by the last probe (left) and the HVP rate over the probe window (right).",
+		"none", 8, 8,
+		target{run(metrics.ProbeHVPs), "HVPs (last probe)"},
+		target{fmt.Sprintf("rate(%s%s)", run(metrics.HVPTotal), window), "HVPs/s"},
+	).OverrideByName("HVPs/s", []dashboard.DynamicConfigValue{prop("custom.axisPlacement", "right"), prop("unit", "ops")})
+
+	bucket := run(metrics.ProbeDuration + "_bucket")
+	durTargets := make([]target, 0, 4)
+	for _, q := range []string{"0.5", "0.9", "0.99"} {
+		durTargets = append(durTargets, target{
+			fmt.Sprintf("histogram_quantile(%s, sum by (%s) (rate(%s%s)))", q, metrics.LabelLE, bucket, window),
+			"p" + strings.TrimPrefix(q, "0."),
+		})
+	}
+	durTargets = append(durTargets, target{
+		fmt.Sprintf("rate(%s%s) / rate(%s%s)",
+			run(metrics.ProbeDuration+"_sum"), window, run(metrics.ProbeDuration+"_count"), window),
+		"mean",
+	})
+	duration := timeSeries(ids, "Probe duration quantiles",
+		"Quantiles of the probe wall time over the probe window, from the probe-duration histogram.",
+		"s", 8, 8, durTargets...)
+
+	failures := timeSeries(ids, "Probe failures",
+		"Failed probes per reason over the probe window (NaN, panic, timeout, budget, error). "+
+			"A failed probe never stops training; it is recorded here and in the store.",
+		"none", 8, 8,
+		target{fmt.Sprintf("sum by (%s) (increase(%s%s))", metrics.LabelReason, run(metrics.ProbeFailures), window),
+			"{{" + metrics.LabelReason + "}}"},
+	).DrawStyle(common.GraphDrawStyleBars).FillOpacity(60)
+
+	return newDashboard(CurvatureUID, curvatureTitle,
+		"Live Hessian curvature of one training run, from hessmon's Prometheus exporter.").
+		WithVariable(runVariable(false)).
+		WithVariable(windowVariable()).
+		WithRow(curvatureRow).
+		WithPanel(lambda).
+		WithPanel(ratio).
+		WithPanel(step).
+		WithPanel(trace).
+		WithPanel(esd).
+		WithPanel(blocks).
+		WithPanel(residuals).
+		WithRow(trainingRow).
+		WithPanel(loss).
+		WithPanel(lr).
+		WithRow(costRow).
+		WithPanel(hvps).
+		WithPanel(duration).
+		WithPanel(failures).
+		Build()
+}

@@ -1,0 +1,36 @@
+// Package metrics exports hessmon snapshots as Prometheus metrics.
+//
+// The metric and label names are constants here so that the Grafana
+// dashboards and alert rules are generated from the same strings the exporter
+// uses: a renamed metric cannot silently break a panel.
+package metrics
+
+// Metric names. Gauges describe the latest snapshot of each run.
+const (
+	TopEigenvalue      = "hessian_top_eigenvalue"      // {run,rank}
+	EigenvalueResidual = "hessian_eigenvalue_residual" // {run,rank}
+	Trace              = "hessian_trace"               // {run}
+	TraceStdErr        = "hessian_trace_stderr"        // {run}
+	BlockTrace         = "hessian_block_trace"         // {run,block}
+	ESDCumulative      = "hessian_esd_cumulative"      // {run,le}
+	SharpnessRatio     = "hessian_sharpness_ratio"     // {run}
+	SharpnessThreshold = "hessian_sharpness_threshold" // {run}
+	Step               = "hessian_step"                // {run}
+	ProbeHVPs          = "hessian_probe_hvps"          // {run}: HVPs spent by the last probe
+	TrainingLoss       = "training_loss"               // {run}
+	TrainingLR         = "training_learning_rate"      // {run}
+
+	ProbeDuration = "hessmon_probe_duration_seconds" // histogram {run}
+	HVPTotal      = "hessmon_hvp_total"              // counter {run}
+	ProbeFailures = "hessmon_probe_failures_total"   // counter {run,reason}
+	ProbesTotal   = "hessmon_probes_total"           // counter {run}
+)
+
+// Label names.
+const (
+	LabelRun    = "run"
+	LabelRank   = "rank"
+	LabelBlock  = "block"
+	LabelLE     = "le"
+	LabelReason = "reason"
+)

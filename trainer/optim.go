@@ -1,0 +1,126 @@
+package trainer
+
+import (
+	"fmt"
+	"math"
+)
+
+// Optimizer updates parameters in place from their gradient.
+type Optimizer interface {
+	// Step applies one update; grad may be modified.
+	Step(params, grad []float64)
+	Name() string
+	LearningRate() float64
+	SetLearningRate(lr float64)
+	// Beta1 is the momentum coefficient (SGD momentum, Adam's β1); the
+	// monitor uses it for the edge-of-stability threshold.
+	Beta1() float64
+}
+
+// SGD is stochastic gradient descent with PyTorch's conventions for
+// momentum and (L2) weight decay: g += wd·p; buf = μ·buf + g; p −= η·buf.
+type SGD struct {
+	LR          float64
+	Momentum    float64
+	WeightDecay float64
+	buf         []float64
+}
+
+// Name returns "sgd".
+func (o *SGD) Name() string { return "sgd" }
+
+// LearningRate returns η.
+func (o *SGD) LearningRate() float64 { return o.LR }
+
+// SetLearningRate sets η.
+func (o *SGD) SetLearningRate(lr float64) { o.LR = lr }
+
+// Beta1 returns the momentum.
+func (o *SGD) Beta1() float64 { return o.Momentum }
+
+// Step applies one SGD update.
+func (o *SGD) Step(p, g []float64) {
+	if o.WeightDecay != 0 {
+		for i := range g {
+			g[i] += o.WeightDecay * p[i]
+		}
+	}
+	if o.Momentum != 0 {
+		if len(o.buf) != len(p) {
+			o.buf = append([]float64(nil), g...)
+		} else {
+			for i := range g {
+				o.buf[i] = o.Momentum*o.buf[i] + g[i]
+			}
+		}
+		g = o.buf
+	}
+	for i := range p {
+		p[i] -= o.LR * g[i]
+	}
+}
+
+// Adam follows torch.optim.Adam (L2 weight decay added to the gradient).
+type Adam struct {
+	LR          float64
+	B1, B2      float64 // defaults 0.9, 0.999
+	Eps         float64 // default 1e-8
+	WeightDecay float64
+	m, v        []float64
+	t           int
+}
+
+// Name returns "adam".
+func (o *Adam) Name() string { return "adam" }
+
+// LearningRate returns η.
+func (o *Adam) LearningRate() float64 { return o.LR }
+
+// SetLearningRate sets η.
+func (o *Adam) SetLearningRate(lr float64) { o.LR = lr }
+
+// Beta1 returns β1.
+func (o *Adam) Beta1() float64 {
+	if o.B1 == 0 {
+		return 0.9
+	}
+	return o.B1
+}
+
+// Step applies one Adam update.
+func (o *Adam) Step(p, g []float64) {
+	b1, b2, eps := o.Beta1(), o.B2, o.Eps
+	if b2 == 0 {
+		b2 = 0.999
+	}
+	if eps == 0 {
+		eps = 1e-8
+	}
+	if len(o.m) != len(p) {
+		o.m, o.v, o.t = make([]float64, len(p)), make([]float64, len(p)), 0
+	}
+	o.t++
+	c1 := 1 - math.Pow(b1, float64(o.t))
+	c2 := 1 - math.Pow(b2, float64(o.t))
+	for i := range p {
+		gi := g[i] + o.WeightDecay*p[i]
+		o.m[i] = b1*o.m[i] + (1-b1)*gi
+		o.v[i] = b2*o.v[i] + (1-b2)*gi*gi
+		p[i] -= o.LR * (o.m[i] / c1) / (math.Sqrt(o.v[i]/c2) + eps)
+	}
+}
+
+// NewOptimizer makes "sgd" or "adam" with the learning rate and momentum
+// (SGD momentum, or Adam's β1 when > 0).
+func NewOptimizer(name string, lr, momentum, weightDecay float64) (Optimizer, error) {
+	if lr <= 0 || math.IsNaN(lr) || math.IsInf(lr, 0) {
+		return nil, fmt.Errorf("learning rate must be a positive number, got %g", lr)
+	}
+	switch name {
+	case "sgd":
+		return &SGD{LR: lr, Momentum: momentum, WeightDecay: weightDecay}, nil
+	case "adam":
+		return &Adam{LR: lr, B1: momentum, WeightDecay: weightDecay}, nil
+	}
+	return nil, fmt.Errorf("unknown optimiser %q (want sgd or adam)", name)
+}
