@@ -174,7 +174,7 @@ func Synthetic(n int, shape Shape, classes int, seed uint64) *Dataset {
 		c := rng.IntN(classes)
 		d.Labels[i] = c
 		for j := 0; j < size; j++ {
-			d.X[i*size+j] = centres[c*size+j] + 1.5*rng.NormFloat64()
+			d.X[i*size+j] = centres[c*size+j] + rng.NormFloat64()
 		}
 	}
 	return d

@@ -11,6 +11,7 @@ import (
 type Linear struct {
 	In, Out int
 	NoBias  bool
+	pix     int // rows per sample (H·W of the input)
 }
 
 // Build checks that the input has In channels (dense inputs: H = W = 1).
@@ -25,6 +26,7 @@ func (l *Linear) Build(in Shape) (Shape, []ParamSpec, []ParamSpec, error) {
 	if !l.NoBias {
 		ps = append(ps, ParamSpec{Name: "bias", Shape: []int{l.Out}})
 	}
+	l.pix = in.H * in.W
 	return Shape{H: in.H, W: in.W, C: l.Out}, ps, nil, nil
 }
 

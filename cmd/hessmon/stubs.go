@@ -1,0 +1,19 @@
+package main
+
+import (
+	"context"
+	"errors"
+)
+
+var errTodo = errors.New("not implemented yet")
+
+func runTrain(context.Context, *env, []string) error      { return errTodo }
+func runAnalyze(context.Context, *env, []string) error    { return errTodo }
+func runRuns(context.Context, *env, []string) error       { return errTodo }
+func runShow(context.Context, *env, []string) error       { return errTodo }
+func runExport(context.Context, *env, []string) error     { return errTodo }
+func runPlot(context.Context, *env, []string) error       { return errTodo }
+func runServe(context.Context, *env, []string) error      { return errTodo }
+func runDashboards(context.Context, *env, []string) error { return errTodo }
+func benchWarm(context.Context, *env, []string) error     { return errTodo }
+func benchOverhead(context.Context, *env, []string) error { return errTodo }
