@@ -286,3 +286,32 @@ func TestMNISTOneEpoch(t *testing.T) {
 		t.Errorf("test accuracy %.4f < 0.95", acc)
 	}
 }
+
+func TestSafetensorsRoundTrip(t *testing.T) {
+	net, err := NewMLP(MLPConfig{Sizes: []int{5, 4, 3}, Activation: Tanh, BN: true}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perturbBN(net, 1)
+	path := t.TempDir() + "/w.safetensors"
+	if err := SaveSafetensors(net, path); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := NewMLP(MLPConfig{Sizes: []int{5, 4, 3}, Activation: Tanh, BN: true}, 2)
+	if floats.Equal(other.Params(), net.Params()) {
+		t.Fatal("different seeds gave equal parameters")
+	}
+	if err := LoadSafetensors(other, path); err != nil {
+		t.Fatal(err)
+	}
+	if !floats.Equal(other.Params(), net.Params()) || !floats.Equal(other.Buffers(), net.Buffers()) {
+		t.Error("parameters or buffers did not round-trip")
+	}
+	wrong, _ := NewMLP(MLPConfig{Sizes: []int{5, 6, 3}, Activation: Tanh, BN: true}, 1)
+	if err := LoadSafetensors(wrong, path); err == nil {
+		t.Error("loading into a model with other shapes succeeded")
+	}
+	if err := LoadSafetensors(other, t.TempDir()+"/missing"); err == nil {
+		t.Error("missing file gave no error")
+	}
+}

@@ -1,0 +1,331 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/monitor"
+	"github.com/hessmon/hessmon/monitor/metrics"
+	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/store"
+	"github.com/hessmon/hessmon/trainer"
+)
+
+// monitorFlags are the probe settings shared by train and bench.
+type monitorFlags struct {
+	every      int64
+	top        int
+	order      string
+	tol        float64
+	trace      bool
+	esd        bool
+	esdSteps   int
+	maxHVPs    int
+	timeout    time.Duration
+	probeBatch int
+	async      bool
+	overhead   float64
+	bnMode     string
+}
+
+func (m *monitorFlags) register(fs *flag.FlagSet) {
+	fs.Int64Var(&m.every, "every", 50, "probe the Hessian every N steps")
+	fs.IntVar(&m.top, "top", 5, "top-k eigenvalues per probe (0 disables)")
+	fs.StringVar(&m.order, "order", "algebraic", "eigenvalue order: algebraic (largest λ) or magnitude (largest |λ|)")
+	fs.Float64Var(&m.tol, "tol", 1e-4, "eigen residual tolerance relative to ‖H‖")
+	fs.BoolVar(&m.trace, "trace", true, "estimate the trace (and per-layer block traces)")
+	fs.BoolVar(&m.esd, "esd", true, "estimate the eigenvalue spectral density")
+	fs.IntVar(&m.esdSteps, "esd-steps", 30, "Lanczos steps of the spectral density")
+	fs.IntVar(&m.maxHVPs, "max-hvps", 400, "HVP budget per probe")
+	fs.DurationVar(&m.timeout, "probe-timeout", 2*time.Minute, "wall-time budget per probe")
+	fs.IntVar(&m.probeBatch, "probe-batch", 256, "size of the fixed, seeded probe batch")
+	fs.BoolVar(&m.async, "async", true, "probe a frozen copy of the weights in the background while training continues")
+	fs.Float64Var(&m.overhead, "overhead", 0, "adapt the probe interval to keep probing under this fraction of training time (e.g. 0.05; 0: fixed interval)")
+	fs.StringVar(&m.bnMode, "bn-mode", "eval", "BatchNorm in the probed Hessian: eval (running statistics, as PyHessian) or train (batch statistics)")
+}
+
+func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error) {
+	order, err := estimators.ParseOrder(m.order)
+	if err != nil {
+		return monitor.Config{}, 0, usageErr("--order: %v", err)
+	}
+	if m.every <= 0 || m.top < 0 || m.maxHVPs <= 0 || m.probeBatch <= 0 || m.esdSteps <= 0 || m.timeout <= 0 {
+		return monitor.Config{}, 0, usageErr("--every, --max-hvps, --probe-batch, --esd-steps and --probe-timeout must be positive, --top non-negative")
+	}
+	mode := trainer.ModeEval
+	switch m.bnMode {
+	case "eval":
+	case "train":
+		mode = trainer.ModeTrain
+	default:
+		return monitor.Config{}, 0, usageErr("--bn-mode %q: want eval or train", m.bnMode)
+	}
+	top := m.top
+	if top == 0 {
+		top = -1
+	}
+	return monitor.Config{
+		Every: m.every, TopK: top, Order: order, EigenTol: m.tol,
+		NoTrace: !m.trace, NoESD: !m.esd, ESDSteps: m.esdSteps,
+		MaxHVPs: m.maxHVPs, MaxDuration: m.timeout, Async: m.async,
+		OverheadTarget: m.overhead, Seed: seed,
+	}, mode, nil
+}
+
+// optFlags are the optimiser flags.
+type optFlags struct {
+	name     string
+	lr       float64
+	momentum float64
+	wd       float64
+	batch    int
+	steps    int64
+	epochs   float64
+}
+
+func (o *optFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.name, "opt", "sgd", "optimiser: sgd or adam")
+	fs.Float64Var(&o.lr, "lr", 0.05, "learning rate η")
+	fs.Float64Var(&o.momentum, "momentum", 0.9, "SGD momentum, or Adam's β1")
+	fs.Float64Var(&o.wd, "wd", 0, "L2 weight decay")
+	fs.IntVar(&o.batch, "batch", 64, "mini-batch size (0: full batch gradient descent)")
+	fs.Int64Var(&o.steps, "steps", 0, "optimiser steps (overrides --epochs)")
+	fs.Float64Var(&o.epochs, "epochs", 1, "epochs of training data")
+}
+
+func (o *optFlags) totalSteps(n int) int64 {
+	if o.steps > 0 {
+		return o.steps
+	}
+	per := n
+	if o.batch > 0 {
+		per = n / o.batch
+	}
+	return max(1, int64(math.Round(o.epochs*float64(per))))
+}
+
+func newRunID() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// logger returns a text logger at the level named by s.
+func logger(w io.Writer, s string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(s)); err != nil {
+		return nil, usageErr("--log-level %q: want debug, info, warn or error", s)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// exporterSink hands snapshots to the Prometheus exporter.
+type exporterSink struct{ e *metrics.Exporter }
+
+func (s exporterSink) PutSnapshot(sn snapshot.Snapshot) error { s.e.Observe(sn); return nil }
+
+func runTrain(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "train", "train a model while the monitor probes its loss Hessian every N steps: top-k eigenvalues with residuals, "+
+		"trace ± stderr with per-layer blocks, and the spectral density, warm-started from the previous probe. Snapshots go to a bbolt "+
+		"store; Prometheus metrics and a read-only JSON API are served on --listen while training runs. SIGINT/SIGTERM stop it cleanly.",
+		"hessmon train --steps 300 --db run.db --listen 127.0.0.1:9464   # then: curl 127.0.0.1:9464/metrics")
+	var mf modelFlags
+	mf.register(fs, "128,128", "tanh")
+	var of optFlags
+	of.register(fs)
+	var monf monitorFlags
+	monf.register(fs)
+	db := fs.String("db", "hessmon.db", "bbolt store for the snapshots (created if missing; many runs per file)")
+	runID := fs.String("run", "", "run id (default: generated); reusing an id resumes its warm state")
+	listen := fs.String("listen", metrics.DefaultAddr, "address for /metrics and the JSON API (\"off\" disables); binding beyond loopback must be asked for explicitly")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	progress := fs.String("progress", "auto", "progress bar: auto (on a terminal), on, off")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger(e.stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, bnMode, err := monf.config(mf.seed)
+	if err != nil {
+		return err
+	}
+	opt, err := trainer.NewOptimizer(of.name, of.lr, of.momentum, of.wd)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	if of.batch < 0 || of.epochs <= 0 || of.steps < 0 {
+		return usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
+	}
+	train, test, err := mf.loadData()
+	if err != nil {
+		return err
+	}
+	net, err := mf.build(train.Shape, train.Classes)
+	if err != nil {
+		return err
+	}
+	train, test = forModel(train, net), forModel(test, net)
+	if *runID == "" {
+		*runID = newRunID()
+	}
+	steps := of.totalSteps(train.Len())
+
+	st, err := store.Open(*db, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	runMeta := snapshot.Run{ID: *runID, Model: net.String(), Optimizer: opt.Name(), Started: time.Now().UTC(), Config: map[string]string{
+		"data": describeData(train), "params": fmt.Sprint(net.Dim()), "lr": fmt.Sprint(of.lr), "momentum": fmt.Sprint(of.momentum),
+		"batch": fmt.Sprint(of.batch), "steps": fmt.Sprint(steps), "every": fmt.Sprint(cfg.Every), "top": fmt.Sprint(monf.top),
+		"probe_batch": fmt.Sprint(monf.probeBatch), "bn_mode": monf.bnMode, "seed": fmt.Sprint(mf.seed),
+	}}
+	if old, err := st.Run(*runID); err == nil {
+		runMeta.Started = old.Started
+		log.Info("resuming run", "run", *runID)
+	}
+	if err := st.PutRun(runMeta); err != nil {
+		return err
+	}
+	exp := metrics.NewExporter()
+	mon, err := monitor.New(*runID, cfg, monitor.WithSink(st), monitor.WithSink(exporterSink{exp}), monitor.WithWarmStore(st), monitor.WithLogger(log))
+	if err != nil {
+		return err
+	}
+
+	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSrv()
+	srvDone := make(chan error, 1)
+	if *listen != "off" && *listen != "" {
+		ln, err := listenTCP(*listen)
+		if err != nil {
+			return fmt.Errorf("--listen %s: %w", *listen, err)
+		}
+		go func() { srvDone <- metrics.ServeListener(srvCtx, ln, metrics.NewServer(exp, st)) }()
+		log.Info("serving", "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
+	} else {
+		srvDone <- nil
+	}
+
+	probeBatch := probeSubset(train, monf.probeBatch, mf.seed)
+	log.Info("training", "run", *runID, "model", net.String(), "params", net.Dim(), "data", describeData(train),
+		"optimizer", opt.Name(), "lr", of.lr, "steps", steps, "probe_every", cfg.Every, "probe_batch", probeBatch.Len(), "db", *db)
+
+	var bar *progressbar.ProgressBar
+	if *progress == "on" || (*progress == "auto" && isTerminal(e.stderr)) {
+		bar = progressbar.NewOptions64(steps, progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("training"),
+			progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+	}
+	var lastSnap snapshot.Snapshot
+	snaps := make(chan snapshot.Snapshot, 64)
+	hooks := []trainer.Hook{mon.Hook(monitor.HookOptions{
+		Batch: probeBatch, Mode: bnMode, Observer: exp,
+		OnSnapshot: func(s snapshot.Snapshot) {
+			select {
+			case snaps <- s:
+			default:
+			}
+		},
+	})}
+	hooks = append(hooks, func(_ context.Context, info trainer.StepInfo) error {
+		if bar != nil {
+			_ = bar.Set64(info.Step)
+		}
+		for {
+			select {
+			case s := <-snaps:
+				lastSnap = s
+				logSnapshot(log, s)
+				continue
+			default:
+			}
+			return nil
+		}
+	})
+	res, trainErr := trainer.Train(ctx, trainer.Config{
+		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: opt, Data: train, BatchSize: of.batch, Steps: steps, Seed: mf.seed, Hooks: hooks,
+	})
+	mon.Wait()
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	for len(snaps) > 0 {
+		lastSnap = <-snaps
+		logSnapshot(log, lastSnap)
+	}
+	interrupted := trainErr != nil && errors.Is(trainErr, context.Canceled)
+	if trainErr != nil && !interrupted {
+		return trainErr
+	}
+	acc, accErr := trainer.Accuracy(net, test)
+	stats := mon.Stats()
+	w := e.stdout
+	if interrupted {
+		fmt.Fprintf(w, "interrupted at step %d of %d; every finished snapshot is committed\n", res.Steps, steps)
+	}
+	fmt.Fprintf(w, "run %s: %s, %d params, %d steps in %.1fs, last loss %.4f", *runID, net.String(), net.Dim(), res.Steps, res.Elapsed.Seconds(), res.LastLoss)
+	if accErr == nil {
+		fmt.Fprintf(w, ", test accuracy %.4f", acc)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "probes: %d (%d failed, %d skipped while one was running), %d HVPs, %.1fs probing\n",
+		stats.Probes, stats.Failures, stats.Skipped, stats.HVPs, stats.ProbeSeconds)
+	if l1, ok := lastSnap.Lambda1(); ok {
+		fmt.Fprintf(w, "last probe (step %d): λ1 = %.5g (residual %.2g), sharpness ratio λ1/threshold = %.3f",
+			lastSnap.Step, l1, lastSnap.Residuals[0], lastSnap.SharpnessRatio)
+		if lastSnap.Trace != nil {
+			fmt.Fprintf(w, ", trace = %.5g ± %.2g", lastSnap.Trace.Value, lastSnap.Trace.StdErr)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "store: %s (inspect: hessmon show --db %s --run %s)\n", *db, *db, *runID)
+	stopSrv()
+	if err := <-srvDone; err != nil {
+		log.Warn("metrics server", "err", err)
+	}
+	return nil
+}
+
+func logSnapshot(log *slog.Logger, s snapshot.Snapshot) {
+	if s.Failed() {
+		return // the monitor already logged it
+	}
+	attrs := []any{"step", s.Step, "loss", fmt.Sprintf("%.4f", s.Loss), "hvps", s.HVPs, "seconds", fmt.Sprintf("%.2f", s.Seconds), "warm", s.Warm}
+	if l1, ok := s.Lambda1(); ok {
+		attrs = append(attrs, "lambda1", fmt.Sprintf("%.5g", l1), "sharpness_ratio", fmt.Sprintf("%.3f", s.SharpnessRatio))
+	}
+	if s.Trace != nil {
+		attrs = append(attrs, "trace", fmt.Sprintf("%.4g±%.2g", s.Trace.Value, s.Trace.StdErr))
+	}
+	log.Info("probe", attrs...)
+}
+
+// probeSubset draws the fixed, seeded probe batch.
+func probeSubset(d *trainer.Dataset, n int, seed uint64) trainer.Batch {
+	b := trainer.NewBatcher(d, n, seed^0x70be)
+	batch, _ := b.Next()
+	return batch
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func listenTCP(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
