@@ -81,9 +81,8 @@ type Options struct {
 // Store is a bbolt file of runs and snapshots. It is safe for concurrent
 // use; reads run concurrently with the single writer.
 type Store struct {
-	db       *bolt.DB
-	path     string
-	readOnly bool
+	db   *bolt.DB
+	path string
 }
 
 // Open opens path for writing, creating the file and its schema if needed.
@@ -166,7 +165,7 @@ func openReadOnly(path string, timeout time.Duration, preWrite bool) (*Store, er
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, path: path, readOnly: true}
+	s := &Store{db: db, path: path}
 	if err := s.view(func(tx *bolt.Tx) error {
 		if tx.Size() > fi.Size() {
 			return fmt.Errorf("%w: truncated: %d bytes on disk, %d in use", ErrCorrupt, fi.Size(), tx.Size())
@@ -195,9 +194,10 @@ func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
 		return db, nil
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("store: %s: %w", path, ErrLocked)
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist) && o.ReadOnly:
 		return nil, fmt.Errorf("store: %s: %w", path, ErrNotFound)
-	case errors.Is(err, fs.ErrPermission):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
+		// e.g. a missing directory when creating: the OS error says it.
 		return nil, fmt.Errorf("store: %w", err)
 	default:
 		return nil, fmt.Errorf("store: %s: %w: %v", path, ErrCorrupt, err)

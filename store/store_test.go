@@ -301,6 +301,11 @@ func TestNotFound(t *testing.T) {
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Error("OpenReadOnly created the file")
 	}
+	// A writer creates the file, but not a missing directory.
+	_, err = Open(filepath.Join(t.TempDir(), "no", "such", "dir.db"), Options{})
+	if err == nil || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound) || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Open in a missing directory: %v", err)
+	}
 }
 
 // openWithin runs open in a goroutine and fails the test if it hangs: the

@@ -34,3 +34,15 @@ const (
 	LabelLE     = "le"
 	LabelReason = "reason"
 )
+
+// Failure reasons, the values of the reason label and of
+// snapshot.Snapshot.Failure. The exporter starts each run's failure counter
+// at zero for all of them, so that failure panels and alerts have a series
+// before the first failure.
+const (
+	ReasonNaN     = "nan"
+	ReasonPanic   = "panic"
+	ReasonTimeout = "timeout"
+	ReasonBudget  = "budget"
+	ReasonError   = "error"
+)

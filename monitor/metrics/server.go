@@ -1,0 +1,292 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hessmon/hessmon/monitor/snapshot"
+)
+
+// DefaultAddr is where Serve listens when no address is given: loopback
+// only. Another address must be asked for explicitly.
+const DefaultAddr = "127.0.0.1:9464"
+
+// Source is what the read-only JSON API serves from: the live monitor's
+// store handle, a store opened read-only by `hessmon serve`, or anything in
+// memory. *store.Store satisfies it. Snapshots takes an inclusive step range
+// (to < 0: no upper bound) and returns an error wrapping
+// snapshot.ErrUnknownRun for a run it does not know.
+type Source interface {
+	Runs() ([]snapshot.RunSummary, error)
+	Snapshots(run string, from, to int64) ([]snapshot.Snapshot, error)
+}
+
+// NewServer returns the read-only HTTP API:
+//
+//	GET /metrics                               Prometheus exposition of exp
+//	GET /api/runs                              JSON array of run summaries
+//	GET /api/runs/{run}/snapshots?from=&to=    JSON array of snapshots (inclusive
+//	                                           steps; vectors=true adds eigenvectors)
+//	GET /healthz                               "ok"
+//
+// Other methods get 405. A nil exp leaves out /metrics, a nil src the API.
+func NewServer(exp *Exporter, src Source) http.Handler {
+	mux := http.NewServeMux()
+	if exp != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(exp.Registry(), promhttp.HandlerOpts{
+			// A bad series (it cannot happen with our label sanitising, but
+			// if it did) must not blank the whole scrape.
+			ErrorHandling: promhttp.ContinueOnError,
+			ErrorLog:      slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+		}))
+	}
+	if src != nil {
+		mux.HandleFunc("GET /api/runs", func(w http.ResponseWriter, r *http.Request) {
+			runs, err := src.Runs()
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, err)
+				return
+			}
+			if runs == nil {
+				runs = []snapshot.RunSummary{}
+			}
+			writeJSON(w, http.StatusOK, runs)
+		})
+		mux.HandleFunc("GET /api/runs/{run}/snapshots", func(w http.ResponseWriter, r *http.Request) {
+			serveSnapshots(w, r, src)
+		})
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
+	q := r.URL.Query()
+	from, to := int64(0), int64(-1)
+	for _, p := range []struct {
+		name string
+		dst  *int64
+	}{{"from", &from}, {"to", &to}} {
+		v := q.Get(p.name)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("%s=%q: want a non-negative step", p.name, v))
+			return
+		}
+		*p.dst = n
+	}
+	if to >= 0 && from > to {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("from=%d is after to=%d", from, to))
+		return
+	}
+	vectors := false
+	if v := q.Get("vectors"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("vectors=%q: want true or false", v))
+			return
+		}
+		vectors = b
+	}
+	run := r.PathValue("run")
+	snaps, err := src.Snapshots(run, from, to)
+	switch {
+	case errors.Is(err, snapshot.ErrUnknownRun):
+		writeError(w, http.StatusNotFound, fmt.Errorf("unknown run %q", run))
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	out := make([]JSONSnapshot, len(snaps))
+	for i, s := range snaps {
+		if !vectors {
+			s.Eigenvectors = nil
+		}
+		out[i] = NewJSONSnapshot(s)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{err.Error()})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// Serve serves h on addr ("" means DefaultAddr, loopback only) until ctx is
+// cancelled, then shuts down gracefully. It returns nil after a shutdown
+// caused by ctx and the listener's error otherwise.
+func Serve(ctx context.Context, addr string, h http.Handler) error {
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: listen: %w", err)
+	}
+	return ServeListener(ctx, ln, h)
+}
+
+// ServeListener is Serve on a listener the caller opened, e.g. on port 0 to
+// learn the address it got.
+func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		if err != nil {
+			_ = srv.Close() // slow clients: cut them off
+		}
+		<-errc
+		return err
+	}
+}
+
+// Float is a float64 whose JSON form is null when it is NaN or ±Inf, which
+// JSON cannot represent (failed probes carry NaN losses). null decodes back
+// to NaN.
+type Float float64
+
+// MarshalJSON implements json.Marshaler.
+func (f Float) MarshalJSON() ([]byte, error) {
+	if !finite(float64(f)) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(f))
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (f *Float) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*f = Float(math.NaN())
+		return nil
+	}
+	return json.Unmarshal(b, (*float64)(f))
+}
+
+func floats(v []float64) []Float {
+	if v == nil {
+		return nil
+	}
+	out := make([]Float, len(v))
+	for i, x := range v {
+		out[i] = Float(x)
+	}
+	return out
+}
+
+// JSONSnapshot is the API's JSON form of a snapshot: the same field names as
+// snapshot.Snapshot's own JSON, with every float a Float so that NaN and Inf
+// become null instead of failing the encoder. The float fields shadow the
+// embedded snapshot's (encoding/json picks the shallower field).
+type JSONSnapshot struct {
+	snapshot.Snapshot
+	Loss               Float      `json:"loss"`
+	LearningRate       Float      `json:"learning_rate"`
+	Beta1              Float      `json:"beta1,omitempty"`
+	SharpnessThreshold Float      `json:"sharpness_threshold,omitempty"`
+	SharpnessRatio     Float      `json:"sharpness_ratio,omitempty"`
+	Eigenvalues        []Float    `json:"eigenvalues,omitempty"`
+	Residuals          []Float    `json:"residuals,omitempty"`
+	Eigenvectors       [][]Float  `json:"eigenvectors,omitempty"`
+	Trace              *JSONTrace `json:"trace,omitempty"`
+	ESD                *JSONESD   `json:"esd,omitempty"`
+	Seconds            Float      `json:"seconds"`
+}
+
+// JSONTrace is snapshot.Trace with NaN-safe floats.
+type JSONTrace struct {
+	snapshot.Trace
+	Value  Float            `json:"value"`
+	StdErr Float            `json:"stderr"`
+	Blocks []JSONBlockTrace `json:"blocks,omitempty"`
+}
+
+// JSONBlockTrace is snapshot.BlockTrace with NaN-safe floats.
+type JSONBlockTrace struct {
+	snapshot.BlockTrace
+	Value  Float `json:"value"`
+	StdErr Float `json:"stderr"`
+}
+
+// JSONESD is snapshot.ESD with NaN-safe floats.
+type JSONESD struct {
+	snapshot.ESD
+	Nodes   []Float `json:"nodes"`
+	Weights []Float `json:"weights"`
+	Sigma2  Float   `json:"sigma2"`
+}
+
+// NewJSONSnapshot converts s for JSON output.
+func NewJSONSnapshot(s snapshot.Snapshot) JSONSnapshot {
+	j := JSONSnapshot{
+		Snapshot:           s,
+		Loss:               Float(s.Loss),
+		LearningRate:       Float(s.LearningRate),
+		Beta1:              Float(s.Beta1),
+		SharpnessThreshold: Float(s.SharpnessThreshold),
+		SharpnessRatio:     Float(s.SharpnessRatio),
+		Eigenvalues:        floats(s.Eigenvalues),
+		Residuals:          floats(s.Residuals),
+		Seconds:            Float(s.Seconds),
+	}
+	for _, v := range s.Eigenvectors {
+		j.Eigenvectors = append(j.Eigenvectors, floats(v))
+	}
+	if t := s.Trace; t != nil {
+		jt := &JSONTrace{Trace: *t, Value: Float(t.Value), StdErr: Float(t.StdErr)}
+		for _, b := range t.Blocks {
+			jt.Blocks = append(jt.Blocks, JSONBlockTrace{BlockTrace: b, Value: Float(b.Value), StdErr: Float(b.StdErr)})
+		}
+		j.Trace = jt
+	}
+	if e := s.ESD; e != nil {
+		j.ESD = &JSONESD{ESD: *e, Nodes: floats(e.Nodes), Weights: floats(e.Weights), Sigma2: Float(e.Sigma2)}
+	}
+	return j
+}

@@ -1,0 +1,85 @@
+package store_test
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/store"
+)
+
+// A trainer writes snapshots; once it has closed the file, anyone can
+// inspect it read-only.
+func Example() {
+	dir, err := os.MkdirTemp("", "hessmon")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "hessmon.db")
+
+	w, err := store.Open(path, store.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	start := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := w.PutRun(snapshot.Run{ID: "mlp-sgd", Model: "mlp 784-128-128-10", Optimizer: "sgd", Started: start}); err != nil {
+		log.Fatal(err)
+	}
+	for step := int64(0); step <= 200; step += 50 {
+		s := snapshot.Snapshot{
+			Run: "mlp-sgd", Step: step, Time: start.Add(time.Duration(step) * time.Second),
+			LearningRate: 0.1, Eigenvalues: []float64{2 + float64(step)/10}, Residuals: []float64{1e-9},
+		}
+		if err := w.PutSnapshot(s); err != nil { // fsynced when it returns
+			log.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		log.Fatal(err)
+	}
+
+	r, err := store.OpenReadOnly(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	runs, err := r.Runs()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, s := range runs {
+		fmt.Printf("%s: steps %d..%d, %d snapshots, λ1 %g → %g\n",
+			s.ID, s.FirstStep, s.LastStep, s.Snapshots, *s.FirstLambda1, *s.LastLambda1)
+	}
+	snaps, err := r.Snapshots("mlp-sgd", 50, 150)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, s := range snaps {
+		fmt.Println(s.Step, s.Eigenvalues[0])
+	}
+	// Output:
+	// mlp-sgd: steps 0..200, 5 snapshots, λ1 2 → 22
+	// 50 7
+	// 100 12
+	// 150 17
+}
+
+// Inspection tools tell the user what went wrong in one line.
+func ExampleOpenReadOnly() {
+	_, err := store.OpenReadOnly(filepath.Join(os.TempDir(), "no-such-hessmon.db"))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		fmt.Println("no such store")
+	case errors.Is(err, store.ErrLocked):
+		fmt.Println("a trainer is writing it: use its HTTP API")
+	case errors.Is(err, store.ErrCorrupt), errors.Is(err, store.ErrSchema):
+		fmt.Println("unreadable:", err)
+	}
+	// Output: no such store
+}
