@@ -96,19 +96,35 @@ func (e *Exact) Refresh(src *trainer.Network) error {
 // weighted by batch size, one concurrent Exact per batch sharing one frozen
 // copy of the parameters. This is PyHessian's full-dataset mode and how
 // batches too large for one pass are split.
-func NewExactBatches(net *trainer.Network, batches []trainer.Batch, loss trainer.Loss, mode trainer.Mode) (*Mean, error) {
+func NewExactBatches(net *trainer.Network, batches []trainer.Batch, loss trainer.Loss, mode trainer.Mode) (*ExactBatches, error) {
 	if len(batches) == 0 {
 		return nil, errors.New("hvp: no batches")
 	}
 	frozen := net.Clone()
 	ops := make([]Operator, len(batches))
 	w := make([]float64, len(batches))
+	var lossSum, total float64
 	for i, b := range batches {
 		e, err := newExact(frozen, b, loss, mode)
 		if err != nil {
 			return nil, fmt.Errorf("batch %d: %w", i, err)
 		}
 		ops[i], w[i] = e, float64(b.Len())
+		lossSum += e.Loss() * w[i]
+		total += w[i]
 	}
-	return NewMean(ops, w)
+	m, err := NewMean(ops, w)
+	if err != nil {
+		return nil, err
+	}
+	return &ExactBatches{Mean: m, loss: lossSum / total}, nil
 }
+
+// ExactBatches is the exact Hessian of the mean loss over several batches.
+type ExactBatches struct {
+	*Mean
+	loss float64
+}
+
+// Loss is the mean loss over all samples at the frozen parameters.
+func (e *ExactBatches) Loss() float64 { return e.loss }

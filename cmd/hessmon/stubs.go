@@ -7,7 +7,6 @@ import (
 
 var errTodo = errors.New("not implemented yet")
 
-func runAnalyze(context.Context, *env, []string) error    { return errTodo }
 func runRuns(context.Context, *env, []string) error       { return errTodo }
 func runShow(context.Context, *env, []string) error       { return errTodo }
 func runExport(context.Context, *env, []string) error     { return errTodo }

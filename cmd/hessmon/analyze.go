@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"time"
+
+	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/hvp"
+	"github.com/hessmon/hessmon/monitor"
+	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/trainer"
+)
+
+// analyzeResult is the JSON of `hessmon analyze`.
+type analyzeResult struct {
+	Model       string             `json:"model"`
+	Params      int                `json:"params"`
+	Batch       int                `json:"batch"`
+	Loss        float64            `json:"loss"`
+	Eigenvalues []float64          `json:"eigenvalues"`
+	Residuals   []float64          `json:"residuals"`
+	Converged   bool               `json:"eigen_converged"`
+	Trace       *float64           `json:"trace"`
+	TraceStdErr *float64           `json:"trace_stderr"`
+	TraceProbes int                `json:"trace_probes"`
+	TraceMethod string             `json:"trace_method,omitempty"`
+	BlockTraces map[string]float64 `json:"block_traces,omitempty"`
+	ESD         *esdJSON           `json:"esd,omitempty"`
+	HVPs        hvpCounts          `json:"hvps"`
+	Seconds     float64            `json:"seconds"`
+	Ranks       int                `json:"ranks,omitempty"`
+}
+
+type esdJSON struct {
+	Nodes   []float64 `json:"nodes"`
+	Weights []float64 `json:"weights"`
+	Probes  int       `json:"probes"`
+	Steps   int       `json:"steps"`
+}
+
+type hvpCounts struct {
+	Eigen int `json:"eigen"`
+	Trace int `json:"trace"`
+	ESD   int `json:"esd"`
+}
+
+// analyzeChunk bounds the samples per forward pass: larger batches are
+// split and averaged (hvp.NewExactBatches), which bounds memory and uses
+// both cores.
+const analyzeChunk = 2000
+
+func runAnalyze(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "analyze", "a one-shot, PyHessian-style analysis of one model on a fixed batch — the first --batch images of the "+
+		"MNIST training file, pixels in [0,1], mean cross-entropy: top-k eigenvalues with residual certificates (Krylov–Schur, or "+
+		"PyHessian's power iteration with --power), the trace with its standard error and per-layer block traces, and the spectral "+
+		"density by stochastic Lanczos quadrature. Without --weights it first trains --train-steps SGD steps from a seeded init.",
+		"hessmon analyze --model mlp --hidden 128,128 --act tanh --batch 1000 --top 5 --trace --esd --json")
+	var mf modelFlags
+	mf.register(fs, "128,128", "tanh")
+	weights := fs.String("weights", "", "load parameters from a .safetensors file (PyTorch state_dict names and shapes)")
+	batch := fs.Int("batch", 1000, "analyse the first B training images")
+	top := fs.Int("top", 5, "top-k eigenvalues (0: none)")
+	order := fs.String("order", "algebraic", "eigenvalue order: algebraic or magnitude")
+	doTrace := fs.Bool("trace", true, "estimate the trace")
+	doESD := fs.Bool("esd", true, "estimate the spectral density")
+	tol := fs.Float64("tol", 1e-8, "eigen residual tolerance relative to ‖H‖")
+	traceTol := fs.Float64("trace-tol", 0.01, "target relative standard error of the trace")
+	maxHVPs := fs.Int("max-hvps", 2000, "HVP budget of each estimator")
+	esdProbes := fs.Int("esd-probes", 1, "SLQ probe vectors n_v")
+	esdSteps := fs.Int("esd-steps", 100, "SLQ Lanczos steps m")
+	power := fs.Bool("power", false, "use PyHessian's power iteration (tol 1e-3, 100 iterations) instead of Krylov–Schur, for comparison")
+	trainSteps := fs.Int64("train-steps", 200, "without --weights: SGD steps (batch 64, η 0.05, momentum 0.9) before the analysis")
+	bnMode := fs.String("bn-mode", "eval", "BatchNorm in the Hessian: eval (running statistics, as PyHessian) or train")
+	asJSON := fs.Bool("json", false, "print JSON")
+	plotPath := fs.String("plot", "", "write the ESD plot (log density, as PyHessian's density_plot) to this PNG")
+	distributed := fs.Bool("distributed", false, "shard the batch over MPI ranks (needs a binary built with -tags mpi, run under mpirun)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *batch <= 0 || *top < 0 || *maxHVPs <= 0 || *esdProbes <= 0 || *esdSteps <= 0 || *trainSteps < 0 {
+		return usageErr("--batch, --max-hvps, --esd-probes and --esd-steps must be positive; --top and --train-steps non-negative")
+	}
+	ord, err := estimators.ParseOrder(*order)
+	if err != nil {
+		return usageErr("--order: %v", err)
+	}
+	mode := trainer.ModeEval
+	switch *bnMode {
+	case "eval":
+	case "train":
+		mode = trainer.ModeTrain
+	default:
+		return usageErr("--bn-mode %q: want eval or train", *bnMode)
+	}
+	train, _, err := mf.loadData()
+	if err != nil {
+		return err
+	}
+	net, err := mf.build(train.Shape, train.Classes)
+	if err != nil {
+		return err
+	}
+	train = forModel(train, net)
+	if *weights != "" {
+		if err := trainer.LoadSafetensors(net, *weights); err != nil {
+			return err
+		}
+	} else if *trainSteps > 0 {
+		if _, err := trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
+			Data: train, BatchSize: 64, Steps: *trainSteps, Seed: mf.seed}); err != nil {
+			return fmt.Errorf("training before the analysis: %w", err)
+		}
+	}
+	if *batch > train.Len() {
+		return usageErr("--batch %d: the data set has %d samples", *batch, train.Len())
+	}
+	head, err := train.Subset(0, *batch)
+	if err != nil {
+		return err
+	}
+
+	var op hvp.Operator
+	rank, ranks := 0, 1
+	if *distributed {
+		dop, r, size, closeComm, err := distributedOperator(ctx, net, head, mode, analyzeChunk)
+		if err != nil {
+			return err
+		}
+		defer closeComm()
+		op, rank, ranks = dop, r, size
+	} else {
+		op, err = batchOperator(net, head, mode, analyzeChunk)
+		if err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	res := analyzeResult{Model: net.String(), Params: net.Dim(), Batch: *batch, Converged: true}
+	if ranks > 1 {
+		res.Ranks = ranks
+	}
+	if l, ok := op.(interface{ Loss() float64 }); ok {
+		res.Loss = l.Loss()
+	}
+	var vectors [][]float64
+	if *top > 0 {
+		var er estimators.EigenResult
+		var err error
+		if *power {
+			er, err = estimators.PowerIteration(ctx, op, estimators.PowerOptions{K: *top, Seed: mf.seed, KeepVectors: true})
+		} else {
+			er, _, err = estimators.TopEigen(ctx, op, estimators.EigenOptions{K: *top, Order: ord, Tol: *tol, MaxHVPs: *maxHVPs, Seed: mf.seed, KeepVectors: true}, nil)
+		}
+		if err != nil && !errors.Is(err, estimators.ErrNotConverged) {
+			return fmt.Errorf("eigenvalues: %w", err)
+		}
+		res.Converged = err == nil
+		res.Eigenvalues, res.Residuals, res.HVPs.Eigen = er.Values, er.Residuals, er.HVPs
+		vectors = er.Vectors
+	}
+	if *doTrace {
+		tr, _, err := estimators.Trace(ctx, op, estimators.TraceOptions{RelTol: *traceTol, MaxHVPs: *maxHVPs, Seed: mf.seed + 1,
+			Blocks: monitor.Blocks(net), Deflate: vectors}, nil)
+		if err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		res.Trace, res.TraceStdErr = &tr.Value, &tr.StdErr
+		res.TraceProbes, res.TraceMethod, res.HVPs.Trace = tr.Probes, tr.Method, tr.HVPs
+		res.BlockTraces = map[string]float64{}
+		for _, b := range tr.Blocks {
+			res.BlockTraces[b.Name] = b.Value
+		}
+	}
+	var esd estimators.ESDResult
+	if *doESD {
+		esd, _, err = estimators.ESD(ctx, op, estimators.ESDOptions{Probes: *esdProbes, Steps: min(*esdSteps, net.Dim()), Seed: mf.seed + 2}, nil)
+		if err != nil {
+			return fmt.Errorf("ESD: %w", err)
+		}
+		res.ESD = &esdJSON{Nodes: esd.Nodes, Weights: esd.Weights, Probes: esd.Probes, Steps: esd.Steps}
+		res.HVPs.ESD = esd.HVPs
+	}
+	res.Seconds = time.Since(start).Seconds()
+	if rank != 0 {
+		return nil // only rank 0 reports
+	}
+	if *plotPath != "" && *doESD {
+		s := snapshot.Snapshot{Run: net.String(), ESD: &snapshot.ESD{Nodes: esd.Nodes, Weights: esd.Weights, Probes: esd.Probes, Steps: esd.Steps, Sigma2: 1e-5}}
+		if err := saveESDPlot(*plotPath, s); err != nil {
+			return fmt.Errorf("--plot: %w", err)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	printAnalysis(e.stdout, res)
+	return nil
+}
+
+func printAnalysis(w io.Writer, r analyzeResult) {
+	fmt.Fprintf(w, "%s, %d params, batch %d, loss %.5f\n", r.Model, r.Params, r.Batch, r.Loss)
+	for i, v := range r.Eigenvalues {
+		fmt.Fprintf(w, "  λ%-2d = %14.8g   residual ‖Hv−λv‖ = %.2e\n", i+1, v, r.Residuals[i])
+	}
+	if !r.Converged {
+		fmt.Fprintln(w, "  (eigen solve stopped at the HVP budget; residuals show how far each pair is)")
+	}
+	if r.Trace != nil {
+		fmt.Fprintf(w, "  trace = %.6g ± %.2g (stderr, %d probes, %s)\n", *r.Trace, *r.TraceStdErr, r.TraceProbes, r.TraceMethod)
+	}
+	if r.ESD != nil {
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for _, x := range r.ESD.Nodes {
+			lo, hi = math.Min(lo, x), math.Max(hi, x)
+		}
+		fmt.Fprintf(w, "  ESD: %d probe(s) × %d Lanczos steps, nodes in [%.4g, %.4g]\n", r.ESD.Probes, r.ESD.Steps, lo, hi)
+	}
+	fmt.Fprintf(w, "  HVPs: eigen %d, trace %d, ESD %d; %.2fs\n", r.HVPs.Eigen, r.HVPs.Trace, r.HVPs.ESD, r.Seconds)
+}
+
+// batchOperator is the exact Hessian of the mean loss over d, split into
+// chunks of at most chunk samples that run concurrently.
+func batchOperator(net *trainer.Network, d *trainer.Dataset, mode trainer.Mode, chunk int) (hvp.Operator, error) {
+	if d.Len() <= chunk {
+		return hvp.NewExact(net, d.Head(0), trainer.CrossEntropy{}, mode)
+	}
+	var batches []trainer.Batch
+	for from := 0; from < d.Len(); from += chunk {
+		sub, err := d.Subset(from, min(from+chunk, d.Len()))
+		if err != nil {
+			return nil, err
+		}
+		batches = append(batches, sub.Head(0))
+	}
+	m, err := hvp.NewExactBatches(net, batches, trainer.CrossEntropy{}, mode)
+	if err != nil {
+		return nil, err
+	}
+	m.Workers = 2
+	return m, nil
+}
