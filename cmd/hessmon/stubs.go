@@ -12,6 +12,4 @@ func runShow(context.Context, *env, []string) error       { return errTodo }
 func runExport(context.Context, *env, []string) error     { return errTodo }
 func runPlot(context.Context, *env, []string) error       { return errTodo }
 func runServe(context.Context, *env, []string) error      { return errTodo }
-func runDashboards(context.Context, *env, []string) error { return errTodo }
-func benchWarm(context.Context, *env, []string) error     { return errTodo }
 func benchOverhead(context.Context, *env, []string) error { return errTodo }
