@@ -1,0 +1,678 @@
+package estimators
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"gonum.org/v1/gonum/floats"
+	"gonum.org/v1/gonum/stat"
+	"gonum.org/v1/gonum/stat/distuv"
+
+	"github.com/hessmon/hessmon/hvp"
+)
+
+// Trace methods, as reported in TraceResult.Method.
+const (
+	// MethodHutchinson is plain Hutchinson with Rademacher probes.
+	MethodHutchinson = "hutchinson"
+	// MethodHutchPP is deflated Hutchinson (Hutch++): the trace of H on a
+	// subspace Q exactly plus Hutchinson on (I−QQᵀ)H(I−QQᵀ).
+	MethodHutchPP = "hutch++"
+	// MethodDeltaShift tracks the trace across calls (DeltaShift).
+	MethodDeltaShift = "deltashift"
+	// MethodDeltaShiftPP tracks the deflated remainder across calls.
+	MethodDeltaShiftPP = "deltashift++"
+)
+
+// Block is a contiguous slice of the parameter vector, typically one layer
+// tensor, whose diagonal Hessian block trace tr(H_bb) is wanted.
+type Block struct {
+	Name   string
+	Offset int
+	Len    int
+}
+
+// TraceOptions configures Trace. Zero values select the defaults.
+type TraceOptions struct {
+	// RelTol is the target relative standard error: probing stops once
+	// stderr ≤ RelTol·|estimate| (or ≤ AbsTol) after MinProbes probes.
+	// Default 0.01; a negative value disables it (run to MaxHVPs).
+	RelTol float64
+	// AbsTol is an absolute standard-error target (default none).
+	AbsTol float64
+	// MinProbes is the least number of probes before the stop rule is
+	// consulted, so the standard error is itself meaningful. Default 10.
+	MinProbes int
+	// MaxHVPs caps all HVPs spent, deflation included. Default 100.
+	MaxHVPs int
+	Seed    uint64
+	// Blocks asks for per-block traces from the same probes (no extra
+	// HVPs). Blocks must lie inside the vector; they need not cover it.
+	Blocks []Block
+	// Deflate is a basis Q (e.g. the top eigenvectors) whose part of the
+	// trace, tr(QᵀHQ), is taken exactly; Hutchinson only sees the rest.
+	// The vectors are orthonormalised internally.
+	Deflate [][]float64
+	// DeflateProducts optionally holds H·Deflate[i], saving len(Deflate)
+	// HVPs. They must be exact products with this operator.
+	DeflateProducts [][]float64
+	// SketchRank, when Deflate is empty, builds Q = orth(H·S) from a random
+	// S with SketchRank columns (Hutch++), costing 2·SketchRank HVPs.
+	SketchRank int
+	// NoTracking disables reuse of the warm state's probes.
+	NoTracking bool
+}
+
+// BlockTraceResult is tr(H_bb) for one block with its standard error.
+type BlockTraceResult struct {
+	Name   string
+	Value  float64
+	StdErr float64
+	Method string
+}
+
+// TraceResult is a stochastic trace estimate with its certificate.
+type TraceResult struct {
+	Value  float64
+	StdErr float64
+	// Probes is the number of random probes (each one HVP).
+	Probes int
+	// HVPs counts all products, deflation included.
+	HVPs   int
+	Method string
+	Blocks []BlockTraceResult
+	// Converged reports that the standard-error target was met.
+	Converged bool
+	// Deflated is the dimension of the exactly handled subspace, Exact its
+	// trace tr(QᵀHQ) (already included in Value).
+	Deflated int
+	Exact    float64
+	// Reused is the number of probes carried over from the warm state;
+	// Gamma is DeltaShift's γ when tracking was chosen (the weight of the
+	// fresh estimate), 1 otherwise.
+	Reused int
+	Gamma  float64
+}
+
+// CI returns a two-sided confidence interval at the given level (e.g.
+// 0.95), using Student's t with Probes−1 degrees of freedom.
+func (r TraceResult) CI(level float64) (lo, hi float64) {
+	return ci(r.Value, r.StdErr, r.Probes, level)
+}
+
+// CI returns a two-sided confidence interval for the block trace.
+func (r BlockTraceResult) CI(level float64, probes int) (lo, hi float64) {
+	return ci(r.Value, r.StdErr, probes, level)
+}
+
+func ci(v, se float64, probes int, level float64) (lo, hi float64) {
+	if probes < 2 || !(level > 0 && level < 1) {
+		return math.Inf(-1), math.Inf(1)
+	}
+	t := distuv.StudentsT{Mu: 0, Sigma: 1, Nu: float64(probes - 1)}.Quantile(0.5 + level/2)
+	return v - t*se, v + t*se
+}
+
+// TraceWarm is the tracking state of Trace. It holds no vectors: probes are
+// regenerated from (Seed, ID), and only their previous quadratic forms
+// zᵀHz are kept.
+type TraceWarm struct {
+	Dim    int
+	Seed   uint64
+	NextID uint64
+	// IDs are the fresh probes of the last call; they are reused once.
+	IDs    []uint64
+	Blocks []Block
+	// DeflateRank is the deflation dimension the Deflated chain refers to.
+	DeflateRank int
+	Plain       TraceChain
+	Deflated    TraceChain
+}
+
+// TraceChain is the tracked state of one estimator family: entry 0 is the
+// total, entry 1+i block i.
+type TraceChain struct {
+	Valid bool
+	Comps []ChainComp
+}
+
+// ChainComp is the previous estimate of the stochastic part of one trace
+// (total or block), its variance, the weight it put on each stored probe,
+// the pooled per-probe variances of samples (S2, with Nu degrees of
+// freedom) and of their changes (S2D, NuD), and the stored probes' samples.
+type ChainComp struct {
+	Value, Var, Omega float64
+	S2, Nu, S2D, NuD  float64
+	Samples           []float64
+}
+
+// candidate is one estimate of a trace component.
+type candidate struct {
+	value, variance float64
+	omega           float64 // weight on each fresh probe
+	tracked         bool
+	gamma           float64
+}
+
+// probeRec describes one probe of this call.
+type probeRec struct {
+	old    bool
+	oldIdx int    // index into the warm IDs
+	id     uint64 // fresh probe id
+}
+
+// Trace estimates tr(H) with Rademacher probes and reports its standard
+// error. It stops adaptively at the relative standard-error target or at the
+// HVP budget. Per-block traces come from the same probes at no extra HVPs.
+//
+// With Deflate (or SketchRank) it is deflated Hutchinson (Hutch++). With a
+// warm state it also reuses the previous call's probes on the new operator,
+// which estimates the change tr(H_t) − tr(H_{t−1}) with little variance, and
+// combines the previous estimate with fresh probes as in DeltaShift
+// (Dharangutte & Musco 2021): t = a·(t_prev + Δ̂) + (1−a)·fresh, with a
+// chosen for minimum estimated variance, including the previous estimate's
+// variance and its covariance with Δ̂ through the shared probes. Among
+// plain, deflated and their tracked forms it reports the estimate of least
+// estimated variance for the HVPs spent, and names it in Method.
+func Trace(ctx context.Context, op hvp.Operator, opt TraceOptions, warm *TraceWarm) (TraceResult, *TraceWarm, error) {
+	n := op.Dim()
+	relTol := opt.RelTol
+	if relTol == 0 {
+		relTol = 0.01
+	}
+	minProbes := opt.MinProbes
+	if minProbes <= 0 {
+		minProbes = 10
+	}
+	maxHVPs := opt.MaxHVPs
+	if maxHVPs <= 0 {
+		maxHVPs = 100
+	}
+	for _, b := range opt.Blocks {
+		if b.Offset < 0 || b.Len < 0 || b.Offset+b.Len > n {
+			return TraceResult{}, nil, fmt.Errorf("estimators: block %q [%d,%d) outside dimension %d", b.Name, b.Offset, b.Offset+b.Len, n)
+		}
+	}
+	if len(opt.Deflate) > 0 && opt.SketchRank > 0 {
+		return TraceResult{}, nil, errors.New("estimators: use either Deflate or SketchRank, not both")
+	}
+	if opt.DeflateProducts != nil && len(opt.DeflateProducts) != len(opt.Deflate) {
+		return TraceResult{}, nil, fmt.Errorf("estimators: %d deflation products for %d vectors", len(opt.DeflateProducts), len(opt.Deflate))
+	}
+	if opt.SketchRank < 0 || math.IsNaN(relTol) || math.IsNaN(opt.AbsTol) {
+		return TraceResult{}, nil, errors.New("estimators: negative or NaN trace option")
+	}
+	if warm != nil && warm.Dim != n {
+		warm = nil
+	}
+	nextID := uint64(0)
+	if warm != nil {
+		nextID = warm.NextID
+	}
+
+	res := TraceResult{Gamma: 1}
+	nb := len(opt.Blocks)
+	nc := nb + 1
+
+	// Deflation subspace.
+	var df *deflation
+	switch {
+	case len(opt.Deflate) > 0:
+		var err error
+		df, err = newDeflation(ctx, op, opt.Deflate, opt.DeflateProducts, opt.Blocks, &res.HVPs)
+		if err != nil {
+			return res, nil, err
+		}
+	case opt.SketchRank > 0:
+		s := make([][]float64, min(opt.SketchRank, n))
+		r := stream(opt.Seed, streamSketch^nextID)
+		for i := range s {
+			x := make([]float64, n)
+			gaussian(x, r)
+			y := make([]float64, n)
+			if err := hvp.ApplyContext(ctx, op, y, x); err != nil {
+				return res, nil, fmt.Errorf("estimators: Hessian-vector product: %w", err)
+			}
+			res.HVPs++
+			s[i] = y
+		}
+		var err error
+		df, err = newDeflation(ctx, op, s, nil, opt.Blocks, &res.HVPs)
+		if err != nil {
+			return res, nil, err
+		}
+	}
+	k := 0
+	if df != nil {
+		k = len(df.q)
+		res.Deflated = k
+		res.Exact = df.exact[0]
+	}
+	if res.HVPs >= maxHVPs {
+		return res, nil, fmt.Errorf("estimators: trace budget of %d HVPs leaves no probes after %d for deflation", maxHVPs, res.HVPs)
+	}
+
+	// Which previous chains can be continued.
+	var old []uint64
+	var oldSeed uint64
+	plainPrev, deflPrev := (*TraceChain)(nil), (*TraceChain)(nil)
+	blocksOK := false
+	if warm != nil && !opt.NoTracking && len(warm.IDs) > 0 {
+		old, oldSeed = warm.IDs, warm.Seed
+		blocksOK = sameBlocks(warm.Blocks, opt.Blocks)
+		if warm.Plain.Valid && len(warm.Plain.Comps) >= 1 {
+			plainPrev = &warm.Plain
+		}
+		if df != nil && warm.Deflated.Valid && warm.DeflateRank == k && len(warm.Deflated.Comps) >= 1 {
+			deflPrev = &warm.Deflated
+		}
+	}
+	validComp := func(ch *TraceChain, c int) *ChainComp {
+		if ch == nil || (c > 0 && !blocksOK) || c >= len(ch.Comps) || len(ch.Comps[c].Samples) != len(old) {
+			return nil
+		}
+		return &ch.Comps[c]
+	}
+
+	// Probe loop.
+	z := make([]float64, n)
+	zp := make([]float64, n)
+	w := make([]float64, n)
+	hz := make([]float64, n)
+	var probes []probeRec
+	plain := make([][]float64, nc)
+	defl := make([][]float64, nc)
+	usedOld := 0
+	var best estimate
+	for res.HVPs < maxHVPs {
+		var pr probeRec
+		// Alternate reused and fresh probes while reused ones remain.
+		if usedOld < len(old) && len(probes)%2 == 0 {
+			pr = probeRec{old: true, oldIdx: usedOld}
+			rademacher(z, oldSeed, old[usedOld])
+			usedOld++
+		} else {
+			pr = probeRec{id: nextID}
+			rademacher(z, opt.Seed, nextID)
+			nextID++
+		}
+		probes = append(probes, pr)
+		x := z
+		if df != nil {
+			copy(zp, z)
+			df.project(zp)
+			x = zp
+		}
+		if err := hvp.ApplyContext(ctx, op, w, x); err != nil {
+			return res, nil, fmt.Errorf("estimators: Hessian-vector product: %w", err)
+		}
+		res.HVPs++
+		if df == nil {
+			s := floats.Dot(z, w)
+			if math.IsNaN(s) || math.IsInf(s, 0) {
+				return res, nil, ErrNonFinite
+			}
+			plain[0] = append(plain[0], s)
+			for i, b := range opt.Blocks {
+				plain[i+1] = append(plain[i+1], floats.Dot(z[b.Offset:b.Offset+b.Len], w[b.Offset:b.Offset+b.Len]))
+			}
+		} else {
+			// H z = H z' + HQ·(Qᵀz) gives the plain sample for free.
+			df.plainProduct(hz, w, z)
+			df.project(w) // w = (I−QQᵀ) H z'
+			s := floats.Dot(z, w)
+			p := floats.Dot(z, hz)
+			if math.IsNaN(s) || math.IsInf(s, 0) || math.IsNaN(p) || math.IsInf(p, 0) {
+				return res, nil, ErrNonFinite
+			}
+			defl[0] = append(defl[0], s)
+			plain[0] = append(plain[0], p)
+			for i, b := range opt.Blocks {
+				lo, hi := b.Offset, b.Offset+b.Len
+				defl[i+1] = append(defl[i+1], floats.Dot(z[lo:hi], w[lo:hi]))
+				plain[i+1] = append(plain[i+1], floats.Dot(z[lo:hi], hz[lo:hi]))
+			}
+		}
+		best = bestEstimate(probes, plain[0], defl[0], validComp(plainPrev, 0), validComp(deflPrev, 0), df, 0)
+		res.Probes = len(probes)
+		if res.Probes >= minProbes {
+			// Stop on an upper confidence bound of the standard error, not
+			// the estimate itself: the samples zᵀHz are skewed, a low sample
+			// variance comes with a low mean, and stopping on it would bias
+			// the result and shrink the interval's coverage.
+			se := math.Sqrt(best.variance * stopInflation(res.Probes))
+			if (relTol > 0 && se <= relTol*math.Abs(best.value)) || se <= opt.AbsTol {
+				res.Converged = true
+				break
+			}
+		}
+	}
+	res.Reused = usedOld
+	res.Value = best.value
+	res.StdErr = math.Sqrt(best.variance)
+	res.Method = best.method
+	if best.tracked {
+		res.Gamma = best.gamma
+	}
+	useDefl := best.deflated
+	for i, b := range opt.Blocks {
+		var e estimate
+		if useDefl {
+			e = familyEstimate(probes, defl[i+1], validComp(deflPrev, i+1), df.exact[i+1], true)
+		} else {
+			e = familyEstimate(probes, plain[i+1], validComp(plainPrev, i+1), 0, false)
+		}
+		res.Blocks = append(res.Blocks, BlockTraceResult{Name: b.Name, Value: e.value, StdErr: math.Sqrt(e.variance), Method: e.method})
+	}
+
+	// The next warm state: this call's fresh probes with both families'
+	// best estimates.
+	nw := &TraceWarm{Dim: n, Seed: opt.Seed, NextID: nextID, Blocks: slices.Clone(opt.Blocks), DeflateRank: k}
+	var fresh []int
+	for i, p := range probes {
+		if !p.old {
+			nw.IDs = append(nw.IDs, p.id)
+			fresh = append(fresh, i)
+		}
+	}
+	nw.Plain = nextChain(probes, fresh, plain, func(c int) *ChainComp { return validComp(plainPrev, c) })
+	if df != nil {
+		nw.Deflated = nextChain(probes, fresh, defl, func(c int) *ChainComp { return validComp(deflPrev, c) })
+	}
+	return res, nw, nil
+}
+
+// stopInflation is the factor (N−1)/χ²_{N−1}(0.2) by which a variance
+// estimated from N samples is below the truth with probability 0.2.
+func stopInflation(n int) float64 {
+	if n < 2 {
+		return math.Inf(1)
+	}
+	df := float64(n - 1)
+	return df / distuv.ChiSquared{K: df}.Quantile(0.2)
+}
+
+func sameBlocks(a, b []Block) bool {
+	return slices.EqualFunc(a, b, func(x, y Block) bool { return x.Offset == y.Offset && x.Len == y.Len })
+}
+
+// estimate is a chosen candidate with its family.
+type estimate struct {
+	candidate
+	method   string
+	deflated bool
+}
+
+// bestEstimate picks the least-variance estimate of component c.
+func bestEstimate(probes []probeRec, plain, defl []float64, plainPrev, deflPrev *ChainComp, df *deflation, c int) estimate {
+	best := familyEstimate(probes, plain, plainPrev, 0, false)
+	if df != nil {
+		if e := familyEstimate(probes, defl, deflPrev, df.exact[c], true); e.variance < best.variance || math.IsNaN(best.variance) {
+			best = e
+		}
+	}
+	return best
+}
+
+// familyEstimate returns the better of the all-probes estimate and, when a
+// previous chain exists, the tracked one; exact is added to both.
+func familyEstimate(probes []probeRec, samples []float64, prev *ChainComp, exact float64, deflated bool) estimate {
+	all, tr, ok, _ := candidates(probes, samples, prev)
+	e := estimate{candidate: all, deflated: deflated, method: MethodHutchinson}
+	if deflated {
+		e.method = MethodHutchPP
+	}
+	if ok && tr.variance < all.variance {
+		e.candidate = tr
+		e.method = MethodDeltaShift
+		if deflated {
+			e.method = MethodDeltaShiftPP
+		}
+	}
+	e.value += exact
+	return e
+}
+
+// poolForget is the weight of the previous pooled variance in the next
+// one: variances of quadratic forms are skewed and noisy from a dozen
+// probes, so tracking pools them over recent calls (memory ≈ 1/(1−ρ)).
+const poolForget = 0.9
+
+// pooled combines a sample variance with df degrees of freedom with a
+// previous pool.
+func pooled(v float64, df int, prevV, prevNu float64) (float64, float64) {
+	if df < 1 {
+		return prevV, prevNu
+	}
+	if prevNu <= 0 || math.IsNaN(prevV) || math.IsInf(prevV, 0) {
+		return v, float64(df)
+	}
+	nu := poolForget*prevNu + float64(df)
+	return (poolForget*prevNu*prevV + float64(df)*v) / nu, nu
+}
+
+// stats are the pooled per-probe variances carried along a chain.
+type stats struct{ s2, nu, s2d, nud float64 }
+
+// candidates computes the all-probes estimate of the stochastic part and,
+// when prev is not nil and enough old probes were used, the tracked one,
+// plus the pooled variances to carry on.
+func candidates(probes []probeRec, samples []float64, prev *ChainComp) (all, tr candidate, ok bool, st stats) {
+	n := len(samples)
+	all.value = stat.Mean(samples, nil)
+	all.variance = math.Inf(1)
+	s2now := math.NaN()
+	if n >= 2 {
+		s2now = stat.Variance(samples, nil)
+		all.variance = s2now / float64(n)
+	}
+	all.omega = 1 / float64(n)
+	all.gamma = 1
+	if prev == nil {
+		st.s2, st.nu = pooled(s2now, n-1, 0, 0)
+		return all, tr, false, st
+	}
+	st.s2, st.nu = pooled(s2now, n-1, prev.S2, prev.Nu)
+	if n >= 2 {
+		// Compared with the tracked estimate on the same robust footing.
+		all.variance = math.Max(st.s2, s2now) / float64(n)
+	}
+	st.s2d, st.nud = prev.S2D, prev.NuD
+	if math.IsInf(prev.Var, 0) || math.IsNaN(prev.Var) {
+		return all, tr, false, st
+	}
+	var d, ps []float64
+	var sumF float64
+	for i, p := range probes[:n] {
+		if p.old {
+			d = append(d, samples[i]-prev.Samples[p.oldIdx])
+			ps = append(ps, prev.Samples[p.oldIdx])
+		} else {
+			sumF += samples[i]
+		}
+	}
+	mo := len(d)
+	mf := n - mo
+	if mo < 2 {
+		return all, tr, false, st
+	}
+	s2dNow := stat.Variance(d, nil)
+	st.s2d, st.nud = pooled(s2dNow, mo-1, prev.S2D, prev.NuD)
+	delta := stat.Mean(d, nil)
+	// The larger of the pooled and the current variance: the pool guards
+	// against a small sample's luck, the current one against a pool that
+	// lags behind a growing variance.
+	vD := math.Max(st.s2d, s2dNow) / float64(mo)
+	cov := stat.Covariance(ps, d, nil)
+	u := prev.Var + vD + 2*prev.Omega*cov
+	// Cauchy–Schwarz bounds the covariance term; keep U a variance.
+	lb := math.Sqrt(prev.Var) - math.Sqrt(vD)
+	u = math.Max(u, lb*lb)
+	tr.tracked = true
+	if mf < 1 {
+		tr.value = prev.Value + delta
+		tr.variance = u
+		tr.gamma = 0
+		return all, tr, true, st
+	}
+	// Every probe of this call, reused or fresh, is a Hutchinson sample of
+	// the current operator, so the pooled variance serves the fresh mean.
+	h := sumF / float64(mf)
+	vF := math.Max(st.s2, s2now) / float64(mf)
+	a := 0.5
+	if u+vF > 0 {
+		a = vF / (u + vF)
+	}
+	tr.value = a*(prev.Value+delta) + (1-a)*h
+	tr.variance = a*a*u + (1-a)*(1-a)*vF
+	tr.omega = (1 - a) / float64(mf)
+	tr.gamma = 1 - a
+	return all, tr, true, st
+}
+
+// nextChain stores, per component, the family's best estimate of the
+// stochastic part, the pooled variances and the fresh probes' samples.
+func nextChain(probes []probeRec, fresh []int, samples [][]float64, prev func(int) *ChainComp) TraceChain {
+	ch := TraceChain{Valid: len(fresh) > 0, Comps: make([]ChainComp, len(samples))}
+	for c, s := range samples {
+		if len(s) == 0 {
+			ch.Valid = false
+			continue
+		}
+		all, tr, ok, st := candidates(probes, s, prev(c))
+		best := all
+		if ok && tr.variance < all.variance {
+			best = tr
+		}
+		cc := ChainComp{Value: best.value, Var: best.variance, Omega: best.omega, S2: st.s2, Nu: st.nu, S2D: st.s2d, NuD: st.nud}
+		for _, i := range fresh {
+			cc.Samples = append(cc.Samples, s[i])
+		}
+		ch.Comps[c] = cc
+	}
+	if !ch.Valid {
+		return TraceChain{}
+	}
+	return ch
+}
+
+// deflation holds an orthonormal Q, H·Q and the exact trace parts.
+type deflation struct {
+	q, hq [][]float64
+	// exact[0] = tr(QᵀHQ); exact[1+i] is block i's exact part.
+	exact []float64
+	coef  []float64
+}
+
+func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]float64, blocks []Block, hvps *int) (*deflation, error) {
+	n := op.Dim()
+	df := &deflation{}
+	for i, v := range basis {
+		if len(v) != n || (products != nil && len(products[i]) != n) {
+			return nil, fmt.Errorf("%w: deflation vector %d", hvp.ErrDim, i)
+		}
+		x := slices.Clone(v)
+		var hx []float64
+		if products != nil {
+			hx = slices.Clone(products[i])
+		}
+		n0 := floats.Norm(x, 2)
+		if n0 == 0 || math.IsNaN(n0) || math.IsInf(n0, 0) {
+			continue
+		}
+		// Two passes of modified Gram–Schmidt; products follow the same
+		// linear combinations so that they stay H times the vectors.
+		for pass := 0; pass < 2; pass++ {
+			for j, u := range df.q {
+				c := floats.Dot(u, x)
+				floats.AddScaled(x, -c, u)
+				if hx != nil {
+					floats.AddScaled(hx, -c, df.hq[j])
+				}
+			}
+		}
+		nrm := floats.Norm(x, 2)
+		if nrm <= 1e-8*n0 {
+			continue // dependent
+		}
+		floats.Scale(1/nrm, x)
+		if hx != nil {
+			floats.Scale(1/nrm, hx)
+		}
+		df.q = append(df.q, x)
+		df.hq = append(df.hq, hx)
+	}
+	k := len(df.q)
+	for i := range df.hq {
+		if df.hq[i] != nil {
+			continue
+		}
+		y := make([]float64, n)
+		if err := hvp.ApplyContext(ctx, op, y, df.q[i]); err != nil {
+			return nil, fmt.Errorf("estimators: Hessian-vector product: %w", err)
+		}
+		*hvps++
+		df.hq[i] = y
+	}
+	// M = QᵀHQ (symmetrised), exact = tr(M).
+	m := make([]float64, k*k)
+	for a := 0; a < k; a++ {
+		for b := 0; b < k; b++ {
+			m[a*k+b] = floats.Dot(df.q[a], df.hq[b])
+		}
+	}
+	for a := 0; a < k; a++ {
+		for b := a + 1; b < k; b++ {
+			s := (m[a*k+b] + m[b*k+a]) / 2
+			m[a*k+b], m[b*k+a] = s, s
+		}
+	}
+	df.exact = make([]float64, 1+len(blocks))
+	for a := 0; a < k; a++ {
+		df.exact[0] += m[a*k+a]
+	}
+	if math.IsNaN(df.exact[0]) || math.IsInf(df.exact[0], 0) {
+		return nil, ErrNonFinite
+	}
+	// Block i's exact part is Σ_{j∈b} [(Q M Qᵀ)_jj + 2 (Q ∘ (I−QQᵀ)HQ)_j·1]:
+	// with QM_a = Σ_b M_ab q_b and Y_a = hq_a − QM_a it is
+	// Σ_{j∈b} Σ_a q_a[j]·(QM_a[j] + 2 Y_a[j]) = Σ_a q_a·(2 hq_a − QM_a) on b.
+	if len(blocks) > 0 {
+		t := make([]float64, n)
+		for a := 0; a < k; a++ {
+			for j := range t {
+				t[j] = 2 * df.hq[a][j]
+			}
+			for b := 0; b < k; b++ {
+				floats.AddScaled(t, -m[a*k+b], df.q[b])
+			}
+			for i, bl := range blocks {
+				lo, hi := bl.Offset, bl.Offset+bl.Len
+				df.exact[i+1] += floats.Dot(df.q[a][lo:hi], t[lo:hi])
+			}
+		}
+	}
+	df.coef = make([]float64, k)
+	return df, nil
+}
+
+// project applies I−QQᵀ to x in place.
+func (df *deflation) project(x []float64) {
+	for a, u := range df.q {
+		df.coef[a] = floats.Dot(u, x)
+	}
+	for a, u := range df.q {
+		floats.AddScaled(x, -df.coef[a], u)
+	}
+}
+
+// plainProduct writes H z = w + HQ·(Qᵀz) into dst, where w = H(I−QQᵀ)z.
+func (df *deflation) plainProduct(dst, w, z []float64) {
+	copy(dst, w)
+	for a, u := range df.q {
+		floats.AddScaled(dst, floats.Dot(u, z), df.hq[a])
+	}
+}

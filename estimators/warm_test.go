@@ -1,0 +1,155 @@
+package estimators
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"reflect"
+	"testing"
+)
+
+// warmFixture runs every estimator once and returns the bundled state.
+func warmFixture(t testing.TB) (*testMatrix, Warm, []Block) {
+	t.Helper()
+	const n = 60
+	tm := newTestMatrix(hessianSpectrum(n, 1), 2)
+	ctx := context.Background()
+	ev, ew, err := TopEigen(ctx, tm.op, EigenOptions{K: 3, KeepVectors: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := []Block{{"w1", 0, 20}, {"b1", 20, 40}}
+	_, tw, err := Trace(ctx, tm.op, TraceOptions{Deflate: ev.Vectors, Blocks: blocks, MaxHVPs: 23, RelTol: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sw, err := ESD(ctx, tm.op, ESDOptions{Probes: 2, Steps: 5, Seed: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tm, Warm{Eigen: ew, Trace: tw, ESD: sw}, blocks
+}
+
+func TestWarmRoundTrip(t *testing.T) {
+	tm, w, blocks := warmFixture(t)
+	data, err := w.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Warm
+	if err := got.UnmarshalBinary(data); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, w) {
+		t.Fatalf("round trip changed the state:\n got %+v\nwant %+v", got.Trace, w.Trace)
+	}
+	// The decoded state drives the next calls exactly like the original.
+	ctx := context.Background()
+	p, _ := tm.perturbed(1e-4, 1)
+	ev1, _, err := TopEigen(ctx, p, EigenOptions{K: 3, KeepVectors: true}, w.Eigen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev2, _, err := TopEigen(ctx, p, EigenOptions{K: 3, KeepVectors: true}, got.Eigen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(ev1, ev2) || !ev2.Warm {
+		t.Error("decoded eigen warm state behaves differently")
+	}
+	opt := TraceOptions{Deflate: ev1.Vectors, Blocks: blocks, MaxHVPs: 23, RelTol: -1, Seed: 1}
+	t1, _, err := Trace(ctx, p, opt, w.Trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, _, err := Trace(ctx, p, opt, got.Trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(t1, t2) || t2.Reused == 0 {
+		t.Errorf("decoded trace warm state behaves differently (reused %d)", t2.Reused)
+	}
+	// Empty bundle.
+	empty, err := (&Warm{}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e Warm
+	if err := e.UnmarshalBinary(empty); err != nil || e.Eigen != nil || e.Trace != nil || e.ESD != nil {
+		t.Errorf("empty bundle: %+v, %v", e, err)
+	}
+}
+
+func TestWarmRejectsGarbage(t *testing.T) {
+	_, w, _ := warmFixture(t)
+	data, err := w.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := [][]byte{
+		nil,
+		[]byte("HMW1"),
+		[]byte("not a warm state at all"),
+		data[:len(data)-1],
+		data[:len(data)/2],
+		append(bytes.Clone(data), 0),
+	}
+	flipped := bytes.Clone(data)
+	flipped[len(flipped)/3] ^= 0x40
+	bad = append(bad, flipped)
+	for i, b := range bad {
+		var got Warm
+		if err := got.UnmarshalBinary(b); !errors.Is(err, ErrBadWarm) {
+			t.Errorf("case %d: err = %v, want ErrBadWarm", i, err)
+		}
+	}
+	// A checksum-valid encoding of an inconsistent state is rejected too.
+	bad2 := Warm{Eigen: &EigenWarm{Values: []float64{1, 2}, Vectors: [][]float64{{1, 0}, {0}}}}
+	enc, err := bad2.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Warm
+	if err := got.UnmarshalBinary(enc); !errors.Is(err, ErrBadWarm) {
+		t.Errorf("ragged eigenvectors: %v", err)
+	}
+}
+
+func FuzzWarmUnmarshal(f *testing.F) {
+	_, w, _ := warmFixture(f)
+	data, err := w.MarshalBinary()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data)
+	small, _ := (&Warm{ESD: &ESDWarm{Dim: 3, Seed: 9}}).MarshalBinary()
+	f.Add(small)
+	f.Add([]byte("HMW1\x07"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// Raw bytes, and the same bytes with their checksum repaired so
+		// that the decoder proper is exercised too.
+		fixed := bytes.Clone(b)
+		if len(fixed) >= 4 {
+			fixed = binary.LittleEndian.AppendUint32(fixed[:len(fixed)-4], crc32.ChecksumIEEE(fixed[:len(fixed)-4]))
+		}
+		for _, in := range [][]byte{b, fixed} {
+			var w Warm
+			if err := w.UnmarshalBinary(in); err != nil {
+				if !errors.Is(err, ErrBadWarm) {
+					t.Fatalf("error %v does not wrap ErrBadWarm", err)
+				}
+				continue
+			}
+			// Whatever is accepted encodes back to the same bytes.
+			again, err := w.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(again, in) {
+				t.Fatalf("accepted input does not round-trip")
+			}
+		}
+	})
+}
