@@ -77,11 +77,15 @@ func (m *Monitor) Hook(opt HookOptions) trainer.Hook {
 			busy := m.inFlight
 			if !busy {
 				m.inFlight = true
+				m.lastProbe = info.Step
 			}
 			m.mu.Unlock()
 			if busy {
+				// Skip this scheduled probe; the next one is due an
+				// interval later.
 				m.mu.Lock()
 				m.stats.Skipped++
+				m.lastProbe = info.Step
 				m.mu.Unlock()
 				return nil
 			}

@@ -23,6 +23,7 @@ import (
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/trainer"
 )
 
 // Config says what a probe computes and when.
@@ -321,7 +322,7 @@ func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, meta M
 	}()
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.MaxDuration)
 	defer cancel()
-	counted := &hvp.Counting{Op: op}
+	counted := &hvp.Counting{Op: guard{op}}
 	newWarm, err := runEstimators(ctx, &s, counted, m.cfg, meta, warm)
 	s.HVPs = counted.Count()
 	switch {
@@ -330,6 +331,8 @@ func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, meta M
 		s.Failure, s.Detail = FailTimeout, err.Error()
 	case errors.Is(err, context.Canceled):
 		s.Failure, s.Detail = FailTimeout, "cancelled: "+err.Error()
+	case errors.Is(err, errNonFinite):
+		s.Failure, s.Detail = FailNaN, err.Error()
 	case errors.Is(err, errBudget) || errors.Is(err, estimators.ErrNotConverged):
 		s.Failure, s.Detail = FailBudget, err.Error()
 	default:
@@ -388,6 +391,27 @@ func finiteSnapshot(s *snapshot.Snapshot) bool {
 		return false
 	}
 	return true
+}
+
+var errNonFinite = errors.New("Hessian-vector product is NaN or infinite")
+
+// guard turns a non-finite product into errNonFinite, so that a diverging
+// model is reported as such rather than as whatever an estimator makes of NaN.
+type guard struct{ op hvp.Operator }
+
+func (g guard) Dim() int { return g.op.Dim() }
+
+func (g guard) Apply(dst, v []float64) error {
+	if err := g.op.Apply(dst, v); err != nil {
+		if errors.Is(err, trainer.ErrNonFinite) {
+			return fmt.Errorf("%w: %v", errNonFinite, err)
+		}
+		return err
+	}
+	if !finite(dst...) {
+		return errNonFinite
+	}
+	return nil
 }
 
 // Wait blocks until an in-flight asynchronous probe has finished.

@@ -108,6 +108,9 @@ func (n *Network) CopyFrom(src *Network) error {
 	return nil
 }
 
+// ErrNonFinite reports a NaN or infinite value in a derivative.
+var ErrNonFinite = errors.New("trainer: non-finite value")
+
 // Tape holds the evaluation state of one network: activations of the last
 // forward pass and the buffers of the backward passes. A Tape is not safe
 // for concurrent use; make one per goroutine.
@@ -200,7 +203,7 @@ func (t *Tape) HVP(dst, v []float64) error {
 	t.frame.RBackward(t.gz, t.rgz, v, dst, false)
 	for _, x := range dst {
 		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return errors.New("trainer: HVP produced a non-finite value")
+			return fmt.Errorf("%w in the HVP (the model or loss has diverged)", ErrNonFinite)
 		}
 	}
 	return nil

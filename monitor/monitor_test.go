@@ -1,0 +1,317 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"math"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"gonum.org/v1/gonum/mat"
+
+	"github.com/hessmon/hessmon/hvp"
+	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/store"
+	"github.com/hessmon/hessmon/trainer"
+)
+
+// spectrumMatrix returns Q·diag(λ)·Qᵀ for a seeded random orthogonal Q.
+func spectrumMatrix(lambda []float64, seed uint64) *mat.SymDense {
+	n := len(lambda)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	a := mat.NewDense(n, n, nil)
+	for i := 0; i < n; i++ {
+		for j := 0; j < n; j++ {
+			a.Set(i, j, rng.NormFloat64())
+		}
+	}
+	var qr mat.QR
+	qr.Factorize(a)
+	var q mat.Dense
+	qr.QTo(&q)
+	s := mat.NewSymDense(n, nil)
+	for i := 0; i < n; i++ {
+		for j := i; j < n; j++ {
+			var v float64
+			for k := 0; k < n; k++ {
+				v += q.At(i, k) * lambda[k] * q.At(j, k)
+			}
+			s.SetSym(i, j, v)
+		}
+	}
+	return s
+}
+
+func testSpectrum(n int) []float64 {
+	l := make([]float64, n)
+	for i := range l {
+		l[i] = 10 * math.Pow(0.85, float64(i))
+		if i%7 == 3 {
+			l[i] = -l[i] / 4
+		}
+	}
+	return l
+}
+
+// memSink records snapshots.
+type memSink struct {
+	mu    sync.Mutex
+	snaps []snapshot.Snapshot
+}
+
+func (m *memSink) PutSnapshot(s snapshot.Snapshot) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.snaps = append(m.snaps, s)
+	return nil
+}
+
+func TestProbeMatchesTruth(t *testing.T) {
+	lambda := testSpectrum(120)
+	op := hvp.NewDense(spectrumMatrix(lambda, 1))
+	sink := &memSink{}
+	m, err := New("r", Config{TopK: 3, EigenTol: 1e-10, MaxHVPs: 2000, TraceRelTol: 0.05}, WithSink(sink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.Probe(context.Background(), 10, op, Meta{LearningRate: 0.1, Optimizer: "sgd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Failed() {
+		t.Fatalf("probe failed: %s %s", s.Failure, s.Detail)
+	}
+	var tr float64
+	for _, l := range lambda {
+		tr += l
+	}
+	for i, want := range []float64{lambda[0], lambda[1], lambda[2]} {
+		if math.Abs(s.Eigenvalues[i]-want) > 1e-8*lambda[0] {
+			t.Errorf("λ%d = %v, want %v", i+1, s.Eigenvalues[i], want)
+		}
+		if math.Abs(s.Eigenvalues[i]-want) > s.Residuals[i]+1e-12 {
+			t.Errorf("λ%d error %g exceeds its residual %g", i+1, math.Abs(s.Eigenvalues[i]-want), s.Residuals[i])
+		}
+	}
+	if s.Trace == nil || math.Abs(s.Trace.Value-tr) > 4*s.Trace.StdErr+1e-9 {
+		t.Errorf("trace %+v, want %v", s.Trace, tr)
+	}
+	if s.ESD == nil || len(s.ESD.Nodes) != s.ESD.Probes*s.ESD.Steps {
+		t.Errorf("ESD missing or malformed: %+v", s.ESD)
+	}
+	if want := lambda[0] * 0.1 / 2; math.Abs(s.SharpnessRatio-want) > 1e-8 {
+		t.Errorf("sharpness ratio %v, want λ1·η/2 = %v", s.SharpnessRatio, want)
+	}
+	if len(sink.snaps) != 1 || sink.snaps[0].Step != 10 {
+		t.Errorf("sink got %d snapshots", len(sink.snaps))
+	}
+}
+
+func TestSharpnessThreshold(t *testing.T) {
+	if got := SharpnessThreshold("sgd", 0.1, 0); got != 20 {
+		t.Errorf("SGD threshold %v, want 2/η = 20", got)
+	}
+	if got := SharpnessThreshold("adam", 0.1, 0.9); math.Abs(got-380) > 1e-9 {
+		t.Errorf("Adam threshold %v, want 38/η = 380", got)
+	}
+}
+
+type nanOp struct{ n int }
+
+func (o nanOp) Dim() int { return o.n }
+func (o nanOp) Apply(dst, v []float64) error {
+	copy(dst, v)
+	dst[0] = math.NaN()
+	return nil
+}
+
+type panicOp struct{ n int }
+
+func (o panicOp) Dim() int                   { return o.n }
+func (o panicOp) Apply(_, _ []float64) error { panic("boom") }
+
+type slowOp struct{ hvp.Operator }
+
+func (o slowOp) Apply(dst, v []float64) error {
+	time.Sleep(20 * time.Millisecond)
+	return o.Operator.Apply(dst, v)
+}
+
+// TestFailureIsolation: NaN, panic, timeout and budget overruns become
+// failure snapshots, are handed to the sinks and do not return errors.
+func TestFailureIsolation(t *testing.T) {
+	dense := hvp.NewDense(spectrumMatrix(testSpectrum(60), 2))
+	cases := []struct {
+		name string
+		op   hvp.Operator
+		cfg  Config
+		want string
+	}{
+		{"nan", nanOp{60}, Config{}, FailNaN},
+		{"panic", panicOp{60}, Config{}, FailPanic},
+		{"timeout", slowOp{dense}, Config{MaxDuration: 50 * time.Millisecond}, FailTimeout},
+		{"budget", dense, Config{MaxHVPs: 40, EigenTol: 1e-14}, FailBudget},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			sink := &memSink{}
+			m, err := New("r", c.cfg, WithSink(sink), WithLogger(discardLogger()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := m.Probe(context.Background(), 5, c.op, Meta{})
+			if err != nil {
+				t.Fatalf("Probe returned an error for a failing probe: %v", err)
+			}
+			if s.Failure != c.want {
+				t.Errorf("failure %q (%s), want %q", s.Failure, s.Detail, c.want)
+			}
+			if len(sink.snaps) != 1 || sink.snaps[0].Failure != c.want {
+				t.Errorf("sink did not receive the failure snapshot: %+v", sink.snaps)
+			}
+			if st := m.Stats(); st.Failures != 1 {
+				t.Errorf("stats %+v, want 1 failure", st)
+			}
+		})
+	}
+}
+
+// TestHookNeverStopsTraining: a model whose probes fail still trains to the
+// end, and every due step produced a (failed) snapshot.
+func TestHookNeverStopsTraining(t *testing.T) {
+	data := trainer.Synthetic(128, trainer.Shape{H: 1, W: 1, C: 6}, 3, 1)
+	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{6, 5, 3}, Activation: trainer.Tanh}, 1)
+	sink := &memSink{}
+	m, _ := New("r", Config{Every: 5, MaxHVPs: 3}, WithSink(sink), WithLogger(discardLogger()))
+	res, err := trainer.Train(context.Background(), trainer.Config{
+		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.1}, Data: data, BatchSize: 16, Steps: 20,
+		Hooks: []trainer.Hook{m.Hook(HookOptions{Batch: data.Head(32)})},
+	})
+	if err != nil || res.Steps != 20 {
+		t.Fatalf("training stopped: steps %d, err %v", res.Steps, err)
+	}
+	if len(sink.snaps) != 4 {
+		t.Fatalf("%d snapshots, want 4", len(sink.snaps))
+	}
+	for _, s := range sink.snaps {
+		if s.Failure != FailBudget {
+			t.Errorf("step %d: failure %q, want budget", s.Step, s.Failure)
+		}
+	}
+}
+
+// TestResumeStartsWarm: a second monitor on the same store and run id loads
+// the warm state, so its first probe is warm and cheaper than a cold one.
+func TestResumeStartsWarm(t *testing.T) {
+	path := t.TempDir() + "/h.db"
+	lambda := testSpectrum(200)
+	a := spectrumMatrix(lambda, 3)
+	cfg := Config{TopK: 5, EigenTol: 1e-8, NoTrace: true, NoESD: true, MaxHVPs: 2000}
+	st, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1, _ := New("run", cfg, WithSink(st), WithWarmStore(st))
+	s1, err := m1.Probe(context.Background(), 100, hvp.NewDense(a), Meta{})
+	if err != nil || s1.Failed() || s1.Warm {
+		t.Fatalf("first probe: %+v, %v", s1, err)
+	}
+	st.Close()
+
+	// A slightly changed Hessian, as after a few more training steps.
+	b := mat.NewSymDense(len(lambda), nil)
+	e := spectrumMatrix(testSpectrum(len(lambda)), 4)
+	for i := 0; i < len(lambda); i++ {
+		for j := i; j < len(lambda); j++ {
+			b.SetSym(i, j, a.At(i, j)+1e-4*e.At(i, j))
+		}
+	}
+	cold, _ := New("other", cfg)
+	sc, err := cold.Probe(context.Background(), 150, hvp.NewDense(b), Meta{})
+	if err != nil || sc.Failed() {
+		t.Fatal(err, sc.Failure)
+	}
+	st, err = store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m2, err := New("run", cfg, WithSink(st), WithWarmStore(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := m2.Probe(context.Background(), 150, hvp.NewDense(b), Meta{})
+	if err != nil || s2.Failed() {
+		t.Fatal(err, s2.Failure)
+	}
+	t.Logf("resumed warm probe: %d HVPs; cold probe of the same operator: %d HVPs", s2.HVPs, sc.HVPs)
+	if !s2.Warm {
+		t.Error("resumed run's first probe is not warm")
+	}
+	if s2.HVPs >= sc.HVPs {
+		t.Errorf("warm resumed probe spent %d HVPs, cold %d", s2.HVPs, sc.HVPs)
+	}
+	for i := range sc.Eigenvalues {
+		if math.Abs(s2.Eigenvalues[i]-sc.Eigenvalues[i]) > 1e-6*math.Abs(sc.Eigenvalues[0]) {
+			t.Errorf("λ%d warm %v, cold %v", i+1, s2.Eigenvalues[i], sc.Eigenvalues[i])
+		}
+	}
+}
+
+// TestAsyncHook: with Async the hook returns at once, at most one probe is
+// in flight, and the probes see the parameters of their own step.
+func TestAsyncHook(t *testing.T) {
+	data := trainer.Synthetic(256, trainer.Shape{H: 1, W: 1, C: 8}, 3, 2)
+	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{8, 6, 3}, Activation: trainer.Tanh}, 2)
+	sink := &memSink{}
+	m, _ := New("r", Config{Every: 2, Async: true, TopK: 2, ESDSteps: 10}, WithSink(sink), WithLogger(discardLogger()))
+	_, err := trainer.Train(context.Background(), trainer.Config{
+		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.1}, Data: data, BatchSize: 32, Steps: 40,
+		Hooks: []trainer.Hook{m.Hook(HookOptions{Batch: data.Head(64)})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Wait()
+	st := m.Stats()
+	if st.Probes+st.Skipped != 20 || st.Probes == 0 {
+		t.Errorf("stats %+v: want probes + skipped = 20 due steps", st)
+	}
+	if len(sink.snaps) != st.Probes {
+		t.Errorf("%d snapshots for %d probes", len(sink.snaps), st.Probes)
+	}
+	for _, s := range sink.snaps {
+		if s.Failed() {
+			t.Errorf("step %d failed: %s", s.Step, s.Detail)
+		}
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	if _, err := New("", Config{}); err == nil {
+		t.Error("empty run id accepted")
+	}
+	if _, err := New("r", Config{OverheadTarget: 1.5}); err == nil {
+		t.Error("overhead target 1.5 accepted")
+	}
+}
+
+func TestCancelledProbeIsNotRecorded(t *testing.T) {
+	dense := hvp.NewDense(spectrumMatrix(testSpectrum(60), 2))
+	sink := &memSink{}
+	m, _ := New("r", Config{}, WithSink(sink), WithLogger(discardLogger()))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := m.Probe(ctx, 5, slowOp{dense}, Meta{})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	if len(sink.snaps) != 0 {
+		t.Errorf("a cancelled probe was recorded: %+v", sink.snaps)
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
