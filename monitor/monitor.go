@@ -39,7 +39,7 @@ type Config struct {
 	// NoTrace and NoESD switch those estimators off.
 	NoTrace bool
 	NoESD   bool
-	// TraceRelTol is the target relative standard error (default 0.02).
+	// TraceRelTol is the target relative standard error (default 0.05).
 	TraceRelTol float64
 	// ESDProbes × ESDSteps Lanczos steps for the spectral density
 	// (defaults 1 × 30).
@@ -75,7 +75,7 @@ func (c Config) withDefaults() Config {
 		c.EigenTol = 1e-4
 	}
 	if c.TraceRelTol <= 0 {
-		c.TraceRelTol = 0.02
+		c.TraceRelTol = 0.05
 	}
 	if c.ESDProbes <= 0 {
 		c.ESDProbes = 1

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -126,3 +127,5 @@ func parse(fs *flag.FlagSet, args []string) error {
 func usageErr(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

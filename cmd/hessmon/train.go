@@ -52,7 +52,7 @@ func (m *monitorFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&m.esdSteps, "esd-steps", 30, "Lanczos steps of the spectral density")
 	fs.IntVar(&m.maxHVPs, "max-hvps", 400, "HVP budget per probe")
 	fs.DurationVar(&m.timeout, "probe-timeout", 2*time.Minute, "wall-time budget per probe")
-	fs.IntVar(&m.probeBatch, "probe-batch", 256, "size of the fixed, seeded probe batch")
+	fs.IntVar(&m.probeBatch, "probe-batch", 128, "size of the fixed, seeded probe batch")
 	fs.BoolVar(&m.async, "async", true, "probe a frozen copy of the weights in the background while training continues")
 	fs.Float64Var(&m.overhead, "overhead", 0, "adapt the probe interval to keep probing under this fraction of training time (e.g. 0.05; 0: fixed interval)")
 	fs.StringVar(&m.bnMode, "bn-mode", "eval", "BatchNorm in the probed Hessian: eval (running statistics, as PyHessian) or train (batch statistics)")

@@ -329,11 +329,16 @@ func esdSteps(s Series, want []int64) ([]snapshot.Snapshot, error) {
 // density follows PyHessian's density_generate: a Gaussian kernel of
 // variance Sigma2·max(1, λmax−λmin) over the ESD's own node range (mean
 // extremes over probes), normalised to unit Riemann sum on the grid. The
-// grid spans every node range with a margin of 2% (at least PyHessian's
-// 0.01), so the outermost peaks are drawn whole rather than cut in half.
+// grid spans every node range with a margin of 2% of it or five kernel
+// widths (at least PyHessian's 0.01), so the outermost peaks are drawn
+// whole rather than cut in half.
 func esdCurves(esds []*snapshot.ESD, bins int) (grid []float64, densities [][]float64, err error) {
-	lo, hi := math.Inf(1), math.Inf(-1)
+	if len(esds) == 0 {
+		return nil, nil, nil
+	}
+	lo, hi, sigma := math.Inf(1), math.Inf(-1), 0.0
 	results := make([]estimators.ESDResult, len(esds))
+	variances := make([]float64, len(esds))
 	for i, e := range esds {
 		r, ok := esdResult(e)
 		if !ok {
@@ -341,17 +346,16 @@ func esdCurves(esds []*snapshot.ESD, bins int) (grid []float64, densities [][]fl
 		}
 		results[i] = r
 		lo, hi = min(lo, slices.Min(r.Nodes)), max(hi, slices.Max(r.Nodes))
+		// The variance density_generate uses, from the ESD's own range.
+		_, _, variances[i] = r.Density(estimators.DensityOptions{Bins: 2, Sigma2: e.Sigma2})
+		sigma = max(sigma, math.Sqrt(variances[i]))
 	}
-	if len(esds) == 0 {
-		return nil, nil, nil
-	}
-	margin := max(0.01, 0.02*(hi-lo))
+	margin := max(0.01, 0.02*(hi-lo), 5*sigma)
 	grid = make([]float64, bins)
 	floats.Span(grid, lo-margin, hi+margin)
 	dx := grid[1] - grid[0]
 	for i, r := range results {
-		// The variance density_generate uses, from the ESD's own range.
-		_, _, variance := r.Density(estimators.DensityOptions{Bins: 2, Sigma2: esds[i].Sigma2})
+		variance := variances[i]
 		d := make([]float64, bins)
 		if err := r.KernelDensity(d, grid, variance); err != nil {
 			return nil, nil, fmt.Errorf("plot: %w", err)

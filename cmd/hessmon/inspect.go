@@ -1,0 +1,702 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"gonum.org/v1/gonum/stat"
+
+	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/monitor/metrics"
+	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/store"
+)
+
+// This file holds the offline inspection commands (runs, show, export) and
+// the helpers plot and serve share with them: every one opens the store
+// read-only, so it fails fast with the store's "locked" error (naming the
+// live HTTP API) while a trainer writes the file.
+
+// storeFlags are the flags naming a store and, optionally, a run in it.
+type storeFlags struct {
+	db  string
+	run string
+}
+
+func (f *storeFlags) register(fs *flag.FlagSet, withRun bool) {
+	fs.StringVar(&f.db, "db", "hessmon.db", "bbolt store written by 'hessmon train' (opened read-only)")
+	if withRun {
+		fs.StringVar(&f.run, "run", "", "run id (default: the store's only run); 'hessmon runs' lists them")
+	}
+}
+
+// openStore opens path read-only. The store's errors already say what is
+// wrong in one line: missing, locked by a trainer (with the live API to use
+// instead), corrupt, or of another schema version.
+func openStore(path string) (*store.Store, error) {
+	if path == "" {
+		return nil, usageErr("--db must name a store file")
+	}
+	return store.OpenReadOnly(path)
+}
+
+// resolveRun returns the summary of run id, or of the only run when id is
+// empty. An unknown id lists the known ones.
+func resolveRun(st *store.Store, id string) (snapshot.RunSummary, error) {
+	runs, err := st.Runs()
+	if err != nil {
+		return snapshot.RunSummary{}, err
+	}
+	if id == "" {
+		switch len(runs) {
+		case 0:
+			return snapshot.RunSummary{}, fmt.Errorf("%s holds no runs yet", st.Path())
+		case 1:
+			return runs[0], nil
+		}
+		return snapshot.RunSummary{}, usageErr("%s holds %d runs, pick one with --run: %s", st.Path(), len(runs), runIDs(runs))
+	}
+	for _, r := range runs {
+		if r.ID == id {
+			return r, nil
+		}
+	}
+	if len(runs) == 0 {
+		return snapshot.RunSummary{}, fmt.Errorf("%w %q: %s holds no runs yet", store.ErrUnknownRun, id, st.Path())
+	}
+	return snapshot.RunSummary{}, fmt.Errorf("%w %q in %s; known runs: %s", store.ErrUnknownRun, id, st.Path(), runIDs(runs))
+}
+
+func runIDs(runs []snapshot.RunSummary) string {
+	ids := make([]string, len(runs))
+	for i, r := range runs {
+		ids[i] = r.ID
+	}
+	return strings.Join(ids, ", ")
+}
+
+// loadSnapshots reads run's snapshots with from ≤ step ≤ to (to < 0: no
+// bound). Eigenvectors (Dim floats each) are dropped unless asked for, so
+// that a long run of a big model still fits in memory.
+func loadSnapshots(st *store.Store, run string, from, to int64, vectors bool) ([]snapshot.Snapshot, error) {
+	var out []snapshot.Snapshot
+	err := st.Range(run, from, to, func(s snapshot.Snapshot) error {
+		if !vectors {
+			s.Eigenvectors = nil
+		}
+		out = append(out, s)
+		return nil
+	})
+	return out, err
+}
+
+// knownSteps lists run's steps for an "unknown step" error.
+func knownSteps(st *store.Store, run string) string {
+	var steps []string
+	_ = st.Range(run, 0, -1, func(s snapshot.Snapshot) error {
+		steps = append(steps, strconv.FormatInt(s.Step, 10))
+		return nil
+	})
+	switch {
+	case len(steps) == 0:
+		return "none"
+	case len(steps) > 16:
+		return strings.Join(steps[:8], ", ") + ", …, " + strings.Join(steps[len(steps)-4:], ", ")
+	}
+	return strings.Join(steps, ", ")
+}
+
+// stepRange validates --from/--to.
+func stepRange(from, to int64) error {
+	if from < 0 {
+		return usageErr("--from %d: want a step ≥ 0", from)
+	}
+	if to >= 0 && to < from {
+		return usageErr("--to %d is before --from %d", to, from)
+	}
+	return nil
+}
+
+// num formats a float for tables: 6 significant digits, "-" when missing.
+func num(x float64) string {
+	if math.IsNaN(x) {
+		return "NaN"
+	}
+	return strconv.FormatFloat(x, 'g', 6, 64)
+}
+
+func optNum(p *float64) string {
+	if p == nil {
+		return "-"
+	}
+	return num(*p)
+}
+
+// short formats a certificate (residual, stderr): 2 significant digits,
+// "n/a" when there is none (e.g. the stderr of a single probe).
+func short(x float64) string {
+	if math.IsNaN(x) {
+		return "n/a"
+	}
+	return strconv.FormatFloat(x, 'g', 2, 64)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// ---- hessmon runs ----
+
+func runRuns(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "runs", "list the runs of a store, one line each: id, model, optimiser, steps covered, snapshots, "+
+		"failed probes, first and last λ1, start time. The store is opened read-only; while a trainer writes it, "+
+		"use the trainer's live API instead (curl http://127.0.0.1:9464/api/runs).",
+		"hessmon runs --db hessmon.db")
+	var sf storeFlags
+	sf.register(fs, false)
+	asJSON := fs.Bool("json", false, "print a JSON array (the same objects as GET /api/runs)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	st, err := openStore(sf.db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	runs, err := st.Runs()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if runs == nil {
+			runs = []snapshot.RunSummary{}
+		}
+		return writeJSON(e.stdout, runs)
+	}
+	if len(runs) == 0 {
+		fmt.Fprintf(e.stdout, "%s holds no runs\n", st.Path())
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tMODEL\tOPT\tSTEPS\tSNAPSHOTS\tFAILED\tλ1 FIRST\tλ1 LAST\tSTARTED")
+	for _, r := range runs {
+		steps := "-"
+		if r.Snapshots > 0 {
+			steps = fmt.Sprintf("%d..%d", r.FirstStep, r.LastStep)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, cmp.Or(r.Model, "-"), cmp.Or(r.Optimizer, "-"),
+			steps, r.Snapshots, r.Failures, optNum(r.FirstLambda1), optNum(r.LastLambda1), fmtTime(r.Started))
+	}
+	return tw.Flush()
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// ---- hessmon show ----
+
+func runShow(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "show", "show a run's snapshots as a table (step, loss, λ1..k with residuals ‖Hv−λv‖, trace ± stderr, "+
+		"sharpness ratio λ1/threshold, HVPs, seconds, warm or cold start, failure), or with --step one snapshot in full: "+
+		"eigenpairs, block traces and an ESD summary (probes, Lanczos steps, kernel σ², spectral moments, quantiles).",
+		"hessmon show --db hessmon.db --run mnist-sgd --step 300")
+	var sf storeFlags
+	sf.register(fs, true)
+	step := fs.Int64("step", -1, "show this step in full")
+	asJSON := fs.Bool("json", false, "print JSON (NaN as null) instead of text")
+	from := fs.Int64("from", 0, "first step of the table")
+	to := fs.Int64("to", -1, "last step of the table (-1: the end)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := stepRange(*from, *to); err != nil {
+		return err
+	}
+	st, err := openStore(sf.db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	sum, err := resolveRun(st, sf.run)
+	if err != nil {
+		return err
+	}
+	if *step >= 0 {
+		s, err := st.Snapshot(sum.ID, *step)
+		if errors.Is(err, store.ErrUnknownStep) {
+			return fmt.Errorf("run %q has no snapshot at step %d (%w); its steps: %s", sum.ID, *step, store.ErrUnknownStep, knownSteps(st, sum.ID))
+		}
+		if err != nil {
+			return err
+		}
+		s.Eigenvectors = nil
+		if *asJSON {
+			return writeJSON(e.stdout, struct {
+				metrics.JSONSnapshot
+				ESDSummary *esdSummary `json:"esd_summary,omitempty"`
+			}{metrics.NewJSONSnapshot(s), summarizeESD(s.ESD)})
+		}
+		return printSnapshot(e.stdout, s)
+	}
+	snaps, err := loadSnapshots(st, sum.ID, *from, *to, false)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		out := make([]metrics.JSONSnapshot, len(snaps))
+		for i, s := range snaps {
+			out[i] = metrics.NewJSONSnapshot(s)
+		}
+		return writeJSON(e.stdout, out)
+	}
+	fmt.Fprintf(e.stdout, "run %s: %s, %s, %d snapshots, %d failed\n", sum.ID, cmp.Or(sum.Model, "model unknown"),
+		cmp.Or(sum.Optimizer, "optimiser unknown"), sum.Snapshots, sum.Failures)
+	return printTable(e.stdout, snaps)
+}
+
+// printTable prints one row per snapshot. Cells hold no spaces, so the
+// table splits on whitespace.
+func printTable(w io.Writer, snaps []snapshot.Snapshot) error {
+	k := 0
+	for _, s := range snaps {
+		k = max(k, len(s.Eigenvalues))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	head := []string{"STEP", "LOSS"}
+	for i := 1; i <= k; i++ {
+		head = append(head, fmt.Sprintf("λ%d", i), fmt.Sprintf("RES%d", i))
+	}
+	head = append(head, "TRACE±SE", "RATIO", "HVPS", "SECONDS", "START", "FAILURE")
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for _, s := range snaps {
+		row := []string{strconv.FormatInt(s.Step, 10), num(s.Loss)}
+		for i := range k {
+			l, r := "-", "-"
+			if i < len(s.Eigenvalues) {
+				l = num(s.Eigenvalues[i])
+			}
+			if i < len(s.Residuals) {
+				r = short(s.Residuals[i])
+			}
+			row = append(row, l, r)
+		}
+		tr := "-"
+		if s.Trace != nil {
+			tr = num(s.Trace.Value) + "±" + short(s.Trace.StdErr)
+		}
+		ratio := "-"
+		if s.SharpnessThreshold > 0 {
+			ratio = num(s.SharpnessRatio)
+		}
+		start := "cold"
+		if s.Warm {
+			start = "warm"
+		}
+		row = append(row, tr, ratio, strconv.Itoa(s.HVPs), strconv.FormatFloat(s.Seconds, 'f', 2, 64), start, cmp.Or(s.Failure, "-"))
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	return tw.Flush()
+}
+
+// esdSummary condenses a stored ESD: its certificate (probes, Lanczos steps,
+// kernel variance), the spectral moments tr(H^j)/n that the quadrature gets
+// exactly up to the probes' Monte Carlo error, the extreme Ritz values, the
+// negative mass, and quantiles of the spectral measure.
+type esdSummary struct {
+	Probes       int                `json:"probes"`
+	Steps        int                `json:"steps"`
+	Sigma2       metrics.Float      `json:"sigma2"`
+	Mean         metrics.Float      `json:"mean"`
+	MeanStdErr   metrics.Float      `json:"mean_stderr"`
+	Moment2      metrics.Float      `json:"moment2"`
+	Moment2Err   metrics.Float      `json:"moment2_stderr"`
+	MinNode      metrics.Float      `json:"min_node"`
+	MaxNode      metrics.Float      `json:"max_node"`
+	NegativeMass metrics.Float      `json:"negative_mass"`
+	Quantiles    []esdQuantileValue `json:"quantiles"`
+}
+
+type esdQuantileValue struct {
+	P     float64       `json:"p"`
+	Value metrics.Float `json:"value"`
+}
+
+// esdQuantiles are the levels show prints.
+var esdQuantiles = [...]float64{0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999}
+
+func summarizeESD(e *snapshot.ESD) *esdSummary {
+	if e == nil {
+		return nil
+	}
+	out := &esdSummary{Probes: e.Probes, Steps: e.Steps, Sigma2: metrics.Float(e.Sigma2)}
+	nan := metrics.Float(math.NaN())
+	out.Mean, out.MeanStdErr, out.Moment2, out.Moment2Err, out.MinNode, out.MaxNode, out.NegativeMass = nan, nan, nan, nan, nan, nan, nan
+	if e.Probes <= 0 || e.Steps <= 0 || len(e.Nodes) != e.Probes*e.Steps || len(e.Weights) != len(e.Nodes) {
+		return out
+	}
+	r := estimators.ESDResult{Nodes: e.Nodes, Weights: e.Weights, Probes: e.Probes, Steps: e.Steps}
+	mean, se := r.Moments(2)
+	out.Mean, out.MeanStdErr = metrics.Float(mean[1]), metrics.Float(se[1])
+	out.Moment2, out.Moment2Err = metrics.Float(mean[2]), metrics.Float(se[2])
+
+	type nw struct{ n, w float64 }
+	var pts []nw
+	var total, neg float64
+	for i, x := range e.Nodes {
+		if w := e.Weights[i]; w > 0 && !math.IsNaN(x) {
+			pts = append(pts, nw{x, w})
+			total += w
+			if x < 0 {
+				neg += w
+			}
+		}
+	}
+	if len(pts) == 0 || !(total > 0) {
+		return out
+	}
+	slices.SortFunc(pts, func(a, b nw) int { return cmp.Compare(a.n, b.n) })
+	xs, ws := make([]float64, len(pts)), make([]float64, len(pts))
+	for i, p := range pts {
+		xs[i], ws[i] = p.n, p.w
+	}
+	out.MinNode, out.MaxNode = metrics.Float(xs[0]), metrics.Float(xs[len(xs)-1])
+	out.NegativeMass = metrics.Float(neg / total)
+	for _, p := range esdQuantiles {
+		out.Quantiles = append(out.Quantiles, esdQuantileValue{P: p, Value: metrics.Float(stat.Quantile(p, stat.Empirical, xs, ws))})
+	}
+	return out
+}
+
+// printSnapshot prints one snapshot in full.
+func printSnapshot(w io.Writer, s snapshot.Snapshot) error {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("run %s, step %d, %s\n", s.Run, s.Step, fmtTime(s.Time))
+	p("loss %s, learning rate %s, optimiser %s", num(s.Loss), num(s.LearningRate), cmp.Or(s.Optimizer, "unknown"))
+	if s.Beta1 != 0 {
+		p(" (β1/momentum %s)", num(s.Beta1))
+	}
+	p("\n")
+	start := "cold start"
+	if s.Warm {
+		start = "warm start"
+	}
+	p("probe: %d HVPs, %.3f s, %s\n", s.HVPs, s.Seconds, start)
+	if s.Failed() {
+		p("FAILED: %s", s.Failure)
+		if s.Detail != "" {
+			p(": %s", s.Detail)
+		}
+		p("\n")
+	}
+	if s.SharpnessThreshold > 0 {
+		p("sharpness: λ1/threshold = %s, threshold %s\n", num(s.SharpnessRatio), num(s.SharpnessThreshold))
+	}
+	if len(s.Eigenvalues) > 0 {
+		p("top eigenvalues (residual ‖Hv−λv‖):\n")
+		for i, l := range s.Eigenvalues {
+			r := "-"
+			if i < len(s.Residuals) {
+				r = short(s.Residuals[i])
+			}
+			p("  λ%-2d %14s   residual %s\n", i+1, num(l), r)
+		}
+	}
+	if t := s.Trace; t != nil {
+		p("trace: %s ± %s (%s, %d probes)\n", num(t.Value), short(t.StdErr), cmp.Or(t.Method, "method unknown"), t.Probes)
+		if len(t.Blocks) > 0 {
+			p("block traces:\n")
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			for _, b := range t.Blocks {
+				fmt.Fprintf(tw, "  %s\t%s\t± %s\n", b.Name, num(b.Value), short(b.StdErr))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if es := summarizeESD(s.ESD); es != nil {
+		p("spectral density: %d probe(s) × %d Lanczos steps, kernel σ² %s\n", es.Probes, es.Steps, num(float64(es.Sigma2)))
+		p("  tr(H)/n %s ± %s, tr(H²)/n %s ± %s\n", num(float64(es.Mean)), short(float64(es.MeanStdErr)),
+			num(float64(es.Moment2)), short(float64(es.Moment2Err)))
+		p("  Ritz values %s … %s, negative mass %s\n", num(float64(es.MinNode)), num(float64(es.MaxNode)), num(float64(es.NegativeMass)))
+		if len(es.Quantiles) > 0 {
+			p("  quantiles:")
+			for _, q := range es.Quantiles {
+				p("  %g%% %s", 100*q.P, num(float64(q.Value)))
+			}
+			p("\n")
+		}
+	}
+	return nil
+}
+
+// ---- hessmon export ----
+
+func runExport(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "export", "export a run's snapshots as tidy data for pandas, R or a spreadsheet.\n\n"+
+		"  csv:   one row per snapshot with columns step, time, loss, lr, optimizer, sharpness_threshold,\n"+
+		"         sharpness_ratio, lambda_1..lambda_k, residual_1..residual_k, trace, trace_stderr, trace_probes,\n"+
+		"         trace_method, hvps, seconds, warm, failure, failure_detail. With --out F.csv two long-format\n"+
+		"         files go next to it: F.esd.csv (step, probe, node, weight: the SLQ quadrature) and\n"+
+		"         F.blocks.csv (step, block, value, stderr: per-layer traces). Missing or NaN values are empty cells.\n"+
+		"  json:  one array of snapshots (ESD and block traces included), NaN as null.\n"+
+		"  jsonl: one snapshot per line (pandas.read_json(F, lines=True)).",
+		"hessmon export --db hessmon.db --run mnist-sgd --format csv --out run.csv   # also run.esd.csv, run.blocks.csv")
+	var sf storeFlags
+	sf.register(fs, true)
+	format := fs.String("format", "csv", "csv, json or jsonl")
+	out := fs.String("out", "", "output file (default: standard output; the CSV side files need --out)")
+	from := fs.Int64("from", 0, "first step to export")
+	to := fs.Int64("to", -1, "last step to export (-1: the end)")
+	vectors := fs.Bool("vectors", false, "json/jsonl: include the eigenvectors (large)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch *format {
+	case "csv", "json", "jsonl":
+	default:
+		return usageErr("--format %q: want csv, json or jsonl", *format)
+	}
+	if err := stepRange(*from, *to); err != nil {
+		return err
+	}
+	st, err := openStore(sf.db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	sum, err := resolveRun(st, sf.run)
+	if err != nil {
+		return err
+	}
+	snaps, err := loadSnapshots(st, sum.ID, *from, *to, *vectors && *format != "csv")
+	if err != nil {
+		return err
+	}
+
+	files := []string{}
+	write := func(path string, fn func(io.Writer) error) error {
+		if path == "" {
+			return fn(e.stdout)
+		}
+		if err := writeFile(path, fn); err != nil {
+			return err
+		}
+		files = append(files, path)
+		return nil
+	}
+	switch *format {
+	case "csv":
+		if err := write(*out, func(w io.Writer) error { return writeSnapshotsCSV(w, snaps) }); err != nil {
+			return err
+		}
+		if *out != "" {
+			base := strings.TrimSuffix(*out, ".csv")
+			if hasESD(snaps) {
+				if err := write(base+".esd.csv", func(w io.Writer) error { return writeESDCSV(w, snaps) }); err != nil {
+					return err
+				}
+			}
+			if hasBlocks(snaps) {
+				if err := write(base+".blocks.csv", func(w io.Writer) error { return writeBlocksCSV(w, snaps) }); err != nil {
+					return err
+				}
+			}
+		} else if hasESD(snaps) || hasBlocks(snaps) {
+			fmt.Fprintln(e.stderr, "hessmon export: the ESD and block-trace CSVs are written only with --out")
+		}
+	case "json":
+		err = write(*out, func(w io.Writer) error {
+			js := make([]metrics.JSONSnapshot, len(snaps))
+			for i, s := range snaps {
+				js[i] = metrics.NewJSONSnapshot(s)
+			}
+			return writeJSON(w, js)
+		})
+	case "jsonl":
+		err = write(*out, func(w io.Writer) error {
+			enc := json.NewEncoder(w)
+			for _, s := range snaps {
+				if err := enc.Encode(metrics.NewJSONSnapshot(s)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return err
+	}
+	if len(files) > 0 {
+		fmt.Fprintf(e.stderr, "hessmon export: run %s, %d snapshots → %s\n", sum.ID, len(snaps), strings.Join(files, ", "))
+	}
+	return nil
+}
+
+// writeFile writes path through fn and removes it again if anything fails.
+func writeFile(path string, fn func(io.Writer) error) (err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			_ = os.Remove(path)
+		}
+	}()
+	return fn(f)
+}
+
+func hasESD(snaps []snapshot.Snapshot) bool {
+	return slices.ContainsFunc(snaps, func(s snapshot.Snapshot) bool { return s.ESD != nil && len(s.ESD.Nodes) > 0 })
+}
+
+func hasBlocks(snaps []snapshot.Snapshot) bool {
+	return slices.ContainsFunc(snaps, func(s snapshot.Snapshot) bool { return s.Trace != nil && len(s.Trace.Blocks) > 0 })
+}
+
+// cell formats a float for CSV: shortest exact form, NaN as an empty cell,
+// ±Inf as inf/-inf (what pandas and R read back).
+func cell(x float64) string {
+	switch {
+	case math.IsNaN(x):
+		return ""
+	case math.IsInf(x, 1):
+		return "inf"
+	case math.IsInf(x, -1):
+		return "-inf"
+	}
+	return strconv.FormatFloat(x, 'g', -1, 64)
+}
+
+// csvHeader is the snapshot CSV's header for k eigenvalues.
+func csvHeader(k int) []string {
+	h := []string{"step", "time", "loss", "lr", "optimizer", "sharpness_threshold", "sharpness_ratio"}
+	for i := 1; i <= k; i++ {
+		h = append(h, fmt.Sprintf("lambda_%d", i))
+	}
+	for i := 1; i <= k; i++ {
+		h = append(h, fmt.Sprintf("residual_%d", i))
+	}
+	return append(h, "trace", "trace_stderr", "trace_probes", "trace_method", "hvps", "seconds", "warm", "failure", "failure_detail")
+}
+
+func writeSnapshotsCSV(w io.Writer, snaps []snapshot.Snapshot) error {
+	k := 0
+	for _, s := range snaps {
+		k = max(k, len(s.Eigenvalues))
+	}
+	cw := csv.NewWriter(w)
+	if err := cw.Write(csvHeader(k)); err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		thr, ratio := "", ""
+		if s.SharpnessThreshold > 0 { // 0: no threshold known (e.g. no learning rate)
+			thr, ratio = cell(s.SharpnessThreshold), cell(s.SharpnessRatio)
+		}
+		t := ""
+		if !s.Time.IsZero() {
+			t = s.Time.UTC().Format(time.RFC3339Nano)
+		}
+		row := []string{strconv.FormatInt(s.Step, 10), t, cell(s.Loss), cell(s.LearningRate), s.Optimizer, thr, ratio}
+		for i := range k {
+			v := ""
+			if i < len(s.Eigenvalues) {
+				v = cell(s.Eigenvalues[i])
+			}
+			row = append(row, v)
+		}
+		for i := range k {
+			v := ""
+			if i < len(s.Residuals) {
+				v = cell(s.Residuals[i])
+			}
+			row = append(row, v)
+		}
+		if tr := s.Trace; tr != nil {
+			row = append(row, cell(tr.Value), cell(tr.StdErr), strconv.Itoa(tr.Probes), tr.Method)
+		} else {
+			row = append(row, "", "", "", "")
+		}
+		row = append(row, strconv.Itoa(s.HVPs), cell(s.Seconds), strconv.FormatBool(s.Warm), s.Failure, s.Detail)
+		if err := cw.Write(row); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// writeESDCSV writes the quadrature in long format: one row per node.
+func writeESDCSV(w io.Writer, snaps []snapshot.Snapshot) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write([]string{"step", "probe", "node", "weight"}); err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		e := s.ESD
+		if e == nil {
+			continue
+		}
+		step := strconv.FormatInt(s.Step, 10)
+		for i, x := range e.Nodes {
+			probe := 0
+			if e.Steps > 0 {
+				probe = i / e.Steps
+			}
+			wt := math.NaN()
+			if i < len(e.Weights) {
+				wt = e.Weights[i]
+			}
+			if err := cw.Write([]string{step, strconv.Itoa(probe), cell(x), cell(wt)}); err != nil {
+				return err
+			}
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// writeBlocksCSV writes the per-layer traces in long format.
+func writeBlocksCSV(w io.Writer, snaps []snapshot.Snapshot) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write([]string{"step", "block", "value", "stderr"}); err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		if s.Trace == nil {
+			continue
+		}
+		step := strconv.FormatInt(s.Step, 10)
+		for _, b := range s.Trace.Blocks {
+			if err := cw.Write([]string{step, b.Name, cell(b.Value), cell(b.StdErr)}); err != nil {
+				return err
+			}
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
