@@ -69,6 +69,9 @@ func ESD(ctx context.Context, op hvp.Operator, opt ESDOptions, warm *ESDWarm) (E
 	if steps == 0 {
 		steps = 100
 	}
+	if n == 0 {
+		return ESDResult{}, nil, fmt.Errorf("%w: ESD of a zero-dimensional operator", hvp.ErrDim)
+	}
 	if probes < 0 || steps < 0 {
 		return ESDResult{}, nil, fmt.Errorf("estimators: ESD needs positive probes and steps, have %d and %d", probes, steps)
 	}
@@ -79,9 +82,9 @@ func ESD(ctx context.Context, op hvp.Operator, opt ESDOptions, warm *ESDWarm) (E
 		seed = warm.Seed
 		res.Warm = true
 	}
-	v := make([]float64, (steps+1)*n)
+	v := make([]float64, steps*n)
 	w := make([]float64, n)
-	coef := make([]float64, steps+1)
+	coef := make([]float64, steps)
 	alpha := make([]float64, steps)
 	beta := make([]float64, steps)
 	normEst := 0.0
@@ -174,6 +177,9 @@ func (r ESDResult) probe(p int) (nodes, weights []float64) {
 // Gauss quadrature is exact for j < 2·Steps, so the error is the Monte
 // Carlo error of the probes alone.
 func (r ESDResult) Moments(k int) (mean, stderr []float64) {
+	if k < 0 {
+		return nil, nil
+	}
 	mean = make([]float64, k+1)
 	stderr = make([]float64, k+1)
 	if r.Probes == 0 || r.Steps == 0 || len(r.Nodes) != r.Probes*r.Steps {

@@ -179,3 +179,16 @@ func TestESDWarmCommonRandomNumbers(t *testing.T) {
 		t.Error("negative probes accepted")
 	}
 }
+
+func TestESDEdgeCases(t *testing.T) {
+	if _, _, err := ESD(context.Background(), denseOp(nil0()), ESDOptions{}, nil); err == nil {
+		t.Error("zero-dimensional operator accepted")
+	}
+	var r ESDResult
+	if m, s := r.Moments(-3); m != nil || s != nil {
+		t.Error("negative moment order")
+	}
+	if g, d, _ := r.Density(DensityOptions{}); g != nil || d != nil {
+		t.Error("density of an empty result")
+	}
+}

@@ -118,3 +118,6 @@ func assertf(t testing.TB, ok bool, format string, args ...any) {
 }
 
 func denseOp(s *mat.SymDense) *hvp.Dense { return hvp.NewDense(s) }
+
+// nil0 is a 0×0 symmetric matrix.
+func nil0() *mat.SymDense { return &mat.SymDense{} }

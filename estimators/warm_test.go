@@ -8,6 +8,8 @@ import (
 	"hash/crc32"
 	"reflect"
 	"testing"
+
+	"github.com/hessmon/hessmon/hvp"
 )
 
 // warmFixture runs every estimator once and returns the bundled state.
@@ -152,4 +154,57 @@ func FuzzWarmUnmarshal(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestHVPCountsAreHonest(t *testing.T) {
+	tm := newTestMatrix(hessianSpectrum(80, 2), 3)
+	ctx := context.Background()
+	c := &hvp.Counting{Op: tm.op}
+	ev, ew, err := TopEigen(ctx, c, EigenOptions{K: 4, KeepVectors: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Count() != ev.HVPs {
+		t.Errorf("TopEigen reports %d HVPs, made %d", ev.HVPs, c.Count())
+	}
+	before := c.Count()
+	ev2, _, err := TopEigen(ctx, c, EigenOptions{K: 4}, ew)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Count()-before != ev2.HVPs {
+		t.Errorf("warm TopEigen reports %d HVPs, made %d", ev2.HVPs, c.Count()-before)
+	}
+	before = c.Count()
+	tr, _, err := Trace(ctx, c, TraceOptions{Deflate: ev.Vectors, MaxHVPs: 30, RelTol: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Count()-before != tr.HVPs || tr.HVPs != 30 {
+		t.Errorf("Trace reports %d HVPs, made %d", tr.HVPs, c.Count()-before)
+	}
+	before = c.Count()
+	sk, _, err := Trace(ctx, c, TraceOptions{SketchRank: 3, MaxHVPs: 20, RelTol: -1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Count()-before != sk.HVPs {
+		t.Errorf("sketched Trace reports %d HVPs, made %d", sk.HVPs, c.Count()-before)
+	}
+	before = c.Count()
+	es, _, err := ESD(ctx, c, ESDOptions{Probes: 2, Steps: 15}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Count()-before != es.HVPs {
+		t.Errorf("ESD reports %d HVPs, made %d", es.HVPs, c.Count()-before)
+	}
+	before = c.Count()
+	pw, err := PowerIteration(ctx, c, PowerOptions{K: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Count()-before != pw.HVPs {
+		t.Errorf("PowerIteration reports %d HVPs, made %d", pw.HVPs, c.Count()-before)
+	}
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package estimators
+
+const raceEnabled = false
