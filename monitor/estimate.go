@@ -18,7 +18,11 @@ var errBudget = errors.New("HVP budget exhausted")
 // runEstimators fills s from the configured estimators, each warm-started
 // from warm, within cfg.MaxHVPs products. The ESD's m Lanczos steps are
 // reserved first, the eigen solve gets what it needs, the trace the rest.
-func runEstimators(ctx context.Context, s *snapshot.Snapshot, op hvp.Operator, cfg Config, meta Meta, warm *estimators.Warm) (*estimators.Warm, error) {
+// With cold set the eigen solve ignores its warm state: a warm solve only
+// sees directions the old eigenvectors or the change of H lead to, so an
+// eigenvalue rising from elsewhere is caught by the periodic cold solve.
+// The eigen solve's H·v products deflate the trace at no extra HVPs.
+func runEstimators(ctx context.Context, s *snapshot.Snapshot, op hvp.Operator, cfg Config, meta Meta, warm *estimators.Warm, cold bool) (*estimators.Warm, error) {
 	if warm == nil {
 		warm = new(estimators.Warm)
 	}
@@ -28,12 +32,17 @@ func runEstimators(ctx context.Context, s *snapshot.Snapshot, op hvp.Operator, c
 	if !cfg.NoESD {
 		esdCost = cfg.ESDProbes * cfg.ESDSteps
 	}
-	var vectors [][]float64
+	var vectors, products [][]float64
 	if cfg.TopK > 0 {
+		eigenWarm := warm.Eigen
+		if cold {
+			eigenWarm = nil
+		}
 		res, w, err := estimators.TopEigen(ctx, op, estimators.EigenOptions{
 			K: cfg.TopK, Order: cfg.Order, Tol: cfg.EigenTol, MaxHVPs: max(1, budget-esdCost-10),
-			Seed: cfg.Seed, KeepVectors: true,
-		}, warm.Eigen)
+			Seed: cfg.Seed, KeepVectors: true, KeepProducts: true,
+		}, eigenWarm)
+		s.Warm = res.Warm
 		budget -= res.HVPs
 		s.Eigenvalues, s.Residuals = res.Values, res.Residuals
 		if cfg.KeepVectors {
@@ -43,7 +52,7 @@ func runEstimators(ctx context.Context, s *snapshot.Snapshot, op hvp.Operator, c
 			return nil, fmt.Errorf("top-%d eigenvalues: %w", cfg.TopK, err)
 		}
 		next.Eigen = w
-		vectors = res.Vectors
+		vectors, products = res.Vectors, res.Products
 	}
 	if !cfg.NoTrace {
 		if budget-esdCost < 2 {
@@ -51,7 +60,7 @@ func runEstimators(ctx context.Context, s *snapshot.Snapshot, op hvp.Operator, c
 		}
 		res, w, err := estimators.Trace(ctx, op, estimators.TraceOptions{
 			RelTol: cfg.TraceRelTol, MaxHVPs: budget - esdCost, Seed: cfg.Seed + 1,
-			Blocks: meta.Blocks, Deflate: vectors,
+			Blocks: meta.Blocks, Deflate: vectors, DeflateProducts: products,
 		}, warm.Trace)
 		budget -= res.HVPs
 		if err != nil {

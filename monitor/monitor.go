@@ -58,6 +58,10 @@ type Config struct {
 	// OverheadTarget, when > 0, adapts the interval so that probing takes
 	// at most this fraction of training time (e.g. 0.05 for 5%).
 	OverheadTarget float64
+	// ColdEvery forces a cold eigen solve every so many probes (default
+	// 10; negative: never), so that an eigenvalue that rises into the top k
+	// along a direction the warm start does not see is not missed.
+	ColdEvery int
 	// KeepVectors stores the eigenvectors in each snapshot (large).
 	KeepVectors bool
 	// Seed seeds every random probe vector.
@@ -88,6 +92,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxDuration <= 0 {
 		c.MaxDuration = 2 * time.Minute
+	}
+	if c.ColdEvery == 0 {
+		c.ColdEvery = 10
 	}
 	return c
 }
@@ -240,10 +247,11 @@ func (m *Monitor) Probe(ctx context.Context, step int64, op hvp.Operator, meta M
 	m.mu.Lock()
 	m.lastProbe = step
 	warm := m.warm
+	cold := m.cfg.ColdEvery > 0 && m.stats.Probes > 0 && m.stats.Probes%m.cfg.ColdEvery == 0
 	m.mu.Unlock()
 
 	start := time.Now()
-	s, newWarm := m.probe(ctx, step, op, meta, warm)
+	s, newWarm := m.probe(ctx, step, op, meta, warm, cold)
 	s.Seconds = time.Since(start).Seconds()
 	if err := ctx.Err(); err != nil && s.Failure != "" {
 		// The caller stopped (e.g. SIGINT): that is no probe failure, and
@@ -307,7 +315,7 @@ func (m *Monitor) adaptLocked() {
 }
 
 // probe runs the estimators with panic and budget isolation.
-func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, meta Meta, warm *estimators.Warm) (s snapshot.Snapshot, newWarm *estimators.Warm) {
+func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, meta Meta, warm *estimators.Warm, cold bool) (s snapshot.Snapshot, newWarm *estimators.Warm) {
 	s = snapshot.Snapshot{
 		Run: m.run, Step: step, Time: time.Now().UTC(),
 		Loss: meta.Loss, LearningRate: meta.LearningRate, Optimizer: meta.Optimizer, Beta1: meta.Beta1,
@@ -323,7 +331,7 @@ func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, meta M
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.MaxDuration)
 	defer cancel()
 	counted := &hvp.Counting{Op: guard{op}}
-	newWarm, err := runEstimators(ctx, &s, counted, m.cfg, meta, warm)
+	newWarm, err := runEstimators(ctx, &s, counted, m.cfg, meta, warm, cold)
 	s.HVPs = counted.Count()
 	switch {
 	case err == nil:

@@ -147,25 +147,25 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 	if l, ok := op.(interface{ Loss() float64 }); ok {
 		res.Loss = l.Loss()
 	}
-	var vectors [][]float64
+	var vectors, products [][]float64
 	if *top > 0 {
 		var er estimators.EigenResult
 		var err error
 		if *power {
 			er, err = estimators.PowerIteration(ctx, op, estimators.PowerOptions{K: *top, Seed: mf.seed, KeepVectors: true})
 		} else {
-			er, _, err = estimators.TopEigen(ctx, op, estimators.EigenOptions{K: *top, Order: ord, Tol: *tol, MaxHVPs: *maxHVPs, Seed: mf.seed, KeepVectors: true}, nil)
+			er, _, err = estimators.TopEigen(ctx, op, estimators.EigenOptions{K: *top, Order: ord, Tol: *tol, MaxHVPs: *maxHVPs, Seed: mf.seed, KeepVectors: true, KeepProducts: true}, nil)
 		}
 		if err != nil && !errors.Is(err, estimators.ErrNotConverged) {
 			return fmt.Errorf("eigenvalues: %w", err)
 		}
 		res.Converged = err == nil
 		res.Eigenvalues, res.Residuals, res.HVPs.Eigen = er.Values, er.Residuals, er.HVPs
-		vectors = er.Vectors
+		vectors, products = er.Vectors, er.Products
 	}
 	if *doTrace {
 		tr, _, err := estimators.Trace(ctx, op, estimators.TraceOptions{RelTol: *traceTol, MaxHVPs: *maxHVPs, Seed: mf.seed + 1,
-			Blocks: monitor.Blocks(net), Deflate: vectors}, nil)
+			Blocks: monitor.Blocks(net), Deflate: vectors, DeflateProducts: products}, nil)
 		if err != nil {
 			return fmt.Errorf("trace: %w", err)
 		}

@@ -151,13 +151,9 @@ func eigenFigure(series []Series, opt Options) (*Figure, error) {
 		return nil, fmt.Errorf("%w: no snapshot holds eigenvalues", ErrNoData)
 	}
 	// A threshold far above every eigenvalue would squash the trajectories
-	// into a flat band at the bottom: then the axis ends above the data and
-	// the legend gives the threshold's value (the run is far from the edge
-	// of stability, which is the answer the line would have given).
-	offScale := false
-	for _, t := range thresholds {
-		offScale = offScale || (eigMax > 0 && t.min > 2.5*eigMax)
-	}
+	// into a flat band at the bottom: such a line is left out and its
+	// legend entry gives its value (the run is far from the edge of
+	// stability, which is the answer the line would have given).
 	for i, t := range thresholds {
 		c := color.Color(color.Gray{Y: 90})
 		if multi {
@@ -168,16 +164,12 @@ func eigenFigure(series []Series, opt Options) (*Figure, error) {
 			return nil, err
 		}
 		name := t.name
-		if offScale {
+		if eigMax > 0 && t.min > 2.5*eigMax {
 			name += " (off scale)"
 		} else {
 			p.Add(l)
 		}
 		leg.Add(legendText(label(series, series[owners[i]], name)), l)
-	}
-	if offScale {
-		pad := 0.08 * (eigMax - eigMin)
-		p.Y.Min, p.Y.Max = min(eigMin-pad, 0), eigMax+max(pad, 0.05*eigMax)
 	}
 	return &Figure{panels: []panel{{p: p, legend: leg}}}, nil
 }

@@ -46,7 +46,7 @@ func testSeries(label string, scale float64) Series {
 				{Name: "fc1.weight", Value: 6 * l1, StdErr: 0.3}, {Name: "fc1.bias", Value: 0.1 * l1, StdErr: 0.01},
 				{Name: "fc2.weight", Value: 3 * l1, StdErr: 0.2},
 			}},
-			ESD: spectrumESD([]float64{-0.05 * l1, 0, 0, 0, 0.01, 0.1 * l1, 0.5 * l1, l1}),
+			ESD:  spectrumESD([]float64{-0.05 * l1, 0, 0, 0, 0.01, 0.1 * l1, 0.5 * l1, l1}),
 			HVPs: 100, Seconds: 0.5, Warm: i > 0,
 		}
 		if step == 50 {
@@ -339,5 +339,28 @@ func TestParseKind(t *testing.T) {
 	}
 	if _, err := ParseKind("histogram"); err == nil || !strings.Contains(err.Error(), "esd-heatmap") {
 		t.Errorf("ParseKind(histogram): %v, want an error listing the kinds", err)
+	}
+}
+
+// The threshold line is drawn when it is near the eigenvalues and left out
+// (legend only) when it would flatten them.
+func TestThresholdScale(t *testing.T) {
+	for _, c := range []struct {
+		lr      float64
+		visible bool
+	}{{0.4, true}, {0.001, false}} {
+		s := Series{Label: "a"}
+		for step, l1 := range []float64{3, 4, 4.8} {
+			s.Snapshots = append(s.Snapshots, snapshot.Snapshot{Run: "a", Step: int64(step), Optimizer: "sgd", LearningRate: c.lr,
+				SharpnessThreshold: 2 / c.lr, Eigenvalues: []float64{l1}})
+		}
+		f, err := New(KindEigen, []Series{s}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := f.Plots()[0]
+		if got := p.Y.Max >= 2/c.lr; got != c.visible {
+			t.Errorf("lr %g: y-axis ends at %g, threshold %g visible = %v, want %v", c.lr, p.Y.Max, 2/c.lr, got, c.visible)
+		}
 	}
 }
