@@ -132,5 +132,5 @@ type failingOperator struct {
 	err error
 }
 
-func (f failingOperator) Dim() int                 { return f.dim }
+func (f failingOperator) Dim() int                   { return f.dim }
 func (f failingOperator) Apply(_, _ []float64) error { return f.err }

@@ -3,8 +3,8 @@ package monitor
 import (
 	"context"
 	"errors"
-	"math"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"testing"

@@ -40,18 +40,20 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 		"hessmon bench warm --json")
 	var mf modelFlags
 	mf.register(fs, "128,128", "tanh")
-	steps := fs.Int64("steps", 400, "training steps (SGD, batch 64, η 0.05, momentum 0.9)")
+	steps := fs.Int64("steps", 400, "training steps")
 	every := fs.Int64("every", 20, "probe interval in steps")
 	k := fs.Int("k", 5, "top-k eigenvalues")
 	tol := fs.Float64("tol", 1e-4, "eigen residual tolerance relative to ‖H‖ (the same for warm and cold)")
 	traceHVPs := fs.Int("trace-hvps", 40, "HVP budget of each trace estimate (equal for both estimators)")
 	probeBatch := fs.Int("probe-batch", 256, "fixed probe batch size")
+	lr := fs.Float64("lr", 0.05, "SGD learning rate (momentum 0.9, batch 64)")
+	deflate := fs.Bool("deflate", true, "let the tracked estimator deflate with the warm solve's top-k eigenvectors and their H·v products, which the monitor has at no extra HVPs")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *steps <= 0 || *every <= 0 || *k <= 0 || *traceHVPs < 4 || *probeBatch <= 0 {
-		return usageErr("--steps, --every, --k, --probe-batch must be positive and --trace-hvps ≥ 4")
+	if *steps <= 0 || *every <= 0 || *k <= 0 || *traceHVPs < 4 || *probeBatch <= 0 || *lr <= 0 {
+		return usageErr("--steps, --every, --k, --probe-batch, --lr must be positive and --trace-hvps ≥ 4")
 	}
 	if *steps < 2**every {
 		return usageErr("--steps must allow at least two probes (≥ 2·--every)")
@@ -80,7 +82,7 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		opt := estimators.EigenOptions{K: *k, Tol: *tol, MaxHVPs: 2000, Seed: mf.seed + uint64(info.Step)}
+		opt := estimators.EigenOptions{K: *k, Tol: *tol, MaxHVPs: 2000, Seed: mf.seed + uint64(info.Step), KeepVectors: true, KeepProducts: true}
 		rc, _, err := estimators.TopEigen(ctx, op, opt, nil)
 		if err != nil {
 			return fmt.Errorf("cold solve at step %d: %w", info.Step, err)
@@ -100,6 +102,9 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("independent trace: %w", err)
 		}
 		topt.Seed = mf.seed + 1
+		if *deflate {
+			topt.Deflate, topt.DeflateProducts = rw.Vectors, rw.Products
+		}
 		tt, tw, err := estimators.Trace(ctx, op, topt, traceWarm)
 		if err != nil && !errors.Is(err, estimators.ErrNotConverged) {
 			return fmt.Errorf("tracked trace: %w", err)
@@ -115,7 +120,7 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 		}
 		return nil
 	}
-	_, err = trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
+	_, err = trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: *lr, Momentum: 0.9},
 		Data: train, BatchSize: 64, Steps: *steps, Seed: mf.seed, Hooks: []trainer.Hook{hook}})
 	if err != nil {
 		return err
