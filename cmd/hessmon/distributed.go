@@ -1,3 +1,5 @@
+//go:build !mpi
+
 package main
 
 import (
@@ -8,8 +10,10 @@ import (
 	"github.com/hessmon/hessmon/trainer"
 )
 
-// distributedOperator shards d over the ranks of the process group and
-// returns the all-reduced operator, this process's rank and the group size.
-func distributedOperator(ctx context.Context, net *trainer.Network, d *trainer.Dataset, mode trainer.Mode, chunk int) (hvp.Operator, int, int, func(), error) {
-	return nil, 0, 0, nil, errors.New("--distributed is not available yet")
+// errNoMPI is what --distributed says in the default, pure-Go build.
+var errNoMPI = errors.New("hessmon was built without MPI; rebuild with -tags mpi (needs libopenmpi-dev) and run under mpirun")
+
+// distributedOperator needs the MPI build (distributed_mpi.go).
+func distributedOperator(context.Context, *trainer.Network, *trainer.Dataset, trainer.Mode, int) (hvp.Operator, int, int, func(), error) {
+	return nil, 0, 0, nil, errNoMPI
 }

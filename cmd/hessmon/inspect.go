@@ -331,7 +331,7 @@ type esdSummary struct {
 	Moment2Err   metrics.Float      `json:"moment2_stderr"`
 	MinNode      metrics.Float      `json:"min_node"`
 	MaxNode      metrics.Float      `json:"max_node"`
-	NegativeMass metrics.Float      `json:"negative_mass"`
+	NegativeMass metrics.Float      `json:"negative_mass"` // weight of nodes < −0.1%·max|node|
 	Quantiles    []esdQuantileValue `json:"quantiles"`
 }
 
@@ -339,6 +339,10 @@ type esdQuantileValue struct {
 	P     float64       `json:"p"`
 	Value metrics.Float `json:"value"`
 }
+
+// negativeTol is the fraction of the largest |node| below zero that a node
+// must reach to count as negative curvature.
+const negativeTol = 1e-3
 
 // esdQuantiles are the levels show prints.
 var esdQuantiles = [...]float64{0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999}
@@ -360,14 +364,19 @@ func summarizeESD(e *snapshot.ESD) *esdSummary {
 
 	type nw struct{ n, w float64 }
 	var pts []nw
-	var total, neg float64
+	var total, neg, scale float64
 	for i, x := range e.Nodes {
 		if w := e.Weights[i]; w > 0 && !math.IsNaN(x) {
 			pts = append(pts, nw{x, w})
-			total += w
-			if x < 0 {
-				neg += w
-			}
+			scale = max(scale, math.Abs(x))
+		}
+	}
+	// Negative mass counts nodes below −0.1% of the spectral radius: the
+	// spike at zero lands a hair either side of it and is not curvature.
+	for _, p := range pts {
+		total += p.w
+		if p.n < -negativeTol*scale {
+			neg += p.w
 		}
 	}
 	if len(pts) == 0 || !(total > 0) {
@@ -437,7 +446,7 @@ func printSnapshot(w io.Writer, s snapshot.Snapshot) error {
 		p("spectral density: %d probe(s) × %d Lanczos steps, kernel σ² %s\n", es.Probes, es.Steps, num(float64(es.Sigma2)))
 		p("  tr(H)/n %s ± %s, tr(H²)/n %s ± %s\n", num(float64(es.Mean)), short(float64(es.MeanStdErr)),
 			num(float64(es.Moment2)), short(float64(es.Moment2Err)))
-		p("  Ritz values %s … %s, negative mass %s\n", num(float64(es.MinNode)), num(float64(es.MaxNode)), num(float64(es.NegativeMass)))
+		p("  Ritz values %s … %s, negative mass (below −0.1%% of max |λ|) %s\n", num(float64(es.MinNode)), num(float64(es.MaxNode)), num(float64(es.NegativeMass)))
 		if len(es.Quantiles) > 0 {
 			p("  quantiles:")
 			for _, q := range es.Quantiles {

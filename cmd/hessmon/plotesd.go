@@ -1,11 +1,12 @@
 package main
 
 import (
-	"errors"
-
+	"github.com/hessmon/hessmon/monitor/plot"
 	"github.com/hessmon/hessmon/monitor/snapshot"
 )
 
+// saveESDPlot draws one snapshot's spectral density as PyHessian's
+// density_plot does (log density), at the default size.
 func saveESDPlot(path string, s snapshot.Snapshot) error {
-	return errors.New("plotting is not available yet")
+	return plot.SaveESD(path, []plot.Series{{Label: s.Run, Snapshots: []snapshot.Snapshot{s}}}, 0, 0)
 }

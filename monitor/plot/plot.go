@@ -171,12 +171,11 @@ func (f *Figure) Draw(dc draw.Canvas) (err error) {
 		}
 	}()
 	pad := vg.Points(6)
+	var bc draw.Canvas
 	if f.bar != nil {
 		h := min(vg.Points(58), (dc.Max.Y-dc.Min.Y)/4)
-		bc := dc
+		bc = dc
 		bc.Max.Y = bc.Min.Y + h
-		bc.Max.X -= legendWidth(f.panels, dc) // line up with the panels
-		f.bar.Draw(bc)
 		dc.Min.Y += h + pad
 	}
 	lw := legendWidth(f.panels, dc)
@@ -198,6 +197,14 @@ func (f *Figure) Draw(dc draw.Canvas) (err error) {
 			}
 		}
 		pn.p.Draw(c)
+		if i == 0 && f.bar != nil {
+			// The colour bar spans the data area of the panels above.
+			da := pn.p.DataCanvas(c)
+			bc.Min.X, bc.Max.X = da.Min.X, da.Max.X
+		}
+	}
+	if f.bar != nil {
+		f.bar.Draw(bc)
 	}
 	return nil
 }
