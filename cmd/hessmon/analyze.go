@@ -89,23 +89,14 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return usageErr("--order: %v", err)
 	}
-	mode := trainer.ModeEval
-	switch *bnMode {
-	case "eval":
-	case "train":
-		mode = trainer.ModeTrain
-	default:
-		return usageErr("--bn-mode %q: want eval or train", *bnMode)
-	}
-	train, _, err := mf.loadData()
+	mode, err := parseBNMode(*bnMode)
 	if err != nil {
 		return err
 	}
-	net, err := mf.build(train.Shape, train.Classes)
+	net, train, _, err := mf.setup()
 	if err != nil {
 		return err
 	}
-	train = forModel(train, net)
 	if *weights != "" {
 		if err := trainer.LoadSafetensors(net, *weights); err != nil {
 			return err

@@ -76,15 +76,10 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 	if *batch <= 0 || *reps <= 0 {
 		return usageErr("--batch and --reps must be positive")
 	}
-	train, _, err := mf.loadData()
+	net, train, _, err := mf.setup()
 	if err != nil {
 		return err
 	}
-	net, err := mf.build(train.Shape, train.Classes)
-	if err != nil {
-		return err
-	}
-	train = forModel(train, net)
 	b := train.Head(*batch)
 	loss := trainer.CrossEntropy{}
 	op, err := hvp.NewExact(net, b, loss, trainer.ModeEval)

@@ -58,15 +58,10 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 	if *steps < 2**every {
 		return usageErr("--steps must allow at least two probes (≥ 2·--every)")
 	}
-	train, _, err := mf.loadData()
+	net, train, _, err := mf.setup()
 	if err != nil {
 		return err
 	}
-	net, err := mf.build(train.Shape, train.Classes)
-	if err != nil {
-		return err
-	}
-	train = forModel(train, net)
 	probe := probeSubset(train, *probeBatch, mf.seed)
 	res := warmBench{Model: net.String(), Params: net.Dim(), Steps: *steps, Every: *every, K: *k, Tol: *tol, TraceHVPs: *traceHVPs,
 		TrackedMethods: map[string]int{}}

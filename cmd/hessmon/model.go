@@ -82,6 +82,31 @@ func (m *modelFlags) loadData() (train, test *trainer.Dataset, err error) {
 	return nil, nil, usageErr("--data %q: want mnist or synthetic", m.data)
 }
 
+// setup loads the data named by --data, builds the model for it and
+// returns the data shaped for that model (flat vectors for MLPs).
+func (m *modelFlags) setup() (net *trainer.Network, train, test *trainer.Dataset, err error) {
+	train, test, err = m.loadData()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	net, err = m.build(train.Shape, train.Classes)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return net, forModel(train, net), forModel(test, net), nil
+}
+
+// parseBNMode reads --bn-mode.
+func parseBNMode(s string) (trainer.Mode, error) {
+	switch s {
+	case "eval":
+		return trainer.ModeEval, nil
+	case "train":
+		return trainer.ModeTrain, nil
+	}
+	return 0, usageErr("--bn-mode %q: want eval (running statistics, as PyHessian) or train (batch statistics)", s)
+}
+
 // forModel adapts the data to the model: MLPs see flat vectors.
 func forModel(d *trainer.Dataset, net *trainer.Network) *trainer.Dataset {
 	if d.Shape != net.InShape() {

@@ -66,13 +66,9 @@ func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error)
 	if m.every <= 0 || m.top < 0 || m.maxHVPs <= 0 || m.probeBatch <= 0 || m.esdSteps <= 0 || m.timeout <= 0 {
 		return monitor.Config{}, 0, usageErr("--every, --max-hvps, --probe-batch, --esd-steps and --probe-timeout must be positive, --top non-negative")
 	}
-	mode := trainer.ModeEval
-	switch m.bnMode {
-	case "eval":
-	case "train":
-		mode = trainer.ModeTrain
-	default:
-		return monitor.Config{}, 0, usageErr("--bn-mode %q: want eval or train", m.bnMode)
+	mode, err := parseBNMode(m.bnMode)
+	if err != nil {
+		return monitor.Config{}, 0, err
 	}
 	top := m.top
 	if top == 0 {
@@ -172,15 +168,10 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	if of.batch < 0 || of.epochs <= 0 || of.steps < 0 {
 		return usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
 	}
-	train, test, err := mf.loadData()
+	net, train, test, err := mf.setup()
 	if err != nil {
 		return err
 	}
-	net, err := mf.build(train.Shape, train.Classes)
-	if err != nil {
-		return err
-	}
-	train, test = forModel(train, net), forModel(test, net)
 	if *runID == "" {
 		*runID = newRunID()
 	}
