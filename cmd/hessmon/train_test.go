@@ -192,6 +192,35 @@ func TestTrainServesLiveMetrics(t *testing.T) {
 	} else {
 		t.Log("promtool not installed; .ci/run installs it")
 	}
+	// 50 concurrent scrapers on /metrics and the JSON API while probes run.
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 5; j++ {
+				path := "/metrics"
+				if (i+j)%2 == 1 {
+					path = "/api/runs/live/snapshots?from=0"
+				}
+				b, err := get(path)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if path == "/metrics" && !bytes.Contains(b, []byte("hessian_top_eigenvalue")) {
+					errs <- fmt.Errorf("scrape without eigenvalues")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent scraper: %v", err)
+	}
 	// The store is locked by the live trainer: inspection must say so fast.
 	start := time.Now()
 	if _, err := store.OpenReadOnly(db); err == nil {
