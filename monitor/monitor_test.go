@@ -315,3 +315,38 @@ func TestCancelledProbeIsNotRecorded(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestOverheadTargetAdaptsInterval: probes costing far more than the target
+// share of training time stretch the interval (at most 2× per probe); cheap
+// probes shrink it, never below Every/4.
+func TestOverheadTargetAdaptsInterval(t *testing.T) {
+	dense := hvp.NewDense(spectrumMatrix(testSpectrum(40), 5))
+	cfg := Config{Every: 16, OverheadTarget: 0.05, TopK: 1, NoTrace: true, NoESD: true}
+	m, _ := New("r", cfg, WithLogger(discardLogger()))
+	m.ObserveTraining(10 * time.Millisecond)
+	if _, err := m.Probe(context.Background(), 16, slowOp{dense}, Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Interval(); got != 32 {
+		t.Errorf("after an expensive probe the interval is %d, want 32 (doubled)", got)
+	}
+	if _, err := m.Probe(context.Background(), 48, slowOp{dense}, Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Interval(); got != 64 {
+		t.Errorf("after a second expensive probe the interval is %d, want 64", got)
+	}
+	if m.Due(48+63) || !m.Due(48+64) {
+		t.Error("Due does not follow the adapted interval")
+	}
+	cheap, _ := New("r", cfg, WithLogger(discardLogger()))
+	cheap.ObserveTraining(time.Hour)
+	for step := int64(16); step < 200; step += 16 {
+		if _, err := cheap.Probe(context.Background(), step, dense, Meta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := cheap.Interval(); got != 4 {
+		t.Errorf("cheap probes: interval %d, want the floor Every/4 = 4", got)
+	}
+}
