@@ -1,0 +1,53 @@
+package hvp
+
+import (
+	"fmt"
+
+	"github.com/hessmon/hessmon/trainer"
+)
+
+// Comm is a group of processes (ranks) that hold shards of one data set and
+// run the same estimator calls in lockstep. It is the seam between hessmon
+// and a message-passing engine: hvp/mpi implements it over MPI, and
+// NewInProcGroup over goroutines for tests.
+//
+// AllreduceSum replaces buf, on every rank, by the elementwise sum of the
+// bufs of all ranks. It is collective: every rank must call it the same
+// number of times, in the same order, with equally long buffers. On return
+// every rank must hold bit-identical values, or estimators running in
+// lockstep could take different branches and deadlock.
+type Comm interface {
+	Rank() int
+	Size() int
+	AllreduceSum(buf []float64) error
+}
+
+// Shard returns the contiguous block [from, to) of n samples that rank
+// owns in a group of size ranks. Blocks are in rank order and their sizes
+// differ by at most one (the first n mod size ranks get one more), so the
+// split depends only on (n, size) and every rank computes the same one.
+func Shard(n, rank, size int) (from, to int, err error) {
+	if size < 1 || rank < 0 || rank >= size {
+		return 0, 0, fmt.Errorf("hvp: rank %d of a group of %d", rank, size)
+	}
+	if n < size {
+		return 0, 0, fmt.Errorf("hvp: %d samples cannot be sharded over %d ranks (every rank needs at least one)", n, size)
+	}
+	q, r := n/size, n%size
+	from = rank*q + min(rank, r)
+	to = from + q
+	if rank < r {
+		to++
+	}
+	return from, to, nil
+}
+
+// ShardDataset returns the part of d that comm's rank owns (see Shard).
+// The result is a view: it shares d's storage.
+func ShardDataset(d *trainer.Dataset, comm Comm) (*trainer.Dataset, error) {
+	from, to, err := Shard(d.Len(), comm.Rank(), comm.Size())
+	if err != nil {
+		return nil, err
+	}
+	return d.Subset(from, to)
+}
