@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/store"
+	"github.com/hessmon/hessmon/trainer"
+)
+
+// tiny is the study at test size: seconds, not minutes, even under -race.
+func tiny() Config {
+	return Config{Name: "tiny", Images: 200, Hidden: []int{32, 32}, LRs: []float64{0.5, 0.7}, Steps: 120, Every: 5, ESDSteps: 10, Seed: 1}
+}
+
+func runTiny(t *testing.T, cfg Config, dir string) Result {
+	t.Helper()
+	train, _, err := trainer.LoadMNIST("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, "eos.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	res, err := Study(context.Background(), cfg, train, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestStudy(t *testing.T) {
+	dir := t.TempDir()
+	cfg := tiny()
+	res := runTiny(t, cfg, dir)
+	if len(res.Runs) != len(cfg.LRs) {
+		t.Fatalf("%d runs, want %d", len(res.Runs), len(cfg.LRs))
+	}
+	for _, run := range res.Runs {
+		if run.Diverged {
+			t.Fatalf("η = %g diverged", run.LR)
+		}
+		if want := 2 / run.LR; math.Abs(run.Threshold-want) > 1e-12*want {
+			t.Errorf("η = %g: threshold %g, want 2/η = %g", run.LR, run.Threshold, want)
+		}
+		if len(run.Losses) != int(cfg.Steps) {
+			t.Errorf("η = %g: %d losses, want %d", run.LR, len(run.Losses), cfg.Steps)
+		}
+		if want := int(cfg.Steps / cfg.Every); len(run.Snapshots) != want {
+			t.Fatalf("η = %g: %d probes, want %d", run.LR, len(run.Snapshots), want)
+		}
+		var l1s []float64
+		for _, sn := range run.Snapshots {
+			l1, ok := sn.Lambda1()
+			if sn.Failed() || !ok {
+				t.Fatalf("η = %g step %d: failed probe %q", run.LR, sn.Step, sn.Failure)
+			}
+			// The monitor records the GD threshold 2/η with every probe.
+			if math.Abs(sn.SharpnessThreshold-run.Threshold) > 1e-12*run.Threshold {
+				t.Errorf("η = %g: snapshot threshold %g, want %g", run.LR, sn.SharpnessThreshold, run.Threshold)
+			}
+			if !(l1 > 0) || sn.Residuals[0] > 1e-3*l1 {
+				t.Errorf("η = %g step %d: λ1 = %g with residual %g", run.LR, sn.Step, l1, sn.Residuals[0])
+			}
+			l1s = append(l1s, l1)
+		}
+		// Progressive sharpening: λ1 rises over the first probes.
+		if k := len(l1s) / 4; !(l1s[k] > l1s[0]) {
+			t.Errorf("η = %g: λ1 did not rise early: %v", run.LR, l1s[:k+1])
+		}
+		if run.FinalLoss >= run.Losses[0] {
+			t.Errorf("η = %g: loss went from %g to %g", run.LR, run.Losses[0], run.FinalLoss)
+		}
+		if run.ESD == nil || len(run.ESD.Nodes) != cfg.ESDSteps {
+			t.Errorf("η = %g: final ESD %+v", run.LR, run.ESD)
+		}
+	}
+	// The larger step size reaches the edge of stability within the tiny
+	// budget: λ1 crosses 2/η, the alert condition holds, and the loss
+	// stops falling monotonically.
+	big := res.Runs[len(res.Runs)-1]
+	if big.FirstAbove == 0 {
+		t.Errorf("η = %g: λ1 never exceeded 2/η = %g (max %g)", big.LR, big.Threshold, big.Lambda1Max)
+	}
+	if big.LossUps == 0 {
+		t.Errorf("η = %g: the loss never rose after λ1 crossed 2/η", big.LR)
+	}
+
+	table := res.Table()
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) != 2+len(cfg.LRs) {
+		t.Fatalf("table has %d lines, want %d:\n%s", len(lines), 2+len(cfg.LRs), table)
+	}
+	cells := strings.Count(lines[0], "|")
+	for _, l := range lines[1:] {
+		if strings.Count(l, "|") != cells {
+			t.Errorf("table line %q has %d cells, header %d", l, strings.Count(l, "|")-1, cells-1)
+		}
+	}
+	files, err := res.Write(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 4 {
+		t.Errorf("wrote %v, want table, sharpness, loss and ESD", files)
+	}
+	for _, f := range files {
+		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: missing or empty (%v)", f, err)
+		}
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the tiny study twice")
+	}
+	cfg := tiny()
+	cfg.LRs, cfg.Steps = []float64{0.7}, 60
+	a, b := runTiny(t, cfg, t.TempDir()), runTiny(t, cfg, t.TempDir())
+	if a.Table() != b.Table() || a.Verdict() != b.Verdict() {
+		t.Errorf("two runs with the same seeds differ:\n%s\n%s", a.Table(), b.Table())
+	}
+}
+
+// TestSummarise checks the edge-of-stability bookkeeping on a made-up
+// trajectory with 2/η = 10.
+func TestSummarise(t *testing.T) {
+	l1 := []float64{4, 6, 8.5, 9.5, 10.5, 11, 9.8, 10.2, 12.5, 10.1, 9.9, 10.4, 10, 9.6, 10.3}
+	r := Run{LR: 0.2, Threshold: 10}
+	for i, l := range l1 {
+		r.Snapshots = append(r.Snapshots, snapshot.Snapshot{Step: int64(10 * (i + 1)), Eigenvalues: []float64{l}, Residuals: []float64{0}})
+	}
+	r.Snapshots = append(r.Snapshots, snapshot.Snapshot{Step: 200, Failure: "nan"}) // ignored
+	for i := range 160 {
+		l := 1 / float64(i+1)
+		if i == 60 || i == 61 || i == 100 {
+			l *= 1.5
+		}
+		r.Losses = append(r.Losses, l)
+	}
+	r.summarise()
+	check := func(name string, got, want float64) {
+		t.Helper()
+		if math.Abs(got-want) > 1e-12 {
+			t.Errorf("%s = %g, want %g", name, got, want)
+		}
+	}
+	check("Lambda1Init", r.Lambda1Init, 4)
+	check("Lambda1Max", r.Lambda1Max, 12.5)
+	check("FirstNear", float64(r.FirstNear), 30)   // 8.5 ≥ 8
+	check("FirstAbove", float64(r.FirstAbove), 50) // 10.5 > 10
+	check("ProbesAfter", float64(r.ProbesAfter), 11)
+	check("InBand", r.InBand, 10.0/11) // all but 12.5
+	check("Above", r.Above, 7.0/11)    // 10.5 11 10.2 12.5 10.1 10.4 10.3
+	check("MinRatio", r.MinRatio, 0.96)
+	check("MaxRatio", r.MaxRatio, 1.25)
+	check("MedianRatio", r.MedianRatio, 1.02)
+	// Steps 90..150 are in the second half of 160 losses: 12.5 (step 90)
+	// is out of the band, the other 6 are in.
+	check("LateProbes", float64(r.LateProbes), 7)
+	check("LateInBand", r.LateInBand, 6.0/7)
+	check("LossUps", float64(r.LossUps), 2) // the jumps at steps 60 and 100 (61 is down from 60)
+	if !r.Stays() {
+		t.Error("Stays() = false, want true (10 of 11 probes within ±20%)")
+	}
+	r.ProbesAfter = MinProbesAfter - 1
+	if r.Stays() {
+		t.Error("Stays() with too few probes after the crossing")
+	}
+}
