@@ -320,7 +320,7 @@ func analyse(ctx context.Context, cfg Config, row *Row, net *trainer.Network, da
 	// and `hessmon show` read it from the store too.
 	sn := row.final(opt)
 	row.Final = &sn
-	if err := st.PutRun(snapshot.Run{ID: sn.Run, Model: row.Model, Optimizer: "sgd"}); err != nil {
+	if err := st.PutRun(snapshot.Run{ID: sn.Run, Model: row.Model, Optimizer: "sgd", Started: sn.Time}); err != nil {
 		return err
 	}
 	return st.PutSnapshot(sn)
@@ -330,7 +330,7 @@ func analyse(ctx context.Context, cfg Config, row *Row, net *trainer.Network, da
 func (r Row) final(opt trainer.Optimizer) snapshot.Snapshot {
 	tr := r.Trace
 	sn := snapshot.Snapshot{
-		Run: r.ID() + "-final", Step: r.Steps, Loss: r.TrainLoss,
+		Run: r.ID() + "-final", Step: r.Steps, Time: time.Now().UTC(), Loss: r.TrainLoss,
 		LearningRate: opt.LearningRate(), Optimizer: opt.Name(), Beta1: opt.Beta1(),
 		Eigenvalues: r.Eigenvalues, Residuals: r.Residuals, Trace: &tr, ESD: r.ESD, HVPs: r.HVPs,
 	}
