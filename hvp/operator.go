@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/floats"
@@ -162,9 +163,14 @@ type Mean struct {
 	ops     []Operator
 	weights []float64 // normalised to sum 1
 	bufs    [][]float64
-	// Workers bounds the number of concurrent Apply calls; 0 means one per operator.
-	Workers int
+	workers atomic.Int64
 }
+
+// SetWorkers bounds the operators applied concurrently by later Apply calls
+// (n ≤ 0: one per operator, the default). It is safe to call while another
+// goroutine applies the operator, so a caller can hand a running estimator
+// more cores when they fall idle.
+func (m *Mean) SetWorkers(n int) { m.workers.Store(int64(n)) }
 
 // NewMean averages ops with the given non-negative weights (nil means equal
 // weights). Each operator must be safe to use from its own goroutine.
@@ -216,11 +222,18 @@ func (m *Mean) Apply(dst, v []float64) error {
 	if err := checkDims(m.Dim(), dst, v); err != nil {
 		return err
 	}
-	workers := m.Workers
+	workers := int(m.workers.Load())
 	if workers <= 0 || workers > len(m.ops) {
 		workers = len(m.ops)
 	}
 	errs := make([]error, len(m.ops))
+	if workers == 1 {
+		// On the caller's goroutine, so that the work stays on its core.
+		for i, op := range m.ops {
+			errs[i] = op.Apply(m.bufs[i], v)
+		}
+		return m.sum(dst, errs)
+	}
 	sem := make(chan struct{}, workers)
 	var wg sync.WaitGroup
 	for i, op := range m.ops {
@@ -233,6 +246,11 @@ func (m *Mean) Apply(dst, v []float64) error {
 		}()
 	}
 	wg.Wait()
+	return m.sum(dst, errs)
+}
+
+// sum writes Σ wᵢ bufsᵢ in a fixed order, or the joined errors.
+func (m *Mean) sum(dst []float64, errs []error) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("hvp: Mean: %w", err)
 	}

@@ -120,3 +120,50 @@ func TestMeanValidation(t *testing.T) {
 		t.Errorf("weighted mean = %v, want 2.5", dst)
 	}
 }
+
+// TestMeanWorkers checks that the result does not depend on how many
+// operators run at once, including a change of SetWorkers between calls.
+func TestMeanWorkers(t *testing.T) {
+	const n = 7
+	var ops []Operator
+	var want [n]float64
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = float64(i) - 2.5
+	}
+	for k := range 5 {
+		d := make([]float64, n*n)
+		for i := range n {
+			for j := range n {
+				d[i*n+j] = float64((i+1)*(j+1)%(k+3)) + float64(k)
+			}
+		}
+		s := mat.NewSymDense(n, d)
+		ops = append(ops, NewDense(s))
+		var hv mat.VecDense
+		hv.MulVec(s, mat.NewVecDense(n, v))
+		for i := range want {
+			want[i] += hv.AtVec(i) * float64(k+1) / 15
+		}
+	}
+	m, err := NewMean(ops, []float64{1, 2, 3, 4, 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first []float64
+	for _, w := range []int{1, 0, 2, 5, 1, 9} {
+		m.SetWorkers(w)
+		dst := make([]float64, n)
+		if err := m.Apply(dst, v); err != nil {
+			t.Fatal(err)
+		}
+		if !floats.EqualApprox(dst, want[:], 1e-12) {
+			t.Fatalf("workers %d: %v, want %v", w, dst, want)
+		}
+		if first == nil {
+			first = dst
+		} else if !floats.Equal(dst, first) {
+			t.Fatalf("workers %d: %v differs from workers 1: %v", w, dst, first)
+		}
+	}
+}

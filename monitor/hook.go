@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/hessmon/hessmon/estimators"
@@ -98,24 +99,44 @@ func (m *Monitor) Hook(opt HookOptions) trainer.Hook {
 					m.inFlight = false
 					m.mu.Unlock()
 				}()
-				m.probeModel(context.WithoutCancel(ctx), info.Step, frozen, opt, meta)
+				m.probeModel(context.WithoutCancel(ctx), info.Step, frozen, opt, meta, true)
 			}()
 			return nil
 		}
-		m.probeModel(ctx, info.Step, info.Model, opt, meta)
+		m.probeModel(ctx, info.Step, info.Model, opt, meta, false)
 		return nil
 	}
 }
 
 // probeModel builds the exact operator and probes it; errors are logged.
-func (m *Monitor) probeModel(ctx context.Context, step int64, net *trainer.Network, opt HookOptions, meta Meta) {
+//
+// An asynchronous probe in eval mode splits the batch into one chunk per
+// core (the Hessian of the mean loss is the size-weighted mean of the
+// chunks' Hessians) and applies them one at a time while training runs, so
+// it keeps to one core; once Wait signals that training is over, the chunks
+// run concurrently and the last probe finishes sooner. In train mode
+// BatchNorm's batch statistics couple the samples, so the batch stays whole.
+func (m *Monitor) probeModel(ctx context.Context, step int64, net *trainer.Network, opt HookOptions, meta Meta, async bool) {
 	var op hvp.Operator
-	exact, err := hvp.NewExact(net, opt.Batch, opt.Loss, opt.Mode)
+	var err error
+	parts := runtime.GOMAXPROCS(0)
+	if async && opt.Mode == trainer.ModeEval && parts > 1 && opt.Batch.Len() >= 2*parts {
+		var mean *hvp.ExactBatches
+		mean, err = hvp.NewExactBatches(net, splitBatch(opt.Batch, parts), opt.Loss, opt.Mode)
+		if err == nil {
+			op, meta.Loss = mean, mean.Loss()
+			m.setTailOp(mean.Mean)
+			defer m.setTailOp(nil)
+		}
+	} else {
+		var exact *hvp.Exact
+		exact, err = hvp.NewExact(net, opt.Batch, opt.Loss, opt.Mode)
+		if err == nil {
+			op, meta.Loss = exact, exact.Loss()
+		}
+	}
 	if err != nil {
 		op = failingOperator{dim: net.Dim(), err: fmt.Errorf("building the HVP operator: %w", err)}
-	} else {
-		op = exact
-		meta.Loss = exact.Loss()
 	}
 	s, err := m.Probe(ctx, step, op, meta)
 	if err != nil {
@@ -134,3 +155,17 @@ type failingOperator struct {
 
 func (f failingOperator) Dim() int                   { return f.dim }
 func (f failingOperator) Apply(_, _ []float64) error { return f.err }
+
+// splitBatch cuts b into parts contiguous batches of near-equal size.
+func splitBatch(b trainer.Batch, parts int) []trainer.Batch {
+	n := b.Len()
+	size := b.X.Shape.Size()
+	out := make([]trainer.Batch, 0, parts)
+	for p := range parts {
+		from, to := p*n/parts, (p+1)*n/parts
+		x := trainer.NewTensor(to-from, b.X.Shape)
+		copy(x.Data, b.X.Data[from*size:to*size])
+		out = append(out, trainer.Batch{X: x, Labels: append([]int(nil), b.Labels[from:to]...)})
+	}
+	return out
+}

@@ -147,6 +147,8 @@ type Monitor struct {
 	every     int64
 	lastProbe int64
 	inFlight  bool
+	draining  bool      // Wait is waiting: the in-flight probe may use every core
+	tailOp    *hvp.Mean // the in-flight asynchronous probe's chunked operator
 	wg        sync.WaitGroup
 	probeTime time.Duration // total probe wall time
 	trainTime time.Duration // training time seen through Observe
@@ -422,5 +424,34 @@ func (g guard) Apply(dst, v []float64) error {
 	return nil
 }
 
-// Wait blocks until an in-flight asynchronous probe has finished.
-func (m *Monitor) Wait() { m.wg.Wait() }
+// Wait blocks until an in-flight asynchronous probe has finished. The
+// caller is done training, so the probe's remaining products run on every
+// core from here on.
+func (m *Monitor) Wait() {
+	m.mu.Lock()
+	m.draining = true
+	if m.tailOp != nil {
+		m.tailOp.SetWorkers(0)
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+	m.mu.Lock()
+	m.draining = false
+	m.mu.Unlock()
+}
+
+// setTailOp registers the in-flight asynchronous probe's operator: one
+// chunk at a time while training runs, all at once while Wait waits.
+func (m *Monitor) setTailOp(op *hvp.Mean) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.tailOp = op
+	if op == nil {
+		return
+	}
+	if m.draining {
+		op.SetWorkers(0)
+	} else {
+		op.SetWorkers(1)
+	}
+}

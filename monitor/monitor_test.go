@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -348,5 +349,52 @@ func TestOverheadTargetAdaptsInterval(t *testing.T) {
 	}
 	if got := cheap.Interval(); got != 4 {
 		t.Errorf("cheap probes: interval %d, want the floor Every/4 = 4", got)
+	}
+}
+
+// TestAsyncChunkedProbeMatchesSync: an asynchronous probe splits the batch
+// into one chunk per core and runs them one at a time, then all at once
+// after Wait; its snapshot must equal a synchronous probe on the whole batch.
+func TestAsyncChunkedProbeMatchesSync(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
+	data := trainer.Synthetic(300, trainer.Shape{H: 1, W: 1, C: 10}, 4, 5)
+	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{10, 12, 4}, Activation: trainer.Tanh}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := data.Head(100) // 100 is not a multiple of 3: uneven chunks
+	cfg := Config{Every: 5, TopK: 3, EigenTol: 1e-9, MaxHVPs: 2000, TraceRelTol: 0.05, ESDSteps: 12}
+	info := trainer.StepInfo{Step: 5, Loss: 1, LearningRate: 0.1, Model: net, Optimizer: &trainer.SGD{LR: 0.1}}
+	var snaps [2]*memSink
+	for i, async := range []bool{false, true} {
+		snaps[i] = &memSink{}
+		cfg.Async = async
+		m, err := New("r", cfg, WithSink(snaps[i]), WithLogger(discardLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Hook(HookOptions{Batch: batch})(context.Background(), info); err != nil {
+			t.Fatal(err)
+		}
+		m.Wait()
+		if m.Stats().Probes != 1 || len(snaps[i].snaps) != 1 {
+			t.Fatalf("async %v: stats %+v, %d snapshots", async, m.Stats(), len(snaps[i].snaps))
+		}
+	}
+	s, a := snaps[0].snaps[0], snaps[1].snaps[0]
+	if s.Failed() || a.Failed() {
+		t.Fatalf("failed probes: %q %q", s.Detail, a.Detail)
+	}
+	rel := func(x, y float64) float64 { return math.Abs(x-y) / math.Max(math.Abs(y), 1e-300) }
+	for i := range s.Eigenvalues {
+		if d := rel(a.Eigenvalues[i], s.Eigenvalues[i]); d > 1e-9 {
+			t.Errorf("λ%d: async %v, sync %v (rel %g)", i+1, a.Eigenvalues[i], s.Eigenvalues[i], d)
+		}
+	}
+	if d := rel(a.Trace.Value, s.Trace.Value); d > 1e-9 {
+		t.Errorf("trace: async %v, sync %v", a.Trace.Value, s.Trace.Value)
+	}
+	if d := rel(a.Loss, s.Loss); d > 1e-12 {
+		t.Errorf("loss: async %v, sync %v", a.Loss, s.Loss)
 	}
 }

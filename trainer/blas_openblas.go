@@ -18,3 +18,6 @@ const BLAS = "openblas"
 // gonum's cgo binding. blas64.Use is process-wide by design; this is the
 // only place hessmon sets it.
 func init() { blas64.Use(netlib.Implementation{}) }
+
+// serialGemmBelow is 0: OpenBLAS manages its own threads.
+const serialGemmBelow = 0

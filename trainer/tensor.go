@@ -69,8 +69,42 @@ func gemm(tA, tB bool, alpha float64, a blas64.General, b blas64.General, beta f
 	if tB {
 		tb = blas.Trans
 	}
-	blas64.Gemm(ta, tb, alpha, a, b, beta, c)
+	k := a.Cols
+	if tA {
+		k = a.Rows
+	}
+	if c.Rows*c.Cols*k >= serialGemmBelow {
+		blas64.Gemm(ta, tb, alpha, a, b, beta, c)
+		return
+	}
+	// Tiles of at most gemmTileRows × gemmTileCols outputs are below the
+	// size at which gonum's Dgemm fans out to goroutines, so each call runs
+	// on the calling goroutine.
+	for i0 := 0; i0 < c.Rows; i0 += gemmTileRows {
+		i1 := min(c.Rows, i0+gemmTileRows)
+		var as blas64.General
+		if tA {
+			as = blas64.General{Rows: a.Rows, Cols: i1 - i0, Stride: a.Stride, Data: a.Data[i0:]}
+		} else {
+			as = blas64.General{Rows: i1 - i0, Cols: a.Cols, Stride: a.Stride, Data: a.Data[i0*a.Stride:]}
+		}
+		for j0 := 0; j0 < c.Cols; j0 += gemmTileCols {
+			j1 := min(c.Cols, j0+gemmTileCols)
+			var bs blas64.General
+			if tB {
+				bs = blas64.General{Rows: j1 - j0, Cols: b.Cols, Stride: b.Stride, Data: b.Data[j0*b.Stride:]}
+			} else {
+				bs = blas64.General{Rows: b.Rows, Cols: j1 - j0, Stride: b.Stride, Data: b.Data[j0:]}
+			}
+			cs := blas64.General{Rows: i1 - i0, Cols: j1 - j0, Stride: c.Stride, Data: c.Data[i0*c.Stride+j0:]}
+			blas64.Gemm(ta, tb, alpha, as, bs, beta, cs)
+		}
+	}
 }
+
+// gonum's Dgemm runs serially when the output has fewer than 4 blocks of
+// 64×64; a 64×192 tile has 3.
+const gemmTileRows, gemmTileCols = 64, 192
 
 // addBias adds b to every row of the rows×len(b) matrix y.
 func addBias(y []float64, b []float64) {

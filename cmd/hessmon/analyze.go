@@ -234,6 +234,6 @@ func batchOperator(net *trainer.Network, d *trainer.Dataset, mode trainer.Mode, 
 	if err != nil {
 		return nil, err
 	}
-	m.Workers = 2
+	m.SetWorkers(2)
 	return m, nil
 }

@@ -23,6 +23,8 @@ type overheadBench struct {
 	Skipped          int       `json:"skipped_per_run"`
 	HVPsPerProbe     float64   `json:"hvps_per_probe"`
 	ProbeSeconds     float64   `json:"probe_seconds_per_probe"`
+	TailSeconds      float64   `json:"tail_seconds"`
+	LoopRatio        float64   `json:"loop_overhead_ratio"`
 	PlainAll         []float64 `json:"plain_all"`
 	MonitoredAll     []float64 `json:"monitored_all"`
 }
@@ -59,6 +61,7 @@ func benchOverhead(ctx context.Context, e *env, args []string) error {
 	}
 	res := overheadBench{Steps: *steps, Every: cfg.Every, Async: cfg.Async, Reps: *reps}
 	var hvps, probeSecs float64
+	var loops, tails []float64
 	var probes int
 	runOnce := func(monitored bool) (float64, error) {
 		net, err := mf.build(train.Shape, train.Classes)
@@ -79,10 +82,15 @@ func benchOverhead(ctx context.Context, e *env, args []string) error {
 		start := time.Now()
 		_, err = trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
 			Data: data, BatchSize: 64, Steps: *steps, Seed: mf.seed, Hooks: hooks})
+		loop := time.Since(start).Seconds()
 		if mon != nil {
 			mon.Wait()
 		}
 		elapsed := time.Since(start).Seconds()
+		if monitored {
+			loops = append(loops, loop)
+			tails = append(tails, elapsed-loop)
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -109,6 +117,8 @@ func benchOverhead(ctx context.Context, e *env, args []string) error {
 	}
 	res.PlainSeconds, res.MonitoredSeconds = median(res.PlainAll), median(res.MonitoredAll)
 	res.OverheadRatio = res.MonitoredSeconds / res.PlainSeconds
+	res.TailSeconds = median(tails)
+	res.LoopRatio = median(loops) / res.PlainSeconds
 	res.Probes = probes / *reps
 	res.Skipped /= *reps
 	if probes > 0 {
@@ -122,6 +132,7 @@ func benchOverhead(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "%s, %d steps, probe every %d (async %v), medians of %d\n", res.Model, res.Steps, res.Every, res.Async, res.Reps)
 	fmt.Fprintf(e.stdout, "  plain %.2fs, monitored %.2fs, overhead ratio %.3f\n", res.PlainSeconds, res.MonitoredSeconds, res.OverheadRatio)
+	fmt.Fprintf(e.stdout, "  of which the training loop %.3f × plain, then %.2fs waiting for the last probe\n", res.LoopRatio, res.TailSeconds)
 	fmt.Fprintf(e.stdout, "  %d probes per run (%d skipped), %.1f HVPs and %.2fs per probe\n", res.Probes, res.Skipped, res.HVPsPerProbe, res.ProbeSeconds)
 	return nil
 }
