@@ -57,3 +57,13 @@ func distributedOperator(ctx context.Context, net *trainer.Network, d *trainer.D
 	}
 	return op, comm.Rank(), comm.Size(), closeFn, nil
 }
+
+// initComm initialises MPI and returns MPI_COMM_WORLD with the function that
+// finalises it, which every rank must call once it has left the lockstep.
+func initComm() (hvp.Comm, func() error, error) {
+	comm, err := mpi.Init()
+	if err != nil {
+		return nil, nil, fmt.Errorf("--distributed: %w", err)
+	}
+	return comm, comm.Close, nil
+}

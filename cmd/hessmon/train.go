@@ -135,6 +135,12 @@ type exporterSink struct{ e *metrics.Exporter }
 func (s exporterSink) PutSnapshot(sn snapshot.Snapshot) error { s.e.Observe(sn); return nil }
 
 func runTrain(ctx context.Context, e *env, args []string) error {
+	return trainCmd(ctx, e, args, initComm)
+}
+
+// trainCmd is runTrain with the start of the MPI group passed in, so that
+// tests can run --distributed over in-process ranks.
+func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) error {
 	fs := newFlags(e, "train", "train a model while the monitor probes its loss Hessian every N steps: top-k eigenvalues with residuals, "+
 		"trace ± stderr with per-layer blocks, and the spectral density, warm-started from the previous probe. Snapshots go to a bbolt "+
 		"store; Prometheus metrics and a read-only JSON API are served on --listen while training runs. SIGINT/SIGTERM stop it cleanly.",
@@ -150,8 +156,13 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	listen := fs.String("listen", metrics.DefaultAddr, "address for /metrics and the JSON API (\"off\" disables); binding beyond loopback must be asked for explicitly")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	progress := fs.String("progress", "auto", "progress bar: auto (on a terminal), on, off")
+	distributed := fs.Bool("distributed", false, distributedTrainHelp)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *distributed {
+		return trainDistributed(ctx, e, trainOpts{model: mf, opt: of, mon: monf, db: *db, run: *runID, listen: *listen,
+			logLevel: *logLevel, progress: *progress, explicit: setFlags(fs)}, newComm)
 	}
 	log, err := logger(e.stderr, *logLevel)
 	if err != nil {
