@@ -17,7 +17,8 @@ var errBudget = errors.New("HVP budget exhausted")
 
 // runEstimators fills s from the configured estimators, each warm-started
 // from warm, within cfg.MaxHVPs products. The ESD's m Lanczos steps are
-// reserved first, the eigen solve gets what it needs, the trace the rest.
+// reserved first, the eigen solve gets what it needs, the trace the rest
+// up to cfg.TraceMaxHVPs.
 // With cold set the eigen solve ignores its warm state: a warm solve only
 // sees directions the old eigenvectors or the change of H lead to, so an
 // eigenvalue rising from elsewhere is caught by the periodic cold solve.
@@ -58,8 +59,12 @@ func runEstimators(ctx context.Context, s *snapshot.Snapshot, op hvp.Operator, c
 		if budget-esdCost < 2 {
 			return nil, fmt.Errorf("%w before the trace (%d HVPs)", errBudget, cfg.MaxHVPs)
 		}
+		traceBudget := budget - esdCost
+		if cfg.TraceMaxHVPs > 0 {
+			traceBudget = min(traceBudget, cfg.TraceMaxHVPs)
+		}
 		res, w, err := estimators.Trace(ctx, op, estimators.TraceOptions{
-			RelTol: cfg.TraceRelTol, MaxHVPs: budget - esdCost, Seed: cfg.Seed + 1,
+			RelTol: cfg.TraceRelTol, MaxHVPs: traceBudget, Seed: cfg.Seed + 1,
 			Blocks: meta.Blocks, Deflate: vectors, DeflateProducts: products,
 		}, warm.Trace)
 		budget -= res.HVPs

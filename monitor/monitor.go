@@ -41,6 +41,12 @@ type Config struct {
 	NoESD   bool
 	// TraceRelTol is the target relative standard error (default 0.05).
 	TraceRelTol float64
+	// TraceMaxHVPs caps the trace's products in one probe (default 40;
+	// negative: only MaxHVPs caps them). Late in training the trace shrinks
+	// while its per-probe variance, set by the spectrum's bulk, does not,
+	// and 5% would take 100+ products; a capped trace reports its
+	// larger standard error instead, and the monitor's cost stays flat.
+	TraceMaxHVPs int
 	// ESDProbes × ESDSteps Lanczos steps for the spectral density
 	// (defaults 1 × 30).
 	ESDProbes, ESDSteps int
@@ -80,6 +86,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TraceRelTol <= 0 {
 		c.TraceRelTol = 0.05
+	}
+	if c.TraceMaxHVPs == 0 {
+		c.TraceMaxHVPs = 40
 	}
 	if c.ESDProbes <= 0 {
 		c.ESDProbes = 1

@@ -398,3 +398,29 @@ func TestAsyncChunkedProbeMatchesSync(t *testing.T) {
 		t.Errorf("loss: async %v, sync %v", a.Loss, s.Loss)
 	}
 }
+
+// TestTraceMaxHVPs: the trace stops at its own budget, is no failure, and
+// still covers the truth within its reported standard error.
+func TestTraceMaxHVPs(t *testing.T) {
+	lambda := testSpectrum(150)
+	var tr float64
+	for _, l := range lambda {
+		tr += l
+	}
+	for _, capHVPs := range []int{12, 25} {
+		m, err := New("r", Config{TopK: 2, TraceRelTol: 1e-9, TraceMaxHVPs: capHVPs, NoESD: true, MaxHVPs: 1000}, WithLogger(discardLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.Probe(context.Background(), 1, hvp.NewDense(spectrumMatrix(lambda, 3)), Meta{})
+		if err != nil || s.Failed() {
+			t.Fatalf("cap %d: err %v, failure %q %s", capHVPs, err, s.Failure, s.Detail)
+		}
+		if s.Trace.Probes > capHVPs || s.Trace.Probes < capHVPs/2 {
+			t.Errorf("cap %d: %d trace probes", capHVPs, s.Trace.Probes)
+		}
+		if math.Abs(s.Trace.Value-tr) > 5*s.Trace.StdErr {
+			t.Errorf("cap %d: trace %v ± %v, truth %v", capHVPs, s.Trace.Value, s.Trace.StdErr, tr)
+		}
+	}
+}

@@ -35,6 +35,7 @@ type monitorFlags struct {
 	esd        bool
 	esdSteps   int
 	maxHVPs    int
+	traceHVPs  int
 	timeout    time.Duration
 	probeBatch int
 	async      bool
@@ -51,6 +52,7 @@ func (m *monitorFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&m.esd, "esd", true, "estimate the eigenvalue spectral density")
 	fs.IntVar(&m.esdSteps, "esd-steps", 30, "Lanczos steps of the spectral density")
 	fs.IntVar(&m.maxHVPs, "max-hvps", 400, "HVP budget per probe")
+	fs.IntVar(&m.traceHVPs, "trace-hvps", 40, "HVP budget of the trace within a probe: it stops at 5% relative standard error or here, and reports its standard error either way")
 	fs.DurationVar(&m.timeout, "probe-timeout", 2*time.Minute, "wall-time budget per probe")
 	fs.IntVar(&m.probeBatch, "probe-batch", 128, "size of the fixed, seeded probe batch")
 	fs.BoolVar(&m.async, "async", true, "probe a frozen copy of the weights in the background while training continues")
@@ -63,8 +65,8 @@ func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error)
 	if err != nil {
 		return monitor.Config{}, 0, usageErr("--order: %v", err)
 	}
-	if m.every <= 0 || m.top < 0 || m.maxHVPs <= 0 || m.probeBatch <= 0 || m.esdSteps <= 0 || m.timeout <= 0 {
-		return monitor.Config{}, 0, usageErr("--every, --max-hvps, --probe-batch, --esd-steps and --probe-timeout must be positive, --top non-negative")
+	if m.every <= 0 || m.top < 0 || m.maxHVPs <= 0 || m.traceHVPs <= 0 || m.probeBatch <= 0 || m.esdSteps <= 0 || m.timeout <= 0 {
+		return monitor.Config{}, 0, usageErr("--every, --max-hvps, --trace-hvps, --probe-batch, --esd-steps and --probe-timeout must be positive, --top non-negative")
 	}
 	mode, err := parseBNMode(m.bnMode)
 	if err != nil {
@@ -77,7 +79,7 @@ func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error)
 	return monitor.Config{
 		Every: m.every, TopK: top, Order: order, EigenTol: m.tol,
 		NoTrace: !m.trace, NoESD: !m.esd, ESDSteps: m.esdSteps,
-		MaxHVPs: m.maxHVPs, MaxDuration: m.timeout, Async: m.async,
+		MaxHVPs: m.maxHVPs, TraceMaxHVPs: m.traceHVPs, MaxDuration: m.timeout, Async: m.async,
 		OverheadTarget: m.overhead, Seed: seed,
 	}, mode, nil
 }
