@@ -40,13 +40,13 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 		"hessmon bench warm --json")
 	var mf modelFlags
 	mf.register(fs, "128,128", "tanh")
-	steps := fs.Int64("steps", 400, "training steps")
-	every := fs.Int64("every", 20, "probe interval in steps")
+	steps := fs.Int64("steps", 200, "training steps")
+	every := fs.Int64("every", 2, "probe interval in steps (the default probes a slowly changing Hessian, where warm starts pay; see docs/benchmarks.md for longer intervals)")
 	k := fs.Int("k", 5, "top-k eigenvalues")
 	tol := fs.Float64("tol", 1e-4, "eigen residual tolerance relative to ‖H‖ (the same for warm and cold)")
 	traceHVPs := fs.Int("trace-hvps", 40, "HVP budget of each trace estimate (equal for both estimators)")
 	probeBatch := fs.Int("probe-batch", 256, "fixed probe batch size")
-	lr := fs.Float64("lr", 0.05, "SGD learning rate (momentum 0.9, batch 64)")
+	lr := fs.Float64("lr", 0.01, "SGD learning rate (momentum 0.9, batch 64)")
 	deflate := fs.Bool("deflate", true, "let the tracked estimator deflate with the warm solve's top-k eigenvectors and their H·v products, which the monitor has at no extra HVPs")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
