@@ -93,6 +93,7 @@ func (m *Monitor) Hook(opt HookOptions) trainer.Hook {
 			frozen := info.Model.Clone()
 			m.wg.Add(1)
 			go func() {
+				lowerPriority()
 				defer m.wg.Done()
 				defer func() {
 					m.mu.Lock()

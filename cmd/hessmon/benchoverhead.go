@@ -27,6 +27,7 @@ type overheadBench struct {
 	LoopRatio        float64   `json:"loop_overhead_ratio"`
 	PlainAll         []float64 `json:"plain_all"`
 	MonitoredAll     []float64 `json:"monitored_all"`
+	TailAll          []float64 `json:"tail_all"`
 }
 
 func benchOverhead(ctx context.Context, e *env, args []string) error {
@@ -38,7 +39,7 @@ func benchOverhead(ctx context.Context, e *env, args []string) error {
 	mf.register(fs, "128,128", "tanh")
 	var monf monitorFlags
 	monf.register(fs)
-	steps := fs.Int64("steps", 3000, "training steps per run (SGD, batch 64, η 0.05, momentum 0.9; 3000 is 3.2 MNIST epochs). "+
+	steps := fs.Int64("steps", 5000, "training steps per run (SGD, batch 64, η 0.05, momentum 0.9; 5000 is 5.3 MNIST epochs). "+
 		"The wait for the last probe is a fixed cost per run, so shorter runs show a larger ratio: see tail_seconds and loop_overhead_ratio")
 	reps := fs.Int("reps", 3, "runs of each kind")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -119,6 +120,7 @@ func benchOverhead(ctx context.Context, e *env, args []string) error {
 	res.PlainSeconds, res.MonitoredSeconds = median(res.PlainAll), median(res.MonitoredAll)
 	res.OverheadRatio = res.MonitoredSeconds / res.PlainSeconds
 	res.TailSeconds = median(tails)
+	res.TailAll = tails
 	res.LoopRatio = median(loops) / res.PlainSeconds
 	res.Probes = probes / *reps
 	res.Skipped /= *reps
