@@ -195,16 +195,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return err
 	}
 	defer st.Close()
-	runMeta := snapshot.Run{ID: *runID, Model: net.String(), Optimizer: opt.Name(), Started: time.Now().UTC(), Config: map[string]string{
-		"data": describeData(train), "params": fmt.Sprint(net.Dim()), "lr": fmt.Sprint(of.lr), "momentum": fmt.Sprint(of.momentum),
-		"batch": fmt.Sprint(of.batch), "steps": fmt.Sprint(steps), "every": fmt.Sprint(cfg.Every), "top": fmt.Sprint(monf.top),
-		"probe_batch": fmt.Sprint(monf.probeBatch), "bn_mode": monf.bnMode, "seed": fmt.Sprint(mf.seed),
-	}}
-	if old, err := st.Run(*runID); err == nil {
-		runMeta.Started = old.Started
-		log.Info("resuming run", "run", *runID)
-	}
-	if err := st.PutRun(runMeta); err != nil {
+	if err := putRun(st, runMeta(*runID, net, opt, train, mf, of, monf, steps), log); err != nil {
 		return err
 	}
 	exp := metrics.NewExporter()
@@ -231,11 +222,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	log.Info("training", "run", *runID, "model", net.String(), "params", net.Dim(), "data", describeData(train),
 		"optimizer", opt.Name(), "lr", of.lr, "steps", steps, "probe_every", cfg.Every, "probe_batch", probeBatch.Len(), "db", *db)
 
-	var bar *progressbar.ProgressBar
-	if *progress == "on" || (*progress == "auto" && isTerminal(e.stderr)) {
-		bar = progressbar.NewOptions64(steps, progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("training"),
-			progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
-	}
+	bar := progressBar(e, *progress, steps)
 	var lastSnap snapshot.Snapshot
 	snaps := make(chan snapshot.Snapshot, 64)
 	hooks := []trainer.Hook{mon.Hook(monitor.HookOptions{
@@ -304,6 +291,35 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		log.Warn("metrics server", "err", err)
 	}
 	return nil
+}
+
+// runMeta describes a training run for the store.
+func runMeta(id string, net *trainer.Network, opt trainer.Optimizer, train *trainer.Dataset, mf modelFlags, of optFlags, monf monitorFlags, steps int64) snapshot.Run {
+	return snapshot.Run{ID: id, Model: net.String(), Optimizer: opt.Name(), Started: time.Now().UTC(), Config: map[string]string{
+		"data": describeData(train), "params": fmt.Sprint(net.Dim()), "lr": fmt.Sprint(of.lr), "momentum": fmt.Sprint(of.momentum),
+		"batch": fmt.Sprint(of.batch), "steps": fmt.Sprint(steps), "every": fmt.Sprint(monf.every), "top": fmt.Sprint(monf.top),
+		"probe_batch": fmt.Sprint(monf.probeBatch), "bn_mode": monf.bnMode, "seed": fmt.Sprint(mf.seed),
+	}}
+}
+
+// putRun writes the run's metadata, keeping the start time of a run that
+// is being resumed.
+func putRun(st *store.Store, meta snapshot.Run, log *slog.Logger) error {
+	if old, err := st.Run(meta.ID); err == nil {
+		meta.Started = old.Started
+		log.Info("resuming run", "run", meta.ID)
+	}
+	return st.PutRun(meta)
+}
+
+// progressBar returns the training progress bar that --progress asks for
+// (auto: on a terminal), or nil.
+func progressBar(e *env, mode string, steps int64) *progressbar.ProgressBar {
+	if mode != "on" && (mode != "auto" || !isTerminal(e.stderr)) {
+		return nil
+	}
+	return progressbar.NewOptions64(steps, progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("training"),
+		progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
 }
 
 func logSnapshot(log *slog.Logger, s snapshot.Snapshot) {

@@ -201,9 +201,8 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 		"probe_shard", r.shard.Len(), "db", r.o.db)
 
 	var bar *progressbar.ProgressBar
-	if r.rank == 0 && (r.o.progress == "on" || (r.o.progress == "auto" && isTerminal(e.stderr))) {
-		bar = progressbar.NewOptions64(r.steps, progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("training"),
-			progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+	if r.rank == 0 {
+		bar = progressBar(e, r.o.progress, r.steps)
 	}
 	hook := func(ctx context.Context, info trainer.StepInfo) error {
 		if r.exp != nil {
@@ -296,17 +295,10 @@ func (r *rankRun) setup() error {
 	if r.st, err = store.Open(r.o.db, store.Options{}); err != nil {
 		return err
 	}
-	runMeta := snapshot.Run{ID: r.o.run, Model: r.net.String(), Optimizer: r.opt.Name(), Started: time.Now().UTC(), Config: map[string]string{
-		"data": describeData(r.train), "params": fmt.Sprint(r.net.Dim()), "lr": fmt.Sprint(r.o.opt.lr), "momentum": fmt.Sprint(r.o.opt.momentum),
-		"batch": fmt.Sprint(r.o.opt.batch), "steps": fmt.Sprint(r.steps), "every": fmt.Sprint(r.cfg.Every), "top": fmt.Sprint(r.o.mon.top),
-		"probe_batch": fmt.Sprint(r.o.mon.probeBatch), "bn_mode": r.o.mon.bnMode, "seed": fmt.Sprint(r.o.model.seed),
-		"ranks": fmt.Sprint(r.size), "distributed": "replicated training; probe batch sharded over the ranks",
-	}}
-	if old, err := r.st.Run(r.o.run); err == nil {
-		runMeta.Started = old.Started
-		r.log.Info("resuming run", "run", r.o.run)
-	}
-	if err := r.st.PutRun(runMeta); err != nil {
+	meta := runMeta(r.o.run, r.net, r.opt, r.train, r.o.model, r.o.opt, r.o.mon, r.steps)
+	meta.Config["ranks"] = fmt.Sprint(r.size)
+	meta.Config["distributed"] = "replicated training; probe batch sharded over the ranks"
+	if err := putRun(r.st, meta, r.log); err != nil {
 		return err
 	}
 	if r.warm, err = r.st.Warm(r.o.run); err != nil {
