@@ -277,15 +277,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "probes: %d (%d failed, %d skipped while one was running), %d HVPs, %.1fs probing\n",
 		stats.Probes, stats.Failures, stats.Skipped, stats.HVPs, stats.ProbeSeconds)
-	if l1, ok := lastSnap.Lambda1(); ok {
-		fmt.Fprintf(w, "last probe (step %d): λ1 = %.5g (residual %.2g), sharpness ratio λ1/threshold = %.3f",
-			lastSnap.Step, l1, lastSnap.Residuals[0], lastSnap.SharpnessRatio)
-		if lastSnap.Trace != nil {
-			fmt.Fprintf(w, ", trace = %.5g ± %.2g", lastSnap.Trace.Value, lastSnap.Trace.StdErr)
-		}
-		fmt.Fprintln(w)
-	}
-	fmt.Fprintf(w, "store: %s (inspect: hessmon show --db %s --run %s)\n", *db, *db, *runID)
+	printSummaryTail(w, lastSnap, *db, *runID)
 	stopSrv()
 	if err := <-srvDone; err != nil {
 		log.Warn("metrics server", "err", err)
@@ -320,6 +312,20 @@ func progressBar(e *env, mode string, steps int64) *progressbar.ProgressBar {
 	}
 	return progressbar.NewOptions64(steps, progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("training"),
 		progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+}
+
+// printSummaryTail ends a training summary: the last probe's λ1 and trace,
+// and where the snapshots are.
+func printSummaryTail(w io.Writer, last snapshot.Snapshot, db, run string) {
+	if l1, ok := last.Lambda1(); ok {
+		fmt.Fprintf(w, "last probe (step %d): λ1 = %.5g (residual %.2g), sharpness ratio λ1/threshold = %.3f",
+			last.Step, l1, last.Residuals[0], last.SharpnessRatio)
+		if last.Trace != nil {
+			fmt.Fprintf(w, ", trace = %.5g ± %.2g", last.Trace.Value, last.Trace.StdErr)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "store: %s (inspect: hessmon show --db %s --run %s)\n", db, db, run)
 }
 
 func logSnapshot(log *slog.Logger, s snapshot.Snapshot) {

@@ -718,14 +718,5 @@ func (r *rankRun) report(res trainer.Result, interrupted bool) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "probes: %d (%d failed), %d HVPs all-reduced over %d ranks, %.1fs probing\n",
 		stats.Probes, stats.Failures, stats.HVPs, r.size, stats.ProbeSeconds)
-	s := r.lastSnap
-	if l1, ok := s.Lambda1(); ok {
-		fmt.Fprintf(w, "last probe (step %d): λ1 = %.5g (residual %.2g), sharpness ratio λ1/threshold = %.3f",
-			s.Step, l1, s.Residuals[0], s.SharpnessRatio)
-		if s.Trace != nil {
-			fmt.Fprintf(w, ", trace = %.5g ± %.2g", s.Trace.Value, s.Trace.StdErr)
-		}
-		fmt.Fprintln(w)
-	}
-	fmt.Fprintf(w, "store: %s (inspect: hessmon show --db %s --run %s)\n", r.o.db, r.o.db, r.o.run)
+	printSummaryTail(w, r.lastSnap, r.o.db, r.o.run)
 }
