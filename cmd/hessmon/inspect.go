@@ -199,7 +199,7 @@ func runRuns(ctx context.Context, e *env, args []string) error {
 		if r.Snapshots > 0 {
 			steps = fmt.Sprintf("%d..%d", r.FirstStep, r.LastStep)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, cmp.Or(r.Model, "-"), cmp.Or(r.Optimizer, "-"),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, cmp.Or(r.Model, "-"), cmp.Or(string(r.Optimizer), "-"),
 			steps, r.Snapshots, r.Failures, optNum(r.FirstLambda1), optNum(r.LastLambda1), fmtTime(r.Started))
 	}
 	return tw.Flush()
@@ -269,7 +269,7 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		return writeJSON(e.stdout, out)
 	}
 	fmt.Fprintf(e.stdout, "run %s: %s, %s, %d snapshots, %d failed\n", sum.ID, cmp.Or(sum.Model, "model unknown"),
-		cmp.Or(sum.Optimizer, "optimiser unknown"), sum.Snapshots, sum.Failures)
+		cmp.Or(string(sum.Optimizer), "optimiser unknown"), sum.Snapshots, sum.Failures)
 	return printTable(e.stdout, snaps)
 }
 
@@ -311,7 +311,7 @@ func printTable(w io.Writer, snaps []snapshot.Snapshot) error {
 		if s.Warm {
 			start = "warm"
 		}
-		row = append(row, tr, ratio, strconv.Itoa(s.HVPs), strconv.FormatFloat(s.Seconds, 'f', 2, 64), start, cmp.Or(s.Failure, "-"))
+		row = append(row, tr, ratio, strconv.Itoa(s.HVPs), strconv.FormatFloat(s.Seconds, 'f', 2, 64), start, cmp.Or(string(s.Failure), "-"))
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
@@ -399,7 +399,7 @@ func summarizeESD(e *snapshot.ESD) *esdSummary {
 func printSnapshot(w io.Writer, s snapshot.Snapshot) error {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("run %s, step %d, %s\n", s.Run, s.Step, fmtTime(s.Time))
-	p("loss %s, learning rate %s, optimiser %s", num(s.Loss), num(s.LearningRate), cmp.Or(s.Optimizer, "unknown"))
+	p("loss %s, learning rate %s, optimiser %s", num(s.Loss), num(s.LearningRate), cmp.Or(string(s.Optimizer), "unknown"))
 	if s.Beta1 != 0 {
 		p(" (β1/momentum %s)", num(s.Beta1))
 	}
@@ -630,7 +630,7 @@ func writeSnapshotsCSV(w io.Writer, snaps []snapshot.Snapshot) error {
 		if !s.Time.IsZero() {
 			t = s.Time.UTC().Format(time.RFC3339Nano)
 		}
-		row := []string{strconv.FormatInt(s.Step, 10), t, cell(s.Loss), cell(s.LearningRate), s.Optimizer, thr, ratio}
+		row := []string{strconv.FormatInt(s.Step, 10), t, cell(s.Loss), cell(s.LearningRate), string(s.Optimizer), thr, ratio}
 		for i := range k {
 			v := ""
 			if i < len(s.Eigenvalues) {
@@ -650,7 +650,7 @@ func writeSnapshotsCSV(w io.Writer, snaps []snapshot.Snapshot) error {
 		} else {
 			row = append(row, "", "", "", "")
 		}
-		row = append(row, strconv.Itoa(s.HVPs), cell(s.Seconds), strconv.FormatBool(s.Warm), s.Failure, s.Detail)
+		row = append(row, strconv.Itoa(s.HVPs), cell(s.Seconds), strconv.FormatBool(s.Warm), string(s.Failure), s.Detail)
 		if err := cw.Write(row); err != nil {
 			return err
 		}
