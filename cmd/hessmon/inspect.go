@@ -15,7 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-
 	"github.com/hessmon/hessmon/monitor/export"
 	"github.com/hessmon/hessmon/monitor/metrics"
 	"github.com/hessmon/hessmon/monitor/snapshot"
@@ -482,4 +481,3 @@ func writeFile(path string, fn func(io.Writer) error) (err error) {
 	}()
 	return fn(f)
 }
-

@@ -46,7 +46,7 @@ type config struct {
 	LR, Momentum      float64
 	Seed              uint64
 	DB, Run, Listen   string
-	TrainSamples      int // 0: all 60,000
+	TrainSamples      int  // 0: all 60,000
 	recordProbeParams bool // tests: keep the weights of each due step
 }
 
