@@ -73,12 +73,8 @@ func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error)
 	if err != nil {
 		return monitor.Config{}, 0, err
 	}
-	top := m.top
-	if top == 0 {
-		top = -1
-	}
 	return monitor.Config{
-		Every: m.every, TopK: top, Order: order, EigenTol: m.tol,
+		Every: m.every, NoEigen: m.top == 0, TopK: m.top, Order: order, EigenTol: m.tol,
 		NoTrace: !m.trace, NoESD: !m.esd, ESDSteps: m.esdSteps,
 		MaxHVPs: m.maxHVPs, TraceMaxHVPs: m.traceHVPs, MaxDuration: m.timeout, Async: m.async,
 		OverheadTarget: m.overhead, Seed: seed,

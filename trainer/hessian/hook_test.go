@@ -131,3 +131,69 @@ func TestAsyncChunkedProbeMatchesSync(t *testing.T) {
 		t.Errorf("loss: async %v, sync %v", a.Loss, s.Loss)
 	}
 }
+
+// TestHookProbesTheLoopsOwnLoss: in an MSE loop the hook's probe is the
+// Hessian of MSE (round 1 silently probed cross-entropy).
+func TestHookProbesTheLoopsOwnLoss(t *testing.T) {
+	data := trainer.Synthetic(96, trainer.Shape{H: 1, W: 1, C: 5}, 3, 4)
+	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{5, 6, 3}, Activation: trainer.Tanh}, 4)
+	probe := data.Head(40)
+	sink := &memSink{}
+	m, _ := monitor.New("r", monitor.Config{Every: 10, TopK: 1, EigenTol: 1e-10, MaxHVPs: 2000, NoTrace: true, NoESD: true},
+		monitor.WithSink(sink), monitor.WithLogger(discardLogger()))
+	var atProbe *trainer.Network
+	keep := func(_ context.Context, info trainer.StepInfo) error {
+		if info.Step == 10 {
+			atProbe = info.Model.Clone()
+		}
+		return nil
+	}
+	if _, err := trainer.Train(context.Background(), trainer.Config{
+		Model: net, Loss: oneHotMSE{}, Optimizer: &trainer.SGD{LR: 0.05}, Data: data, BatchSize: 16, Steps: 10,
+		Hooks: []trainer.Hook{keep, Hook(m, HookOptions{Batch: probe})},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(sink.snaps) != 1 || sink.snaps[0].Failed() {
+		t.Fatalf("snapshots %+v", sink.snaps)
+	}
+	lambda1 := func(loss trainer.Loss) float64 {
+		op, err := NewExact(atProbe, probe, loss, trainer.ModeEval)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s snapshot.Snapshot
+		if _, _, err := monitor.Analyze(context.Background(), &s, op, monitor.Config{TopK: 1, EigenTol: 1e-10, MaxHVPs: 2000, NoTrace: true, NoESD: true}, nil, nil, false); err != nil {
+			t.Fatal(err)
+		}
+		return s.Eigenvalues[0]
+	}
+	got, mse, ce := sink.snaps[0].Eigenvalues[0], lambda1(oneHotMSE{}), lambda1(trainer.CrossEntropy{})
+	t.Logf("probed λ1 %.10g; MSE Hessian %.10g, cross-entropy Hessian %.10g", got, mse, ce)
+	if math.Abs(got-mse) > 1e-8*math.Abs(mse) {
+		t.Errorf("probed λ1 %v is not the MSE Hessian's %v", got, mse)
+	}
+	if math.Abs(mse-ce) < 1e-3*math.Abs(mse) {
+		t.Fatalf("the test cannot tell the losses apart: λ1 %v vs %v", mse, ce)
+	}
+}
+
+// oneHotMSE is trainer.MSE against one-hot targets built from the labels.
+type oneHotMSE struct{}
+
+func (oneHotMSE) Name() string { return "mse-onehot" }
+
+func (oneHotMSE) Eval(grad []float64, z *trainer.Tensor, b trainer.Batch) (float64, error) {
+	b.Targets = make([]float64, len(z.Data))
+	for i, y := range b.Labels {
+		b.Targets[i*z.C+y] = 1
+	}
+	return trainer.MSE{}.Eval(grad, z, b)
+}
+
+func (oneHotMSE) HessVec(dst []float64, z *trainer.Tensor, rz []float64, b trainer.Batch) {
+	trainer.MSE{}.HessVec(dst, z, rz, b)
+}
