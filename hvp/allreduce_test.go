@@ -172,21 +172,21 @@ func TestInProcCollectiveMismatch(t *testing.T) {
 		}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			next, errs := runRanks(3, func(c hvp.Comm) (error, error) {
+			next, errs := runRanks(3, func(c hvp.Comm) (string, error) {
 				err := tc.call(c)
 				// The group is usable again after a failed round.
 				b := []byte{byte(c.Rank()), 9}
-				if err := c.Broadcast(b, 1); err != nil || b[0] != 1 {
-					return fmt.Errorf("next Broadcast: %v, %v", b, err), err
+				if berr := c.Broadcast(b, 1); berr != nil || b[0] != 1 {
+					return fmt.Sprintf("next Broadcast: %v, %v", b, berr), err
 				}
-				return nil, err
+				return "", err
 			})
 			for r, err := range errs {
 				if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
 					t.Errorf("rank %d: err = %v, want an error (%v) on every rank", r, err, tc.want)
 				}
-				if next[r] != nil {
-					t.Errorf("rank %d: %v", r, next[r])
+				if next[r] != "" {
+					t.Errorf("rank %d: %s", r, next[r])
 				}
 			}
 		})
