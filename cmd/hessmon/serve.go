@@ -45,7 +45,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	fmt.Fprintf(e.stdout, "serving %s read-only (%d runs) on http://%s: /metrics /api/runs /healthz; Ctrl-C stops\n",
-		st.Path(), len(runs), ln.Addr())
-	return metrics.ServeListener(ctx, ln, metrics.NewServer(exp, st))
+	fmt.Fprintf(e.stdout, "serving %s read-only (%d runs) on http://%s: live page %s, /metrics /api/runs /healthz; Ctrl-C stops\n",
+		st.Path(), len(runs), ln.Addr(), pageURL(ln))
+	return metrics.ServeListener(ctx, ln, withPage(metrics.NewServer(exp, st)))
 }

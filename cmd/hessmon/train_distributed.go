@@ -112,7 +112,8 @@ func trainDistributed(ctx context.Context, e *env, o trainOpts, newComm commInit
 	r := &rankRun{comm: comm, rank: comm.Rank(), size: comm.Size(), o: o, cfg: cfg, mode: mode, opt: opt,
 		ls: &lockstep{comm: comm, failed: -1}, out: e.stdout}
 	if r.rank == 0 {
-		r.log, _ = logger(e.stderr, o.logLevel)
+		r.con = newConsole(e.stderr)
+		r.log, _ = logger(r.con.logs(), o.logLevel)
 	} else {
 		// The other ranks print errors only.
 		r.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelError})).With("rank", r.rank)
@@ -137,6 +138,7 @@ type rankRun struct {
 	opt        trainer.Optimizer
 	ls         *lockstep
 	log        *slog.Logger
+	con        *console // rank 0: the terminal shared by log lines and the progress bar
 	out        io.Writer
 
 	net         *trainer.Network
@@ -202,7 +204,7 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 
 	var bar *progressbar.ProgressBar
 	if r.rank == 0 {
-		bar = progressBar(e, r.o.progress, r.steps)
+		bar = r.con.progressBar(r.o.progress, r.steps)
 	}
 	hook := func(ctx context.Context, info trainer.StepInfo) error {
 		if r.exp != nil {
@@ -311,9 +313,9 @@ func (r *rankRun) setup() error {
 			return fmt.Errorf("--listen %s: %w", r.o.listen, err)
 		}
 		r.listener = ln
-		srv := metrics.NewServer(r.exp, r.st)
+		srv := withPage(metrics.NewServer(r.exp, r.st))
 		r.serve = func(ctx context.Context) error { return metrics.ServeListener(ctx, ln, srv) }
-		r.log.Info("serving", "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
+		r.log.Info("serving", "page", pageURL(ln), "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
 	}
 	return nil
 }
