@@ -23,7 +23,10 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-var screenshot = flag.String("screenshot", "", "TestBrowserLiveTrain also writes its screenshot of the page to this PNG file (e.g. ../../docs/live-page.png)")
+var (
+	screenshot       = flag.String("screenshot", "", "TestBrowserLiveTrain also writes its screenshot of the page to this PNG file (e.g. ../../docs/live-page.png)")
+	screenshotProbes = flag.Int("screenshot-probes", 0, "TestBrowserLiveTrain waits for this many probes before its screenshot (and checks the page again)")
+)
 
 // browser starts headless chromium for t, or skips t where there is none.
 // Every console message of the page is kept; assertNoConsoleErrors checks
@@ -485,7 +488,7 @@ func TestBrowserLiveTrain(t *testing.T) {
 	addr := freeAddr(t)
 	base := "http://" + addr
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "train", "--data", "synthetic", "--steps", "1000000", "--every", "10",
+	cmd := exec.CommandContext(ctx, bin, "train", "--data", "synthetic", "--hidden", "64,64", "--lr", "0.005", "--steps", "1000000", "--every", "10",
 		"--probe-batch", "64", "--top", "3", "--esd-steps", "12", "--db", filepath.Join(dir, "h.db"), "--run", "live",
 		"--listen", addr, "--progress", "off", "--log-level", "warn")
 	var out lockedBuffer
@@ -550,6 +553,14 @@ func TestBrowserLiveTrain(t *testing.T) {
 	checkCharts(t, v, snaps, "")
 	t.Logf("page showed probes up to step %d, then step %d without a reload; %d snapshots in the API", first, last, len(snaps))
 
+	if *screenshotProbes > 0 {
+		waitFor(t, b, fmt.Sprintf("%d probes", *screenshotProbes), fmt.Sprintf(`(() => { const r = document.querySelector('#latest tr[data-run="live"] [data-field="probes"]');
+			return r && Number(r.dataset.value) >= %d; })()`, *screenshotProbes), 10*time.Minute)
+		v = readView(t, b)
+		snaps = fetchSnaps(t, base, "live")
+		checkLatest(t, v, "live", bySteps(snaps))
+		checkCharts(t, v, snaps, "")
+	}
 	png := screenshotPNG(t, b)
 	b.assertNoConsoleErrors(t)
 	if err := os.WriteFile(filepath.Join(t.ArtifactDir(), "live-page.png"), png, 0o644); err != nil {

@@ -92,23 +92,32 @@
     return c * s;
   }
 
-  // Mean density over each of rows cells in [lo, hi]: keeps every node's
+  // Mean density over each cell [edges[r], edges[r+1]]: keeps every node's
   // mass however narrow the kernel is against the cells (as the Go heat map).
-  function cellDensity(shape, lo, hi, rows) {
-    const out = new Float64Array(rows);
-    const dy = (hi - lo) / rows, s = Math.sqrt(2 * shape.variance);
+  function cellDensity(shape, edges) {
+    const rows = edges.length - 1, out = new Float64Array(rows);
+    const s = Math.sqrt(2 * shape.variance);
     for (let i = 0; i < shape.nodes.length; i++) {
       const w = shape.weights[i], t = shape.nodes[i];
       if (!(w > 0)) continue;
-      // Only rows within 8σ of the node get mass worth drawing.
-      const r0 = Math.max(0, Math.floor((t - 8 * s - lo) / dy));
-      const r1 = Math.min(rows - 1, Math.floor((t + 8 * s - lo) / dy));
-      for (let r = r0; r <= r1; r++) {
-        const a = lo + r * dy;
-        out[r] += w * gaussMass((a - t) / s, (a + dy - t) / s) / dy;
+      // Only cells within 8σ of the node get mass worth drawing.
+      for (let r = upper(edges, t - 8 * s) - 1; r < rows && edges[r] <= t + 8 * s; r++) {
+        if (r < 0) continue;
+        out[r] += w * gaussMass((edges[r] - t) / s, (edges[r + 1] - t) / s);
       }
     }
+    for (let r = 0; r < rows; r++) out[r] /= edges[r + 1] - edges[r];
     return out;
+  }
+
+  // upper returns the first index whose edge is above x.
+  function upper(edges, x) {
+    let lo = 0, hi = edges.length;
+    while (lo < hi) {
+      const m = (lo + hi) >> 1;
+      if (edges[m] > x) hi = m; else lo = m + 1;
+    }
+    return lo;
   }
 
   // ---- colours ------------------------------------------------------------
@@ -287,7 +296,57 @@
       if (out.length >= 3 || ms.length === 6) return out.length >= 2 ? out : [lo, hi];
     }
   }
+  // asinhSplits puts ticks at 0 and ±10^k inside [lo, hi], every other
+  // decade when there are many.
+  function asinhSplits(u, axis, lo, hi) {
+    const m = Math.max(Math.abs(lo), Math.abs(hi));
+    if (!(m > 0) || !Number.isFinite(m)) return [lo, hi];
+    const top = Math.floor(Math.log10(m)), c = u.scales[u.axes[axis].scale].asinh || m / 100;
+    const bottom = Math.max(top - 12, Math.ceil(Math.log10(10 * c))); // decades inside ±10c crowd 0
+    const step = top - bottom > 5 ? 2 : 1;
+    const out = lo <= 0 && hi >= 0 ? [0] : [];
+    for (let e = top; e >= bottom; e -= step) {
+      const v = Math.pow(10, e);
+      if (v <= hi) out.push(v);
+      if (-v >= lo) out.push(-v);
+    }
+    out.sort((a, b) => a - b);
+    return out.length >= 2 ? out : [lo, hi];
+  }
   const logAxis = (label) => ({ size: 64, label, splits: decades, values: (u, vs) => vs.map((v) => (v == null ? "" : fmt(v))) });
+
+  // autoY picks the y axis for the values in cols: logarithmic when all are
+  // positive and span two decades or more, asinh (linear near 0,
+  // logarithmic beyond) when they change sign and a few are far above the
+  // rest, linear otherwise. The first probes of a run are often far above
+  // the later ones, and the sharpness threshold far above λ1; a linear
+  // axis flattens everything else.
+  function autoY(cols, label, key) {
+    const vals = [];
+    for (const ys of cols) for (const v of ys) if (v != null && Number.isFinite(v)) vals.push(v);
+    const abs = vals.map(Math.abs).filter((v) => v > 0).sort((a, b) => a - b);
+    let scale = {}, axis = { size: 64, label }, sig = "lin";
+    if (abs.length && vals.every((v) => v > 0) && abs[abs.length - 1] / abs[0] >= 100) {
+      scale = { distr: 3 };
+      axis = logAxis(label + " (log axis)");
+      sig = "log";
+    } else if (abs.length > 2 && abs[abs.length - 1] / abs[abs.length >> 1] >= 30) {
+      const c = abs[abs.length >> 2];
+      // uPlot's own asinh range and splits can fail on such data (an
+      // invalid array length); ours pad by 5% in the axis' own coordinate.
+      scale = {
+        distr: 4, asinh: c,
+        range: (u, lo, hi) => {
+          const a = Math.asinh(lo / c), b = Math.asinh(hi / c), p = 0.05 * (b - a || 1);
+          return [c * Math.sinh(a - p), c * Math.sinh(b + p)];
+        },
+      };
+      axis = { size: 64, label: label + " (asinh axis)", splits: asinhSplits, values: (u, vs) => vs.map((v) => (v == null ? "" : fmt(v))) };
+      sig = "asinh " + c;
+    }
+    if (key) axis.scale = key;
+    return { scale, axis, sig };
+  }
 
   function line(label, stroke, extra) {
     return Object.assign({ label, stroke, width: 1.5, spanGaps: true, value: (u, v) => fmt(v) }, extra);
@@ -343,16 +402,11 @@
       tables.push(t);
     }
     // The threshold is often orders of magnitude above λ1 until the edge of
-    // stability: a log axis shows both, while every value is positive.
-    const data = join(tables);
-    const log = data.slice(1).every((ys) => ys.every((v) => v == null || v > 0)) &&
-      data.slice(1).some((ys) => ys.some((v) => v > 0));
+    // stability: autoY's log axis shows both.
+    const data = join(tables), y = autoY(data.slice(1), "λ");
     plot("lambda", document.getElementById("chart-lambda"), series, data, {
-      opts: {
-        scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
-        axes: [{ label: "step" }, log ? logAxis("λ (log axis)") : { size: 64, label: "λ" }],
-      },
-      sigExtra: log ? "log" : "lin",
+      opts: { scales: { x: { time: false }, y: y.scale }, axes: [{ label: "step" }, y.axis] },
+      sigExtra: y.sig,
     });
   }
 
@@ -372,7 +426,11 @@
         line(name(id, "−2·stderr"), alpha(c, 0.5), { width: 1 }));
       bands.push({ series: [base + 1, base + 2], fill: alpha(c, 0.15) });
     }
-    plot("trace", document.getElementById("chart-trace"), series, join(tables), { opts: { bands } });
+    const data = join(tables), y = autoY(data.slice(1), "trace");
+    plot("trace", document.getElementById("chart-trace"), series, data, {
+      opts: { bands, scales: { x: { time: false }, y: y.scale }, axes: [{ label: "step" }, y.axis] },
+      sigExtra: y.sig,
+    });
   }
 
   function drawESD() {
@@ -418,7 +476,7 @@
   function heatCache(id) {
     let h = state.heat.get(id);
     if (!h) {
-      h = { lo: 0, hi: 0, cols: [], seen: 0 };
+      h = { lo: 0, hi: 0, c: 1, cols: [], seen: 0 };
       state.heat.set(id, h);
     }
     const snaps = goodSnaps(id);
@@ -439,16 +497,25 @@
         }
       }
     }
-    const rebuild = !h.cols.length || lo < h.lo || hi > h.hi;
+    // Rows are even on an asinh axis, linear within ±c and logarithmic
+    // beyond: Hessian spectra put a spike at 0 and outliers decades away,
+    // and early probes can be far wider than later ones. c is a tenth of
+    // the largest |λ| of a narrow probe (the first quartile).
+    const widths = [...h.cols, ...fresh].map((f) => Math.max(...f.sh.nodes.map(Math.abs))).sort((a, b) => a - b);
+    const c = Math.max(0.1 * widths[widths.length >> 2], (hi - lo) * 1e-6) || 1;
+    const rebuild = !h.cols.length || lo < h.lo || hi > h.hi || c > 4 * h.c || c < h.c / 4;
     if (rebuild) {
       const pad = 0.05 * (hi - lo || 1);
       h.lo = lo - pad;
       h.hi = hi + pad;
+      h.c = c;
+      const u0 = Math.asinh(h.lo / h.c), u1 = Math.asinh(h.hi / h.c);
+      h.edges = Array.from({ length: HEAT_ROWS + 1 }, (_, r) => h.c * Math.sinh(u0 + (u1 - u0) * r / HEAT_ROWS));
     }
     const todo = rebuild ? [...h.cols, ...fresh] : fresh;
     if (rebuild) h.cols = [];
     for (const f of todo) {
-      const dens = cellDensity(f.sh, h.lo, h.hi, HEAT_ROWS);
+      const dens = cellDensity(f.sh, h.edges);
       f.dens = dens;
       f.peak = Math.max(...dens);
       h.cols.push(f);
@@ -464,7 +531,7 @@
     ctx.clip();
     ctx.fillStyle = heatColour(0);
     ctx.fillRect(left, top, width, height);
-    const cols = h.cols, dy = (h.hi - h.lo) / HEAT_ROWS;
+    const cols = h.cols, edges = h.edges;
     for (let c = 0; c < cols.length; c++) {
       const s = cols[c].step;
       const half = cols.length > 1 ? (c > 0 ? (s - cols[c - 1].step) / 2 : (cols[1].step - s) / 2) : 0.5;
@@ -477,7 +544,7 @@
         if (!(d > 0)) continue;
         const t = Math.log10(d / cols[c].peak) / HEAT_DECADES + 1;
         if (t <= 0) continue;
-        const py0 = u.valToPos(h.lo + r * dy, "y", true), py1 = u.valToPos(h.lo + (r + 1) * dy, "y", true);
+        const py0 = u.valToPos(edges[r], "y", true), py1 = u.valToPos(edges[r + 1], "y", true);
         ctx.fillStyle = heatColour(t);
         ctx.fillRect(px0, py1, px1 - px0 + 1, py0 - py1 + 1);
       }
@@ -513,11 +580,12 @@
       plot(key, el, [line(name(id, "λ1"), "#ffffff", { width: 1.25, dash: [4, 3] })], data, {
         opts: {
           height: 220,
-          scales: { x: { time: false, range: span }, y: { range: () => [h.lo, h.hi] } },
-          axes: [{ label: multi() ? `step (${id})` : "step" }, { size: 64, label: "eigenvalue λ" }],
+          scales: { x: { time: false, range: span }, y: { distr: 4, asinh: h.c, range: () => [h.lo, h.hi] } },
+          axes: [{ label: multi() ? `step (${id})` : "step" },
+            { size: 64, label: "eigenvalue λ", splits: asinhSplits, values: (u, vs) => vs.map((v) => (v == null ? "" : fmt(v))) }],
           hooks: { drawClear: [(u) => drawHeat(u, h)] },
         },
-        sigExtra: multi() ? "multi" : "one",
+        sigExtra: (multi() ? "multi " : "one ") + h.c,
       });
     }
     for (const [key, c] of state.charts) {
@@ -542,7 +610,12 @@
       });
       if (names.length) tables.push(t);
     }
-    if (tables.length) plot("blocks", document.getElementById("chart-blocks"), series, join(tables), {});
+    if (!tables.length) return;
+    const data = join(tables), y = autoY(data.slice(1), "block trace");
+    plot("blocks", document.getElementById("chart-blocks"), series, data, {
+      opts: { scales: { x: { time: false }, y: y.scale }, axes: [{ label: "step" }, y.axis] },
+      sigExtra: y.sig,
+    });
   }
 
   function drawLoss() {
@@ -554,10 +627,13 @@
       series.push(line(name(id, "loss"), c, { scale: "loss", width: 2 }),
         line(name(id, "learning rate"), multi() ? c : palette[3], { scale: "lr", dash: [6, 4] }));
     }
-    plot("loss", document.getElementById("chart-loss"), series, join(tables), {
+    const data = join(tables);
+    const y = autoY(data.filter((_, i) => i > 0 && series[i - 1].scale === "loss"), "loss", "loss");
+    plot("loss", document.getElementById("chart-loss"), series, data, {
+      sigExtra: y.sig,
       opts: {
-        scales: { x: { time: false }, loss: {}, lr: {} },
-        axes: [{ label: "step" }, { scale: "loss", size: 64, label: "loss" },
+        scales: { x: { time: false }, loss: y.scale, lr: {} },
+        axes: [{ label: "step" }, y.axis,
           { scale: "lr", side: 1, size: 64, label: "learning rate", grid: { show: false } }],
       },
     });
