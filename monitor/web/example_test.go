@@ -23,7 +23,7 @@ func (runs) Snapshots(run string, from, to int64) ([]snapshot.Snapshot, error) {
 // open http://127.0.0.1:9464/ in a browser.
 func ExampleHandler() {
 	mux := http.NewServeMux()
-	mux.Handle("/api/", metrics.NewServer(nil, runs{}))
+	mux.Handle("/api/", metrics.NewAPI(runs{}))
 	mux.Handle("/", web.Handler())
 
 	srv := httptest.NewServer(mux)
