@@ -27,9 +27,8 @@ type console struct {
 }
 
 func newConsole(w io.Writer) *console {
-	c := &console{out: w}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		c.tty = true
+	c := &console{out: w, tty: isTerminal(w)}
+	if f, ok := w.(*os.File); ok && c.tty {
 		if cols, _, err := term.GetSize(int(f.Fd())); err == nil {
 			c.cols = cols
 		}
