@@ -13,8 +13,8 @@ func withPage(api http.Handler) http.Handler {
 	page := web.Handler()
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
-	mux.Handle("GET /{$}", page)
-	mux.Handle("GET /static/", page)
+	mux.Handle("/{$}", page) // all methods: the page answers 405 to all but GET and HEAD
+	mux.Handle("/static/", page)
 	return mux
 }
 

@@ -34,7 +34,8 @@ func TestWithPageRoutes(t *testing.T) {
 		{"GET", "/api/runs", 200, "api /api/runs", false},
 		{"GET", "/api/runs/x/snapshots", 200, "api /api/runs/x/snapshots", false},
 		{"GET", "/healthz", 200, "api /healthz", false},
-		{"POST", "/", 405, "", false},
+		{"POST", "/", 405, "", true},
+		{"PUT", "/static/app.js", 405, "", true},
 		{"POST", "/api/runs", 405, "", false},
 	} {
 		rec := httptest.NewRecorder()

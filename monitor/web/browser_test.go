@@ -26,6 +26,7 @@ import (
 var (
 	screenshot       = flag.String("screenshot", "", "TestBrowserLiveTrain also writes its screenshot of the page to this PNG file (e.g. ../../docs/live-page.png)")
 	screenshotProbes = flag.Int("screenshot-probes", 0, "TestBrowserLiveTrain waits for this many probes before its screenshot (and checks the page again)")
+	trainArgs        = flag.String("train-args", "", "TestBrowserLiveTrain appends these flags to hessmon train's (later flags win), e.g. \"--data mnist --lr 0.1\"")
 )
 
 // browser starts headless chromium for t, or skips t where there is none.
@@ -488,9 +489,10 @@ func TestBrowserLiveTrain(t *testing.T) {
 	addr := freeAddr(t)
 	base := "http://" + addr
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "train", "--data", "synthetic", "--hidden", "64,64", "--lr", "0.005", "--steps", "1000000", "--every", "10",
+	args := append([]string{"train", "--data", "synthetic", "--hidden", "64,64", "--lr", "0.005", "--steps", "1000000", "--every", "10",
 		"--probe-batch", "64", "--top", "3", "--esd-steps", "12", "--db", filepath.Join(dir, "h.db"), "--run", "live",
-		"--listen", addr, "--progress", "off", "--log-level", "warn")
+		"--listen", addr, "--progress", "off", "--log-level", "warn"}, strings.Fields(*trainArgs)...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) } // a clean stop, as Ctrl-C
