@@ -183,8 +183,11 @@ func TestBrowserFollowsPagesAndRuns(t *testing.T) {
 	if ran := eval[bool](t, b, "window.inlineRan === 1"); ran {
 		t.Error("an inline script ran: the Content-Security-Policy is not in force")
 	}
-	time.Sleep(200 * time.Millisecond) // the violation report reaches the console asynchronously
-	if errs, _ := b.errorsSince(n); len(errs) != 1 || !strings.Contains(errs[0], "Content Security Policy") {
+	errs, _ := b.errorsSince(n)
+	for deadline := time.Now().Add(10 * time.Second); len(errs) == 0 && time.Now().Before(deadline); errs, _ = b.errorsSince(n) {
+		time.Sleep(50 * time.Millisecond) // the violation report reaches the console asynchronously
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0], "Content Security Policy") {
 		t.Errorf("blocking the inline script logged %q, want one CSP violation", errs)
 	}
 	_, n = b.errorsSince(0)

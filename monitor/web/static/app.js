@@ -37,7 +37,7 @@
     const a = Math.abs(v);
     if (v === 0) return "0";
     if (Number.isInteger(v) && a < 1e7) return String(v);
-    if (a >= 1e5 || a < 1e-3) return v.toExponential(3);
+    if (a >= 1e5 || a < 1e-3) return v.toExponential(3).replace(/\.?0+e/, "e");
     return String(Number(v.toPrecision(5)));
   }
 
