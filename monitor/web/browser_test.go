@@ -478,7 +478,8 @@ func (l *lockedBuffer) String() string {
 // its page in headless chromium and checks that the charts and the table
 // hold what the JSON API serves, that a new probe appears without a reload,
 // and that the page logs no error (a blocked script or style would). It
-// saves a screenshot (see -screenshot).
+// saves a screenshot (see -screenshot). Then `hessmon serve` shows the
+// finished store on the same page.
 func TestBrowserLiveTrain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test: builds and runs hessmon train (skipped with -short)")
@@ -488,41 +489,10 @@ func TestBrowserLiveTrain(t *testing.T) {
 	bin := buildHessmon(t, dir)
 	addr := freeAddr(t)
 	base := "http://" + addr
-	ctx, cancel := context.WithCancel(context.Background())
-	args := append([]string{"train", "--data", "synthetic", "--hidden", "64,64", "--lr", "0.005", "--steps", "1000000", "--every", "10",
-		"--probe-batch", "64", "--top", "3", "--esd-steps", "12", "--db", filepath.Join(dir, "h.db"), "--run", "live",
-		"--listen", addr, "--progress", "off", "--log-level", "warn"}, strings.Fields(*trainArgs)...)
-	cmd := exec.CommandContext(ctx, bin, args...)
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) } // a clean stop, as Ctrl-C
-	cmd.WaitDelay = 20 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cancel()
-		<-exited
-		if t.Failed() {
-			t.Logf("hessmon train output:\n%s", out.String())
-		}
-	})
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if resp, err := http.Get(base + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("hessmon train exited: %v\n%s", err, out.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hessmon train did not serve in time:\n%s", out.String())
-		}
-	}
+	db := filepath.Join(dir, "h.db")
+	train := startServing(t, bin, addr, append([]string{"train", "--data", "synthetic", "--hidden", "64,64", "--lr", "0.005",
+		"--steps", "1000000", "--every", "10", "--probe-batch", "64", "--top", "3", "--esd-steps", "12", "--db", db, "--run", "live",
+		"--listen", addr, "--progress", "off", "--log-level", "warn"}, strings.Fields(*trainArgs)...)...)
 
 	b.do(t, 30*time.Second, chromedp.Navigate(base+"/?poll=500"))
 	waitFor(t, b, "charts with two probes", `(() => { const c = window.hessmon && hessmon.chart("lambda");
@@ -573,6 +543,70 @@ func TestBrowserLiveTrain(t *testing.T) {
 			t.Error(err)
 		}
 	}
+
+	// Training stopped, `hessmon serve` shows the finished store on the
+	// same page, through the same API.
+	train.stop()
+	addr = freeAddr(t)
+	base = "http://" + addr
+	startServing(t, bin, addr, "serve", "--db", db, "--listen", addr)
+	b.do(t, 30*time.Second, chromedp.Navigate(base+"/?poll=500"))
+	waitFor(t, b, "the finished run", `document.querySelector('#latest tr[data-run="live"]') !== null`, 30*time.Second)
+	v = readView(t, b)
+	snaps = fetchSnaps(t, base, "live")
+	api = bySteps(snaps)
+	if final := checkLatest(t, v, "live", api); final != snaps[len(snaps)-1].Step {
+		t.Errorf("serve: the page's latest probe is at step %d, the store's at %d", final, snaps[len(snaps)-1].Step)
+	}
+	checkCharts(t, v, snaps, "")
+	checkHeatmap(t, v, "live", api, snaps[len(snaps)-1].Step)
+	b.assertNoConsoleErrors(t)
+}
+
+// served is a hessmon process that serves HTTP.
+type served struct {
+	stop func()
+}
+
+// startServing runs bin with args and waits until it serves /healthz on
+// addr. stop (also run at the test's end) interrupts it as Ctrl-C does and
+// waits for it to exit.
+func startServing(t *testing.T, bin, addr string, args ...string) served {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 20 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := sync.OnceFunc(func() {
+		cancel()
+		<-exited
+		if t.Failed() {
+			t.Logf("hessmon %s output:\n%s", args[0], out.String())
+		}
+	})
+	t.Cleanup(stop)
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("hessmon %s exited: %v\n%s", args[0], err, out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hessmon %s did not serve in time:\n%s", args[0], out.String())
+		}
+	}
+	return served{stop: stop}
 }
 
 func screenshotPNG(t *testing.T, b *browser) []byte {
