@@ -102,7 +102,8 @@ func trainDistributed(ctx context.Context, e *env, o trainOpts, newComm commInit
 	}
 	r := &rankRun{comm: comm, rank: comm.Rank(), size: comm.Size(), o: o, cfg: cfg, lcfg: lcfg, mode: mode, opt: opt, ls: ls, out: e.stdout}
 	if r.rank == 0 {
-		r.log, _ = logger(e.stderr, o.logLevel)
+		r.con = newConsole(e.stderr)
+		r.log, _ = logger(r.con.logs(), o.logLevel)
 	} else {
 		// The other ranks print errors only.
 		r.log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelError})).With("rank", r.rank)
@@ -128,6 +129,7 @@ type rankRun struct {
 	opt        trainer.Optimizer
 	ls         *distributed.Lockstep
 	log        *slog.Logger
+	con        *console // rank 0: the terminal shared by log lines and the progress bar
 	out        io.Writer
 
 	net         *trainer.Network
@@ -197,7 +199,7 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 
 	var bar *progressbar.ProgressBar
 	if r.rank == 0 {
-		bar = progressBar(e, r.o.progress, r.steps)
+		bar = r.con.progressBar(r.o.progress, r.steps)
 	}
 	hook := func(ctx context.Context, info trainer.StepInfo) error {
 		if r.exp != nil {
@@ -312,7 +314,7 @@ func (r *rankRun) setup() error {
 			return err
 		}
 		r.serve = func(ctx context.Context) error { return metrics.ServeListener(ctx, ln, srv) }
-		r.log.Info("serving", "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
+		r.log.Info("serving", "page", pageURL(ln), "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
 	}
 	return nil
 }
