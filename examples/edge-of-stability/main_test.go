@@ -178,3 +178,103 @@ func TestSummarise(t *testing.T) {
 		t.Error("Stays() with too few probes after the crossing")
 	}
 }
+
+// tinyAdam is the Adam study at test size.
+func tinyAdam() Config {
+	return Config{Name: "tiny", Images: 500, Hidden: []int{32, 32}, Every: 10, Seed: 1, AdamLRs: []float64{4e-3}, AdamSteps: 200}
+}
+
+// TestAdamStudy: full-batch Adam reaches the adaptive edge of stability at
+// test size: λ1(P⁻¹H) rises to 38/η and stays within ±20% of it in the
+// second half, while the raw λ1 stays orders of magnitude below that line.
+func TestAdamStudy(t *testing.T) {
+	dir := t.TempDir()
+	cfg := tinyAdam()
+	res := runTiny(t, cfg, dir)
+	if len(res.Runs) != 0 || len(res.AdamRuns) != 1 {
+		t.Fatalf("%d GD and %d Adam runs, want 0 and 1", len(res.Runs), len(res.AdamRuns))
+	}
+	run := res.AdamRuns[0]
+	if run.Diverged {
+		t.Fatal("Adam diverged")
+	}
+	if want := 38 / run.LR; math.Abs(run.Threshold-want) > 1e-9*want {
+		t.Errorf("threshold %g, want 38/η = %g", run.Threshold, want)
+	}
+	if len(run.Losses) != int(cfg.AdamSteps) || len(run.Probes) != int(cfg.AdamSteps/cfg.Every) {
+		t.Fatalf("%d losses and %d probes, want %d and %d", len(run.Losses), len(run.Probes), cfg.AdamSteps, cfg.AdamSteps/cfg.Every)
+	}
+	for _, p := range run.Probes {
+		if !(p.Precond > 0) || p.PrecondResidual > 1e-3*p.Precond || !(p.Raw > 0) || p.RawResidual > 1e-3*p.Raw {
+			t.Errorf("step %d: λ1(P⁻¹H) %g ± %g, λ1 %g ± %g", p.Step, p.Precond, p.PrecondResidual, p.Raw, p.RawResidual)
+		}
+	}
+	t.Logf("\n%s\n%s", res.AdamTable(), res.AdamVerdict())
+	// At this size the hover is looser than in the study (where every late
+	// probe is within ±20%): most late probes and the median are.
+	if run.FirstAbove == 0 || run.LateProbes < 8 || run.LateInBand < 0.7 || math.Abs(run.LateMedian-1) > Band {
+		t.Errorf("λ1(P⁻¹H) did not settle at 38/η: first above %d, %d late probes, %.0f%% within ±20%%, ratio [%g, %g]",
+			run.FirstAbove, run.LateProbes, 100*run.LateInBand, run.LateMin, run.LateMax)
+	}
+	if run.RawLateMax > 0.01 {
+		t.Errorf("raw λ1 reached %g of 38/η: the two should be orders apart", run.RawLateMax)
+	}
+	if run.FinalLoss >= run.Losses[0] {
+		t.Errorf("loss went from %g to %g", run.Losses[0], run.FinalLoss)
+	}
+	lines := strings.Split(strings.TrimSpace(res.AdamTable()), "\n")
+	if len(lines) != 3 || strings.Count(lines[0], "|") != strings.Count(lines[2], "|") {
+		t.Errorf("bad table:\n%s", res.AdamTable())
+	}
+	files, err := res.Write(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 3 {
+		t.Errorf("wrote %v, want the Adam table, sharpness and loss plots", files)
+	}
+	for _, f := range files {
+		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: missing or empty (%v)", f, err)
+		}
+	}
+}
+
+// TestAdamSummarise checks the Adam bookkeeping on a made-up trajectory
+// with 38/η = 100 over 100 steps.
+func TestAdamSummarise(t *testing.T) {
+	pre := []float64{20, 60, 110, 90, 85, 130, 95, 105, 100, 81}
+	r := AdamRun{LR: 0.38, Threshold: 100, Losses: make([]float64, 100)}
+	for i, p := range pre {
+		r.Probes = append(r.Probes, AdamProbe{Step: int64(10 * (i + 1)), Precond: p, Raw: float64(i + 1), PrecondHVPs: 10, RawHVPs: 2 * i})
+	}
+	r.summarise()
+	check := func(name string, got, want float64) {
+		t.Helper()
+		if math.Abs(got-want) > 1e-12 {
+			t.Errorf("%s = %g, want %g", name, got, want)
+		}
+	}
+	check("PrecondInit", r.PrecondInit, 20)
+	check("PrecondMax", r.PrecondMax, 130)
+	check("FirstAbove", float64(r.FirstAbove), 30)
+	// Steps 60..100 are in the second half: 130 95 105 100 81.
+	check("LateProbes", float64(r.LateProbes), 5)
+	check("LateInBand", r.LateInBand, 4.0/5)
+	check("LateMedian", r.LateMedian, 1.00)
+	check("LateMin", r.LateMin, 0.81)
+	check("LateMax", r.LateMax, 1.30)
+	check("RawLateMin", r.RawLateMin, 0.06)
+	check("RawLateMax", r.RawLateMax, 0.10)
+	check("RawHVPsPerProbe", r.RawHVPsPerProbe, 9)
+	check("RawLateFirst", r.RawLateFirst, 6)
+	check("RawLateLast", r.RawLateLast, 10)
+	if r.AtEdge() {
+		t.Error("AtEdge with a late probe at 1.3×")
+	}
+	r.Probes[5].Precond = 119
+	r.summarise()
+	if !r.AtEdge() {
+		t.Errorf("not AtEdge with every late probe within ±20%%: %+v", r)
+	}
+}
