@@ -111,6 +111,9 @@ type Store struct {
 	// warmMu serialises PutWarm, whose chunks span transactions.
 	warmMu     sync.Mutex
 	pieceBytes int
+	// afterBatch, if set, runs after each but the last batch of a
+	// PutWarm; an error stops the save there, as a crash would (tests).
+	afterBatch func() error
 }
 
 // Open opens path for writing, creating the file and its schema if needed.

@@ -31,7 +31,7 @@ import (
 //   - bbolt grows a file by doubling it up to 16 MiB and then by 16 MiB
 //     (its AllocSize); the store grows it by 1 MiB (growBytes).
 //
-// So the state is cut into pieces of which exactly two fill a leaf page,
+// So the state is cut into pieces of which exactly four fill a leaf page,
 // and no value of it ever needs more than one page: every allocation is a
 // single page, which any free page satisfies, so fragmentation cannot grow
 // the file. The pieces are rewritten in place, a bounded batch per fsynced
@@ -72,10 +72,15 @@ const (
 	pieceKeyLen = 4
 )
 
-// pieceBytes is the piece size for pages of ps bytes: two pieces and their
-// leaf elements fill a page exactly. (bbolt never splits a leaf below two
-// keys, so one piece per page would not do.)
-func pieceBytes(ps int) int { return (ps-pageHeader)/2 - leafElement - pieceKeyLen }
+// piecesPerLeaf pieces and their leaf elements fill a page exactly. bbolt
+// never splits a leaf of four keys or fewer (and leaves at least two on
+// each side of a split), so with one or two pieces a page the last leaf
+// of a save would hold three or four of them, an overflow run; with four,
+// every leaf fits its page.
+const piecesPerLeaf = 4
+
+// pieceBytes is the piece size for pages of ps bytes.
+func pieceBytes(ps int) int { return (ps-pageHeader)/piecesPerLeaf - leafElement - pieceKeyLen }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -179,9 +184,9 @@ func (s *Store) PutWarm(run string, b []byte) error {
 		crc:        crc32.Checksum(b, castagnoli),
 		written:    time.Now().UnixNano(),
 	}
-	// An even number of pieces per batch, so that no leaf is written twice.
+	// Whole leaves per batch, so that a save writes no leaf twice.
 	batch := max(minBatchBytes, len(b)/maxBatches) / pb
-	batch = max(2, batch+batch%2)
+	batch = max(piecesPerLeaf, batch-batch%piecesPerLeaf)
 	batches := max(1, (int(h.pieces)+batch-1)/batch)
 	for k := range batches {
 		err := s.update(func(tx *bolt.Tx) error {
@@ -223,6 +228,9 @@ func (s *Store) PutWarm(run string, b []byte) error {
 			}
 			return wb.Put(keyWarmHead, h.encode())
 		})
+		if err == nil && s.afterBatch != nil && k < batches-1 {
+			err = s.afterBatch()
+		}
 		if err != nil {
 			return fmt.Errorf("store: saving warm state of run %q (batch %d of %d): %w", run, k+1, batches, err)
 		}
