@@ -71,6 +71,9 @@ func CompactInPlace(path string) (before, after int64, err error) {
 
 func (s *Store) compactTo(dst string) (err error) {
 	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("store: compact: %s already exists; the copy must go to a new file: %w", dst, fs.ErrExist)
+	}
 	if err != nil {
 		return fmt.Errorf("store: compact: %w", err)
 	}
