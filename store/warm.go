@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -143,18 +144,21 @@ func decodeWarmHead(b []byte) (warmHead, error) {
 		return h, fmt.Errorf("%w: warm state header state %d", ErrCorrupt, h.state)
 	case h.pieceBytes == 0:
 		return h, fmt.Errorf("%w: warm state piece size 0", ErrCorrupt)
-	case h.pieces != pieceCount(h.length, int(h.pieceBytes)):
+	}
+	if n, ok := pieceCount(h.length, int(h.pieceBytes)); !ok || n != h.pieces {
 		return h, fmt.Errorf("%w: warm state of %d bytes in %d pieces of %d", ErrCorrupt, h.length, h.pieces, h.pieceBytes)
 	}
 	return h, nil
 }
 
-func pieceCount(length uint64, pieceBytes int) uint32 {
-	n := (length + uint64(pieceBytes) - 1) / uint64(pieceBytes)
-	if n > 1<<32-1 {
-		return 0 // never equal to a valid count: rejected as corrupt
+// pieceCount is the number of pieces of pieceBytes a state of length
+// bytes takes; ok is false when that does not fit a uint32.
+func pieceCount(length uint64, pieceBytes int) (n uint32, ok bool) {
+	c := (length + uint64(pieceBytes) - 1) / uint64(pieceBytes)
+	if length > math.MaxUint64-uint64(pieceBytes) || c > math.MaxUint32 {
+		return 0, false
 	}
-	return uint32(n)
+	return uint32(c), true
 }
 
 func pieceKey(i uint32) []byte { return binary.BigEndian.AppendUint32(nil, i) }
@@ -176,11 +180,15 @@ func (s *Store) PutWarm(run string, b []byte) error {
 	if pb == 0 {
 		pb = pieceBytes(s.db.Info().PageSize)
 	}
+	pieces, ok := pieceCount(uint64(len(b)), pb)
+	if !ok {
+		return fmt.Errorf("store: warm state of %d bytes is too large", len(b))
+	}
 	h := warmHead{
 		state:      warmWriting,
 		length:     uint64(len(b)),
 		pieceBytes: uint32(pb),
-		pieces:     pieceCount(uint64(len(b)), pb),
+		pieces:     pieces,
 		crc:        crc32.Checksum(b, castagnoli),
 		written:    time.Now().UnixNano(),
 	}
