@@ -19,7 +19,7 @@ const compactTxBytes = 64 << 20
 // it fails with ErrLocked while a trainer writes it; dst must not exist.
 // The copy is read back and its runs compared with src's before Compact
 // returns; on any error dst is removed.
-func Compact(dst, src string) (err error) {
+func Compact(dst, src string) error {
 	in, err := openReadOnly(src, DefaultLockTimeout, false)
 	if err != nil {
 		return err

@@ -6,7 +6,9 @@
 //	runs/<run id>/info           JSON snapshot.Run
 //	runs/<run id>/snapshots/<step>  encoded snapshot.Snapshot, step as 8-byte big-endian
 //	runs/<run id>/warmstate/...  the estimators' serialised warm state (opaque),
-//	                             in chunks rewritten in place (see PutWarm)
+//	                             in page-sized pieces rewritten in place (see PutWarm)
+//	runs/<run id>/warm           the same, as one value, from hessmon before issue M
+//	                             (still read; replaced by the first PutWarm)
 //
 // so that a cursor walks a run's snapshots in step order. Every PutSnapshot is
 // its own fsynced transaction: once it returns, the snapshot survives a
@@ -14,9 +16,16 @@
 //
 // The file stays near its live size: the warm state, the one value that is
 // rewritten, reuses its own pages (see PutWarm), snapshot pages are packed
-// (16 KiB pages), and the file grows 1 MiB at a time rather than bbolt's default of
-// doubling up to 16 MiB and then growing 16 MiB at a time. Compact rewrites a
-// finished store without its free pages.
+// (16 KiB pages), and the file grows 1 MiB at a time rather than bbolt's
+// default of doubling up to 16 MiB and then growing 16 MiB at a time.
+// Measured with a 118k-parameter MLP's 4.7 MB warm state and a snapshot at
+// each of 1,000 probes: the file held 16.8 MB for 6.8 MB in use when the
+// state was saved at every probe, 35.8 MB when every 10th, and holds
+// 8.2 MB for 6.0 MB now, either way (`hessmon bench store`). Stats reports
+// the figures; Compact rewrites a finished store without its free pages.
+//
+// Reads of long runs decode only what they need: Scan takes the Fields
+// (trace, ESD, eigenvectors) to decode, SnapshotsPage reads one page.
 //
 // bbolt lets one process write a file at a time, and a writer excludes
 // readers, so a store being written by a live trainer is inspected through
