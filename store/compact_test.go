@@ -17,11 +17,11 @@ import (
 func churned(t *testing.T) (path string, warm []byte) {
 	t.Helper()
 	s, path := newStore(t)
-	for step := range int64(60) {
+	for step := range int64(20) {
 		if err := s.PutSnapshot(fullSnapshot("a", step)); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.PutWarm("a", warmBytes(3_000_000, uint64(step))); err != nil {
+		if err := s.PutWarm("a", warmBytes(1_500_000, uint64(step))); err != nil {
 			t.Fatal(err)
 		}
 	}
