@@ -103,7 +103,8 @@ func TestAPIPages(t *testing.T) {
 			}{
 				{"/api/runs/r/snapshots", DefaultPageSize, 0, 23440, false},
 				{"/api/runs/r/snapshots?limit=100", 100, 0, 23440, false},
-				{"/api/runs/r/snapshots?from=95&to=20000&limit=333&vectors=true", 333, 100, 20000, true},
+				{"/api/runs/r/snapshots?from=95&to=20000&limit=33&vectors=true", 33, 100, 20000, true},
+				{"/api/runs/r/snapshots?from=23000&vectors=true", DefaultVectorPageSize, 23000, 23440, true},
 				{"/api/runs/r/snapshots?limit=10000", 2345, 0, 23440, false},
 			} {
 				var got []int64
@@ -149,7 +150,7 @@ func TestAPIPages(t *testing.T) {
 				t.Errorf("Link %q, want %q", got, want)
 			}
 
-			for _, bad := range []string{"0", "-1", strconv.Itoa(MaxPageSize + 1), "ten", "1.5"} {
+			for _, bad := range []string{"0", "-1", strconv.Itoa(MaxPageSize + 1), "ten", "1.5", "101&vectors=true"} {
 				code, body := get(t, ts.URL+"/api/runs/r/snapshots?limit="+bad)
 				if code != 400 {
 					t.Errorf("limit=%s: %d %s, want 400", bad, code, body)

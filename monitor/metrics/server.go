@@ -49,6 +49,12 @@ const (
 	DefaultPageSize = 1000
 	// MaxPageSize is the largest limit accepted.
 	MaxPageSize = 10000
+	// With vectors=true each snapshot carries k eigenvectors of the
+	// model's size (4.7 MB of floats for a 118k-parameter MLP, more as
+	// JSON), so pages are smaller: DefaultVectorPageSize by default, at
+	// most MaxVectorPageSize.
+	DefaultVectorPageSize = 10
+	MaxVectorPageSize     = 100
 )
 
 // NextFromHeader names the response header that holds the from= of the
@@ -64,7 +70,8 @@ const NextFromHeader = "X-Hessmon-Next-From"
 // The snapshots endpoint pages: it returns the first limit snapshots with
 // from ≤ step ≤ to (inclusive; default all steps), limit defaulting to
 // DefaultPageSize (1000) and at most MaxPageSize (10000); vectors=true adds
-// the eigenvectors. When more snapshots follow, the response says where
+// the eigenvectors, in pages of 10 by default and at most 100
+// (DefaultVectorPageSize, MaxVectorPageSize). When more snapshots follow, the response says where
 // the next page starts, in two equivalent headers:
 //
 //	X-Hessmon-Next-From: 2020
@@ -163,11 +170,18 @@ func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
 		}
 		vectors = b
 	}
-	limit := DefaultPageSize
+	limit, maxLimit := DefaultPageSize, MaxPageSize
+	if vectors {
+		limit, maxLimit = DefaultVectorPageSize, MaxVectorPageSize
+	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxPageSize {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("limit=%q: want 1 to %d snapshots per page", v, MaxPageSize))
+		if err != nil || n < 1 || n > maxLimit {
+			with := ""
+			if vectors {
+				with = " with vectors=true"
+			}
+			writeError(w, http.StatusBadRequest, fmt.Errorf("limit=%q: want 1 to %d snapshots per page%s", v, maxLimit, with))
 			return
 		}
 		limit = n
