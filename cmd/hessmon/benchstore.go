@@ -57,6 +57,7 @@ func benchStore(ctx context.Context, e *env, args []string) error {
 	k := fs.Int("k", 5, "eigenvectors in the warm state")
 	warmEvery := fs.Int("warm-every", 10, "save the warm state every N probes (the monitor's default WarmEvery; 1: every probe)")
 	noSync := fs.Bool("nosync", false, "skip fsync (quicker, not what a trainer does)")
+	baseline := fs.Bool("baseline", true, "also time the bare write+fdatasync system calls of a commit after each snapshot, the machine's own latency floor (ignored with --nosync)")
 	dir := fs.String("dir", "", "directory for the store and the exported files, kept afterwards (default: a temporary one, removed)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
@@ -81,7 +82,7 @@ func benchStore(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%s exists; give bench store an empty --dir", db)
 	}
 	res, err := storebench.Write(ctx, db, storebench.Config{
-		Snapshots: *n, Params: *params, TopK: *k, WarmEvery: *warmEvery, NoSync: *noSync,
+		Snapshots: *n, Params: *params, TopK: *k, WarmEvery: *warmEvery, NoSync: *noSync, Baseline: *baseline && !*noSync,
 	})
 	if err != nil {
 		return err
@@ -123,6 +124,9 @@ func benchStore(ctx context.Context, e *env, args []string) error {
 	p("%d snapshots of %d bytes, warm state %.1f MB saved %d times (%s)\n", res.Snapshots, res.SnapshotBytes, float64(res.WarmBytes)/1e6, res.WarmWrites, sync)
 	p("  file          %10s   %.2f× the bytes in use (%s)\n", mb(res.FileBytes), res.FileOverInUse, mb(res.InUseBytes))
 	p("  snapshot write p50 %.2f ms, p99 %.2f ms (%.1f× p50), max %.1f ms\n", 1e3*res.SnapshotWriteP50, 1e3*res.SnapshotWriteP99, res.P99OverP50, 1e3*res.SnapshotWriteMax)
+	if b := res.FsyncBaseline; b != nil {
+		p("  bare commit system calls (the machine's floor) p50 %.2f ms, p99 %.2f ms (%.1f× p50)\n", 1e3*b.P50, 1e3*b.P99, b.P99OverP50)
+	}
 	p("  warm save      p50 %.1f ms, max %.1f ms\n", 1e3*res.WarmWriteP50, 1e3*res.WarmWriteMax)
 	p("  reads:")
 	for _, c := range storeReads(db, d, mid) {

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -35,6 +37,9 @@ type Config struct {
 	WarmEvery int
 	// NoSync skips fsync (not what a trainer does; for quick runs).
 	NoSync bool
+	// Baseline also times the bare system calls of a commit after each
+	// snapshot write (see Baseline).
+	Baseline bool
 }
 
 func (c Config) withDefaults() Config {
@@ -77,6 +82,8 @@ type Result struct {
 	WriteSeconds     float64 `json:"write_seconds"`
 	store.Stats              // file_bytes, bytes_in_use, …
 	FileOverInUse    float64 `json:"file_over_in_use"`
+	// FsyncBaseline is nil unless Config.Baseline.
+	FsyncBaseline *Baseline `json:"fsync_baseline,omitempty"`
 }
 
 // Write creates a store at path (which must not hold one) and writes the
@@ -101,6 +108,13 @@ func Write(ctx context.Context, path string, cfg Config) (Result, error) {
 		warm[i] = byte(rng.Uint32())
 	}
 	res := Result{Run: cfg.Run, Snapshots: cfg.Snapshots, Every: cfg.Every, WarmBytes: len(warm), Sync: !cfg.NoSync}
+	var base *baseline
+	if cfg.Baseline {
+		if base, err = newBaseline(filepath.Dir(path)); err != nil {
+			return Result{}, err
+		}
+		defer base.close()
+	}
 	snapLat := make([]float64, 0, cfg.Snapshots)
 	var warmLat []float64
 	t0 := time.Now()
@@ -118,6 +132,11 @@ func Write(ctx context.Context, path string, cfg Config) (Result, error) {
 			return res, err
 		}
 		snapLat = append(snapLat, time.Since(t).Seconds())
+		if base != nil {
+			if err := base.round(); err != nil {
+				return res, err
+			}
+		}
 		if i == 0 || (i+1)%cfg.WarmEvery == 0 || i == cfg.Snapshots-1 {
 			// A new state each time: the estimators move every vector.
 			for j := range 64 {
@@ -140,6 +159,11 @@ func Write(ctx context.Context, path string, cfg Config) (Result, error) {
 		return res, err
 	}
 	res.FileOverInUse = float64(res.FileBytes) / float64(res.InUseBytes)
+	if base != nil {
+		b := &Baseline{P50: quantile(base.lat, 0.5), P99: quantile(base.lat, 0.99)}
+		b.P99OverP50 = b.P99 / b.P50
+		res.FsyncBaseline = b
+	}
 	return res, st.Close()
 }
 
@@ -178,4 +202,59 @@ func Snapshot(run string, step int64, start time.Time, rng *rand.Rand) snapshot.
 	}
 	s.ESD = e
 	return s
+}
+
+// Baseline is the write latency the machine itself allows, measured in
+// the same loop as the store's writes so that both see the same load: one
+// round per snapshot of what a bbolt commit does at the system-call level
+// (write two 16 KiB pages and fdatasync, write a meta page and fdatasync
+// again) on a file next to the store. Its p99/p50 is the floor under the
+// store's.
+type Baseline struct {
+	P50        float64 `json:"p50_seconds"`
+	P99        float64 `json:"p99_seconds"`
+	P99OverP50 float64 `json:"p99_over_p50"`
+}
+
+type baseline struct {
+	f    *os.File
+	page []byte
+	lat  []float64
+}
+
+func newBaseline(dir string) (*baseline, error) {
+	f, err := os.CreateTemp(dir, "fsync-baseline-")
+	if err != nil {
+		return nil, err
+	}
+	b := &baseline{f: f, page: make([]byte, 32<<10)}
+	if _, err := f.WriteAt(b.page, 0); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *baseline) round() error {
+	b.page[len(b.lat)%len(b.page)]++
+	t := time.Now()
+	if _, err := b.f.WriteAt(b.page, 16<<10); err != nil {
+		return err
+	}
+	if err := fdatasync(b.f); err != nil {
+		return err
+	}
+	if _, err := b.f.WriteAt(b.page[:4096], 0); err != nil {
+		return err
+	}
+	if err := fdatasync(b.f); err != nil {
+		return err
+	}
+	b.lat = append(b.lat, time.Since(t).Seconds())
+	return nil
+}
+
+func (b *baseline) close() {
+	_ = b.f.Close()
+	_ = os.Remove(b.f.Name())
 }
