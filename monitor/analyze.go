@@ -61,9 +61,31 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 		esdCost = cfg.ESDProbes * min(cfg.ESDSteps, op.Dim())
 	}
 	var eigenErr error
-	var vectors, products [][]float64
+	var vectors, products, basis, basisProducts [][]float64
+	// The ESD's Lanczos basis, with its products, starts the eigen solve:
+	// a random Krylov space of 30 steps already holds good approximations
+	// of both ends of the spectrum, so the top-k cost little more than the
+	// previous eigenvectors' products, and λmin comes with them.
+	var esdRes *estimators.ESDResult
+	var esdWarm *estimators.ESDWarm
+	shared := !cfg.NoESD && !cfg.NoEigen && !cfg.Power && !cfg.SeparateESD &&
+		esdCost*op.Dim() <= sharedKrylovMaxFloats && budget >= esdCost
+	if shared {
+		res, w, err := estimators.ESD(ctx, op, estimators.ESDOptions{
+			Probes: cfg.ESDProbes, Steps: min(cfg.ESDSteps, op.Dim()), Seed: cfg.Seed + 2, KeepBasis: true,
+		}, warm.ESD)
+		cost.ESD = res.HVPs
+		if err != nil {
+			return nil, cost, fmt.Errorf("ESD: %w", err)
+		}
+		esdRes, esdWarm = &res, w
+	}
 	if !cfg.NoEigen {
 		k := min(cfg.TopK, op.Dim())
+		if esdRes != nil {
+			budget -= cost.ESD
+			esdCost = 0 // spent
+		}
 		limit := max(1, budget-esdCost-10)
 		if cfg.EigenMaxHVPs > 0 {
 			limit = min(limit, cfg.EigenMaxHVPs)
@@ -78,10 +100,18 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 			if cold {
 				eigenWarm = nil
 			}
-			res, w, err = estimators.TopEigen(ctx, op, estimators.EigenOptions{
+			eo := estimators.EigenOptions{
 				K: k, Order: cfg.Order, Tol: cfg.EigenTol, MaxHVPs: limit,
 				Seed: cfg.Seed, KeepVectors: true, KeepProducts: true,
-			}, eigenWarm)
+				MinTol: cfg.LambdaMinTol, NoRefine: cfg.WarmKrylovSchur, KeepBasis: esdRes != nil,
+			}
+			if esdRes != nil {
+				eo.Subspace, eo.SubspaceProducts = esdRes.Basis, esdRes.Products
+			}
+			res, w, err = estimators.TopEigen(ctx, op, eo, eigenWarm)
+			if len(res.Values) > 0 && cfg.Order == estimators.Algebraic {
+				dst.LambdaMin = &snapshot.Eigenpair{Value: res.Min, Residual: res.MinResidual}
+			}
 		}
 		cost.Eigen = res.HVPs
 		budget -= res.HVPs
@@ -98,6 +128,7 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 		default:
 			next.Eigen = w
 			vectors, products = res.Vectors, res.Products
+			basis, basisProducts = res.Basis, res.BasisProducts
 			if cfg.Power {
 				products = nil
 			}
@@ -111,9 +142,17 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 		if !cfg.TraceUncapped {
 			traceBudget = min(traceBudget, cfg.TraceMaxHVPs)
 		}
+		defl, deflProducts := vectors, products
+		if len(basis) > 0 {
+			// The eigen solve's whole basis (the ESD's Krylov vectors, the
+			// previous eigenvectors, the corrections) deflates: its part of
+			// the trace, tr(QᵀHQ), is exact and costs nothing. It holds the
+			// eigenvectors, so they are not passed again (a dependent set).
+			defl, deflProducts = basis, basisProducts
+		}
 		res, w, err := estimators.Trace(ctx, op, estimators.TraceOptions{
 			RelTol: cfg.TraceRelTol, MaxHVPs: traceBudget, Seed: cfg.Seed + 1,
-			Blocks: blocks, Deflate: vectors, DeflateProducts: products,
+			Blocks: blocks, Deflate: defl, DeflateProducts: deflProducts,
 		}, warm.Trace)
 		cost.Trace = res.HVPs
 		budget -= res.HVPs
@@ -127,7 +166,10 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 		dst.Trace = t
 		next.Trace = w
 	}
-	if !cfg.NoESD {
+	if esdRes != nil {
+		dst.ESD = &snapshot.ESD{Nodes: esdRes.Nodes, Weights: esdRes.Weights, Probes: esdRes.Probes, Steps: esdRes.Steps, Sigma2: ESDSigma2}
+		next.ESD = esdWarm
+	} else if !cfg.NoESD {
 		if budget < esdCost {
 			return nil, cost, errors.Join(eigenErr, fmt.Errorf("%w before the ESD (%d HVPs)", ErrBudget, cfg.MaxHVPs))
 		}
@@ -146,6 +188,10 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 	}
 	return next, cost, nil
 }
+
+// sharedKrylovMaxFloats bounds the ESD basis kept for the eigen solve
+// (2 × steps × dim floats: 1 GiB here); larger models run the two apart.
+const sharedKrylovMaxFloats = 1 << 26
 
 // ESDSigma2 is the Gaussian kernel variance recorded with each ESD:
 // PyHessian's density_generate default, scaled there by the spectrum's range.

@@ -570,6 +570,9 @@ func finiteSnapshot(s *snapshot.Snapshot) bool {
 	if !finite(s.Eigenvalues...) || !finite(s.Residuals...) {
 		return false
 	}
+	if p := s.LambdaMin; p != nil && !finite(p.Value, p.Residual) {
+		return false
+	}
 	if s.Trace != nil && !finite(s.Trace.Value, s.Trace.StdErr) {
 		return false
 	}

@@ -16,7 +16,8 @@ import (
 type Fields uint8
 
 const (
-	// WithTrace decodes the trace, block traces included.
+	// WithTrace decodes the trace, block traces included, and the
+	// per-block λ1.
 	WithTrace Fields = 1 << iota
 	// WithESD decodes the spectral density's quadrature.
 	WithESD

@@ -10,19 +10,25 @@ import (
 
 func TestScanFields(t *testing.T) {
 	s, _ := newStore(t)
+	withBlocks := func(step int64) snapshot.Snapshot {
+		sn := fullSnapshot("r", step)
+		sn.BlockMass = []snapshot.BlockValue{{Name: "fc1.weight", Value: 0.75}}
+		sn.BlockLambda1 = []snapshot.BlockValue{{Name: "fc1.weight", Value: 9, Residual: 1e-6}}
+		return sn
+	}
 	for step := range int64(5) {
-		if err := s.PutSnapshot(fullSnapshot("r", step)); err != nil {
+		if err := s.PutSnapshot(withBlocks(step)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	full := fullSnapshot("r", 3)
+	full := withBlocks(3)
 	for _, c := range []struct {
 		f    Fields
 		want func(*snapshot.Snapshot)
 	}{
-		{Headers, func(s *snapshot.Snapshot) { s.Eigenvectors, s.Trace, s.ESD = nil, nil, nil }},
+		{Headers, func(s *snapshot.Snapshot) { s.Eigenvectors, s.Trace, s.ESD, s.BlockLambda1 = nil, nil, nil, nil }},
 		{WithTrace, func(s *snapshot.Snapshot) { s.Eigenvectors, s.ESD = nil, nil }},
-		{WithESD, func(s *snapshot.Snapshot) { s.Eigenvectors, s.Trace = nil, nil }},
+		{WithESD, func(s *snapshot.Snapshot) { s.Eigenvectors, s.Trace, s.BlockLambda1 = nil, nil, nil }},
 		{WithTrace | WithESD, func(s *snapshot.Snapshot) { s.Eigenvectors = nil }},
 		{AllFields, func(*snapshot.Snapshot) {}},
 	} {

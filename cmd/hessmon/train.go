@@ -14,7 +14,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
 	"github.com/hessmon/hessmon/estimators"
@@ -158,7 +157,8 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return trainDistributed(ctx, e, trainOpts{model: mf, opt: of, mon: monf, db: *db, run: *runID, listen: *listen,
 			logLevel: *logLevel, progress: *progress, explicit: setFlags(fs)}, newComm)
 	}
-	log, err := logger(e.stderr, *logLevel)
+	con := newConsole(e.stderr)
+	log, err := logger(con.logs(), *logLevel)
 	if err != nil {
 		return err
 	}
@@ -218,7 +218,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 			return err
 		}
 		go func() { srvDone <- metrics.ServeListener(srvCtx, ln, h) }()
-		log.Info("serving", "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
+		log.Info("serving", "page", pageURL(ln), "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
 	} else {
 		srvDone <- nil
 	}
@@ -227,7 +227,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	log.Info("training", "run", *runID, "model", net.String(), "params", net.Dim(), "data", describeData(train),
 		"optimizer", opt.Name(), "lr", of.lr, "steps", steps, "probe_every", cfg.Every, "probe_batch", probeBatch.Len(), "db", *db)
 
-	bar := progressBar(e, *progress, steps)
+	bar := con.progressBar(*progress, steps)
 	var lastSnap snapshot.Snapshot
 	hooks := []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probeBatch, Mode: bnMode, Logger: log})}
 	hooks = append(hooks, func(_ context.Context, info trainer.StepInfo) error {
@@ -302,16 +302,6 @@ func putRun(st *store.Store, meta snapshot.Run, log *slog.Logger) error {
 		log.Info("resuming run", "run", meta.ID)
 	}
 	return st.PutRun(meta)
-}
-
-// progressBar returns the training progress bar that --progress asks for
-// (auto: on a terminal), or nil.
-func progressBar(e *env, mode string, steps int64) *progressbar.ProgressBar {
-	if mode != "on" && (mode != "auto" || !isTerminal(e.stderr)) {
-		return nil
-	}
-	return progressbar.NewOptions64(steps, progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("training"),
-		progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
 }
 
 // printSummaryTail ends a training summary: the last probe's λ1 and trace,

@@ -348,6 +348,39 @@ type JSONSnapshot struct {
 	Trace              *JSONTrace `json:"trace,omitempty"`
 	ESD                *JSONESD   `json:"esd,omitempty"`
 	Seconds            Float      `json:"seconds"`
+
+	LambdaMin             *JSONEigenpair   `json:"lambda_min,omitempty"`
+	PreconditionedLambda1 *JSONEigenpair   `json:"preconditioned_lambda1,omitempty"`
+	BlockMass             []JSONBlockValue `json:"block_mass,omitempty"`
+	BlockLambda1          []JSONBlockValue `json:"block_lambda1,omitempty"`
+}
+
+// JSONEigenpair is snapshot.Eigenpair with NaN-safe floats.
+type JSONEigenpair struct {
+	Value    Float `json:"value"`
+	Residual Float `json:"residual"`
+}
+
+// JSONBlockValue is snapshot.BlockValue with NaN-safe floats.
+type JSONBlockValue struct {
+	Name     string `json:"name"`
+	Value    Float  `json:"value"`
+	Residual Float  `json:"residual,omitempty"`
+}
+
+func jsonPair(p *snapshot.Eigenpair) *JSONEigenpair {
+	if p == nil {
+		return nil
+	}
+	return &JSONEigenpair{Value: Float(p.Value), Residual: Float(p.Residual)}
+}
+
+func jsonBlocks(bs []snapshot.BlockValue) []JSONBlockValue {
+	var out []JSONBlockValue
+	for _, b := range bs {
+		out = append(out, JSONBlockValue{Name: b.Name, Value: Float(b.Value), Residual: Float(b.Residual)})
+	}
+	return out
 }
 
 // JSONTrace is snapshot.Trace with NaN-safe floats.
@@ -385,6 +418,11 @@ func NewJSONSnapshot(s snapshot.Snapshot) JSONSnapshot {
 		Eigenvalues:        floats(s.Eigenvalues),
 		Residuals:          floats(s.Residuals),
 		Seconds:            Float(s.Seconds),
+
+		LambdaMin:             jsonPair(s.LambdaMin),
+		PreconditionedLambda1: jsonPair(s.PreconditionedLambda1),
+		BlockMass:             jsonBlocks(s.BlockMass),
+		BlockLambda1:          jsonBlocks(s.BlockLambda1),
 	}
 	for _, v := range s.Eigenvectors {
 		j.Eigenvectors = append(j.Eigenvectors, floats(v))

@@ -32,6 +32,22 @@ type Snapshot struct {
 	Residuals    []float64   `json:"residuals,omitempty"`
 	Eigenvectors [][]float64 `json:"eigenvectors,omitempty"`
 
+	// LambdaMin is the smallest eigenvalue with its residual, from the same
+	// Krylov space as the top-k: the other end of the spectrum, where a
+	// diverging run shows its negative curvature.
+	LambdaMin *Eigenpair `json:"lambda_min,omitempty"`
+	// PreconditionedLambda1 is λ1(P⁻¹H) for an adaptive optimiser with
+	// diagonal preconditioner P (Adam's), the sharpness its
+	// edge-of-stability threshold refers to (Cohen et al. 2022).
+	PreconditionedLambda1 *Eigenpair `json:"preconditioned_lambda1,omitempty"`
+	// BlockMass is ‖v1[b]‖² for each parameter block b: how the top
+	// eigenvector's mass splits over the layers (it sums to 1 over a
+	// partition).
+	BlockMass []BlockValue `json:"block_mass,omitempty"`
+	// BlockLambda1 is λ1 of each diagonal block H_bb (layer-wise
+	// sharpness), with residuals; probed every few probes, when asked for.
+	BlockLambda1 []BlockValue `json:"block_lambda1,omitempty"`
+
 	Trace *Trace `json:"trace,omitempty"`
 	ESD   *ESD   `json:"esd,omitempty"`
 
@@ -76,6 +92,20 @@ const (
 // Failures lists every failure reason, in a fixed order.
 func Failures() []Failure {
 	return []Failure{FailNaN, FailPanic, FailTimeout, FailBudget, FailError}
+}
+
+// Eigenpair is an eigenvalue with its certificate ‖Hv−λv‖ (‖v‖ = 1).
+type Eigenpair struct {
+	Value    float64 `json:"value"`
+	Residual float64 `json:"residual"`
+}
+
+// BlockValue is a per-block quantity: the name of a parameter block, its
+// value and, where it has one, its certificate (a residual; 0 if none).
+type BlockValue struct {
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Residual float64 `json:"residual,omitempty"`
 }
 
 // Trace is a stochastic trace estimate with its certificate.
