@@ -93,9 +93,6 @@ type Options struct {
 	// NoSync skips the fsync on each commit. Faster, but a crash can lose
 	// snapshots whose Put returned: for tests and benchmarks only.
 	NoSync bool
-
-	// pieceBytes overrides the warm state's piece size (tests).
-	pieceBytes int
 }
 
 // growBytes is how much the file grows when bbolt needs room (bbolt's
@@ -118,8 +115,7 @@ type Store struct {
 	db   *bolt.DB
 	path string
 	// warmMu serialises PutWarm, whose chunks span transactions.
-	warmMu     sync.Mutex
-	pieceBytes int
+	warmMu sync.Mutex
 	// afterBatch, if set, runs after each but the last batch of a
 	// PutWarm; an error stops the save there, as a crash would (tests).
 	afterBatch func() error
@@ -151,7 +147,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	db.AllocSize = growBytes
-	s := &Store{db: db, path: path, pieceBytes: opts.pieceBytes}
+	s := &Store{db: db, path: path}
 	err = s.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {

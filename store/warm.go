@@ -176,10 +176,7 @@ func (s *Store) PutWarm(run string, b []byte) error {
 	}
 	s.warmMu.Lock()
 	defer s.warmMu.Unlock()
-	pb := s.pieceBytes
-	if pb == 0 {
-		pb = pieceBytes(s.db.Info().PageSize)
-	}
+	pb := pieceBytes(s.db.Info().PageSize)
 	pieces, ok := pieceCount(uint64(len(b)), pb)
 	if !ok {
 		return fmt.Errorf("store: warm state of %d bytes is too large", len(b))
