@@ -177,6 +177,17 @@ func (sp *subspace) pair(x, hx []float64, j int) float64 {
 	return math.Sqrt(ss)
 }
 
+// invariant reports whether H maps the basis into itself to working
+// precision: ‖HS − S(SᵀHS)‖_F ≤ breakRel·‖H‖est·√m.
+func (sp *subspace) invariant() bool {
+	m, n := sp.m, sp.n
+	r := slices.Clone(sp.hs[:m*n])
+	s := blas64.General{Rows: m, Cols: n, Stride: n, Data: sp.s[:m*n]}
+	g := blas64.General{Rows: m, Cols: m, Stride: m, Data: sp.g}
+	blas64.Gemm(blas.NoTrans, blas.NoTrans, -1, g, s, 1, blas64.General{Rows: m, Cols: n, Stride: n, Data: r})
+	return floats.Norm(r, 2) <= breakRel*math.Max(sp.normEst, math.SmallestNonzeroFloat64)*math.Sqrt(float64(m))*10
+}
+
 // restart replaces the basis by the Ritz vectors keep (with their
 // products), which are orthonormal: no HVPs.
 func (sp *subspace) restart(keep []int) {
@@ -211,9 +222,14 @@ type refineResult struct {
 // wanted pairs (plus a few) when it would exceed maxBasis.
 //
 // With minTol > 0 the smallest Ritz pair is refined too, to minTol·‖H‖est.
-func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol float64, maxHVPs, maxBasis int) (refineResult, error) {
+//
+// With giveUp > 0 it returns unconverged after the first Rayleigh–Ritz when
+// a wanted residual exceeds giveUp·tol·‖H‖est: the vectors moved too far for
+// corrections one at a time, and Lanczos does better.
+func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol float64, maxHVPs, maxBasis int, giveUp float64) (refineResult, error) {
 	var res refineResult
 	round := 0
+	randomised := false
 	for {
 		if err := sp.rr(); err != nil {
 			return res, err
@@ -241,7 +257,32 @@ func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol 
 		res.min = sp.theta[0]
 		refineMin := minTol > 0 && res.minResidual > minTol*sp.normEst && !contains(wanted, 0)
 		if len(open) == 0 && !refineMin {
+			// An invariant basis (a Krylov space that closed, as for a
+			// low-rank H) sees a repeated eigenvalue once: the wanted pairs
+			// are eigenpairs but maybe not the wanted ones. Random
+			// directions reopen it, once.
+			if !randomised && sp.m < sp.n && sp.invariant() {
+				randomised = true
+				added := 0
+				for range min(k, sp.n-sp.m) {
+					x := make([]float64, sp.n)
+					gaussian(x, sp.rng)
+					ok, err := sp.add(ctx, x, nil)
+					if err != nil {
+						return res, err
+					}
+					if ok {
+						added++
+					}
+				}
+				if added > 0 {
+					continue
+				}
+			}
 			res.converged = true
+			return res, nil
+		}
+		if giveUp > 0 && round == 0 && slices.ContainsFunc(open, func(i int) bool { return res.residuals[i] > giveUp*lim }) {
 			return res, nil
 		}
 		dirs := len(open)

@@ -550,10 +550,12 @@ func SharpnessThreshold(optimizer snapshot.Optimizer, lr, beta1 float64) float64
 	}
 }
 
+// setSharpness sets the threshold and the ratio of the sharpness it refers
+// to: λ1(P⁻¹H) for an adaptive optimiser (when probed), λ1 otherwise.
 func setSharpness(s *snapshot.Snapshot) {
 	s.SharpnessThreshold = SharpnessThreshold(s.Optimizer, s.LearningRate, s.Beta1)
-	if l1, ok := s.Lambda1(); ok && s.SharpnessThreshold > 0 {
-		s.SharpnessRatio = l1 / s.SharpnessThreshold
+	if l, ok := s.SharpnessLambda(); ok && s.SharpnessThreshold > 0 {
+		s.SharpnessRatio = l / s.SharpnessThreshold
 	}
 }
 

@@ -178,15 +178,16 @@ func (f field) blockValue() (snapshot.BlockValue, error) {
 // input yields an error wrapping ErrCorrupt.
 func DecodeSnapshot(b []byte) (snapshot.Snapshot, error) {
 	var s snapshot.Snapshot
-	if err := decodeSnapshot(&s, b, false); err != nil {
+	if err := decodeSnapshot(&s, b, AllFields); err != nil {
 		return snapshot.Snapshot{}, err
 	}
 	return s, nil
 }
 
-// decodeSnapshot decodes b into s. With light set it skips the bulky fields
-// (eigenvectors, trace, ESD) that run summaries do not need.
-func decodeSnapshot(s *snapshot.Snapshot, b []byte, light bool) error {
+// decodeSnapshot decodes b into s, skipping the bulky fields (eigenvectors,
+// trace, ESD) that want leaves out: skipped fields are framed but not decoded,
+// nor are their pages touched.
+func decodeSnapshot(s *snapshot.Snapshot, b []byte, want Fields) error {
 	if len(b) == 0 {
 		return fmt.Errorf("%w: empty snapshot record", ErrCorrupt)
 	}
@@ -226,18 +227,18 @@ func decodeSnapshot(s *snapshot.Snapshot, b []byte, light bool) error {
 		case 11:
 			s.Residuals, err = f.floats()
 		case 12:
-			if !light {
+			if want&WithVectors != 0 {
 				var v []float64
 				if v, err = f.floats(); err == nil {
 					s.Eigenvectors = append(s.Eigenvectors, v)
 				}
 			}
 		case 13:
-			if !light {
+			if want&WithTrace != 0 {
 				s.Trace, err = f.trace()
 			}
 		case 14:
-			if !light {
+			if want&WithESD != 0 {
 				s.ESD, err = f.esd()
 			}
 		case 15:
@@ -262,7 +263,7 @@ func decodeSnapshot(s *snapshot.Snapshot, b []byte, light bool) error {
 				s.BlockMass = append(s.BlockMass, v)
 			}
 		case 23:
-			if light {
+			if want&WithTrace == 0 {
 				return nil
 			}
 			var v snapshot.BlockValue

@@ -85,14 +85,12 @@ func runIDs(runs []snapshot.RunSummary) string {
 }
 
 // loadSnapshots reads run's snapshots with from ≤ step ≤ to (to < 0: no
-// bound). Eigenvectors (Dim floats each) are dropped unless asked for, so
-// that a long run of a big model still fits in memory.
-func loadSnapshots(st *store.Store, run string, from, to int64, vectors bool) ([]snapshot.Snapshot, error) {
+// bound), decoding only the parts in f: eigenvectors (Dim floats each) are
+// not even decoded unless asked for, so that a long run of a big model
+// still reads fast and fits in memory.
+func loadSnapshots(st *store.Store, run string, from, to int64, f store.Fields) ([]snapshot.Snapshot, error) {
 	var out []snapshot.Snapshot
-	err := st.Range(run, from, to, func(s snapshot.Snapshot) error {
-		if !vectors {
-			s.Eigenvectors = nil
-		}
+	err := st.Scan(run, from, to, f, func(s snapshot.Snapshot) error {
 		out = append(out, s)
 		return nil
 	})
@@ -102,7 +100,7 @@ func loadSnapshots(st *store.Store, run string, from, to int64, vectors bool) ([
 // knownSteps lists run's steps for an "unknown step" error.
 func knownSteps(st *store.Store, run string) string {
 	var steps []string
-	_ = st.Range(run, 0, -1, func(s snapshot.Snapshot) error {
+	_ = st.Scan(run, 0, -1, store.Headers, func(s snapshot.Snapshot) error {
 		steps = append(steps, strconv.FormatInt(s.Step, 10))
 		return nil
 	})
@@ -253,7 +251,11 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		}
 		return printSnapshot(e.stdout, s)
 	}
-	snaps, err := loadSnapshots(st, sum.ID, *from, *to, false)
+	fields := store.WithTrace // the table's columns
+	if *asJSON {
+		fields |= store.WithESD
+	}
+	snaps, err := loadSnapshots(st, sum.ID, *from, *to, fields)
 	if err != nil {
 		return err
 	}
@@ -415,7 +417,11 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	snaps, err := loadSnapshots(st, sum.ID, *from, *to, *vectors && *format != "csv")
+	fields := store.WithTrace | store.WithESD
+	if *vectors && *format != "csv" {
+		fields |= store.WithVectors
+	}
+	snaps, err := loadSnapshots(st, sum.ID, *from, *to, fields)
 	if err != nil {
 		return err
 	}

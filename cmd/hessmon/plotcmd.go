@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/hessmon/hessmon/monitor/plot"
+	"github.com/hessmon/hessmon/store"
 )
 
 func runPlot(ctx context.Context, e *env, args []string) error {
@@ -92,7 +93,7 @@ func runPlot(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		snaps, err := loadSnapshots(st, sum.ID, *from, *to, false)
+		snaps, err := loadSnapshots(st, sum.ID, *from, *to, store.WithTrace|store.WithESD)
 		if err != nil {
 			return err
 		}

@@ -19,6 +19,23 @@ const (
 	SharpnessThreshold = "hessian_sharpness_threshold"    // {run}
 	Step               = "hessian_step"                   // {run}
 	ProbeHVPs          = "hessian_probe_hvps"             // {run}: HVPs spent by the last probe
+	MinEigenvalue         = "hessian_min_eigenvalue"          // {run}: λmin
+	MinEigenvalueResidual = "hessian_min_eigenvalue_residual" // {run}
+	// NegativeCurvature is |λmin|/λ1 when λmin < 0, else 0; above 1 the
+	// Hessian curves down more steeply than up (a diverging run).
+	NegativeCurvature = "hessian_negative_curvature_ratio" // {run}
+	// ESDNegativeMass is the share of the spectral density below zero
+	// (nodes below −0.1% of the largest |node|).
+	ESDNegativeMass = "hessian_esd_negative_mass" // {run}
+	// PreconditionedTopEigenvalue is λ1(P⁻¹H) of an adaptive optimiser
+	// (Adam's diagonal P): the sharpness its threshold refers to.
+	PreconditionedTopEigenvalue = "hessian_preconditioned_top_eigenvalue" // {run}
+	// EigenvectorBlockMass is ‖v1[block]‖² of the top eigenvector.
+	EigenvectorBlockMass = "hessian_eigenvector_block_mass" // {run,block}
+	// BlockTopEigenvalue is λ1 of the diagonal block H_bb (layer-wise
+	// sharpness), when probed.
+	BlockTopEigenvalue = "hessian_block_top_eigenvalue" // {run,block}
+
 	TrainingLoss       = "hessmon_training_loss"          // {run}
 	TrainingLR         = "hessmon_training_learning_rate" // {run}
 
