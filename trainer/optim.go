@@ -116,7 +116,9 @@ func (o *Adam) hyper() (b1, b2, eps float64) {
 //
 // the P for which Step is θ ← θ − η·P_t⁻¹·m_t (m_t and v_t without bias
 // correction; both corrections sit in P). It reports false before the
-// first step or when len(dst) is not the number of parameters.
+// first step or when len(dst) is not the number of parameters. With
+// WeightDecay ≠ 0 the update descends L + ½·wd·‖θ‖², whose Hessian is
+// H + wd·I: add wd to the loss Hessian for the stability analysis.
 func (o *Adam) Preconditioner(dst []float64) bool {
 	if o.t == 0 || len(dst) != len(o.v) {
 		return false
