@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	gplot "gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -21,6 +22,7 @@ import (
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
 )
@@ -71,10 +73,10 @@ type AdamRun struct {
 }
 
 // studyAdam runs full-batch Adam at each of cfg.AdamLRs.
-func studyAdam(ctx context.Context, cfg Config, data *trainer.Dataset, log *slog.Logger) ([]AdamRun, error) {
+func studyAdam(ctx context.Context, cfg Config, data *trainer.Dataset, st *store.Store, log *slog.Logger) ([]AdamRun, error) {
 	var runs []AdamRun
 	for _, lr := range cfg.AdamLRs {
-		r, err := runAdam(ctx, cfg, lr, data, log)
+		r, err := runAdam(ctx, cfg, lr, data, st, log)
 		if err != nil {
 			return runs, fmt.Errorf("Adam η = %g: %w", lr, err)
 		}
@@ -89,13 +91,21 @@ func eigenOpts(seed uint64) estimators.EigenOptions {
 	return estimators.EigenOptions{K: 1, Tol: 1e-5, MaxHVPs: 400, WarmMaxHVPs: 60, Seed: seed}
 }
 
-func runAdam(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset, log *slog.Logger) (AdamRun, error) {
+func adamRunID(lr float64) string { return "eos-adam-lr" + strconv.FormatFloat(lr, 'g', -1, 64) }
+
+func runAdam(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset, st *store.Store, log *slog.Logger) (AdamRun, error) {
 	sizes := append(append([]int{data.Shape.Size()}, cfg.Hidden...), data.Classes)
 	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: sizes, Activation: trainer.Tanh}, cfg.Seed)
 	if err != nil {
 		return AdamRun{}, err
 	}
 	r := AdamRun{LR: lr, Threshold: monitor.SharpnessThreshold(snapshot.Adam, lr, AdamBeta1)}
+	id := adamRunID(lr)
+	if err := st.PutRun(snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.Adam, Started: time.Now().UTC(),
+		Config: map[string]string{"lr": strconv.FormatFloat(lr, 'g', -1, 64), "beta1": strconv.FormatFloat(AdamBeta1, 'g', -1, 64),
+			"batch": "full", "images": strconv.Itoa(data.Len()), "loss": OneHotMSE{}.Name(), "seed": strconv.FormatUint(cfg.Seed, 10)}}); err != nil {
+		return r, err
+	}
 	full := data.Head(0)
 	opt := &trainer.Adam{LR: lr, B1: AdamBeta1}
 	p := make([]float64, net.Dim())
@@ -135,6 +145,15 @@ func runAdam(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset,
 		warmRaw = wr
 		pr.Raw, pr.RawResidual, pr.RawHVPs, pr.RawConverg = rr.Values[0], rr.Residuals[0], rr.HVPs, err == nil
 		r.Probes = append(r.Probes, pr)
+		// The store gets the snapshot a monitor would write for an Adam
+		// run: raw λ1 as the eigenvalue, λ1(P⁻¹H) as the sharpness.
+		if err := st.PutSnapshot(snapshot.Snapshot{Run: id, Step: info.Step, Time: time.Now().UTC(), Loss: h.Loss(), LearningRate: lr,
+			Optimizer: snapshot.Adam, Beta1: AdamBeta1, SharpnessThreshold: r.Threshold, SharpnessRatio: pr.Precond / r.Threshold,
+			Eigenvalues: []float64{pr.Raw}, Residuals: []float64{pr.RawResidual},
+			PreconditionedLambda1: &snapshot.Eigenpair{Value: pr.Precond, Residual: pr.PrecondResidual},
+			HVPs:                  pr.PrecondHVPs + pr.RawHVPs, Warm: pr.PrecondWarm}); err != nil {
+			return err
+		}
 		log.Info("adam probe", "lr", lr, "step", info.Step, "precond", pr.Precond, "ratio", pr.Precond/r.Threshold,
 			"raw", pr.Raw, "hvps", pr.PrecondHVPs+pr.RawHVPs, "loss", info.Loss)
 		return nil

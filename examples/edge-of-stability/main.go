@@ -197,7 +197,7 @@ func Study(ctx context.Context, cfg Config, train *trainer.Dataset, st *store.St
 		}
 		res.Runs = append(res.Runs, r)
 	}
-	if res.AdamRuns, err = studyAdam(ctx, cfg, data, log); err != nil {
+	if res.AdamRuns, err = studyAdam(ctx, cfg, data, st, log); err != nil {
 		return res, err
 	}
 	return res, nil

@@ -222,6 +222,18 @@ func TestAdamStudy(t *testing.T) {
 	if run.FinalLoss >= run.Losses[0] {
 		t.Errorf("loss went from %g to %g", run.Losses[0], run.FinalLoss)
 	}
+	st, err := store.OpenReadOnly(filepath.Join(dir, "eos.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sns, err := st.Snapshots(adamRunID(run.LR), 0, -1)
+	st.Close()
+	if err != nil || len(sns) != len(run.Probes) {
+		t.Fatalf("%d stored snapshots (%v), want %d", len(sns), err, len(run.Probes))
+	}
+	if l, ok := sns[len(sns)-1].Lambda1(); !ok || l != run.Probes[len(run.Probes)-1].Raw || sns[0].PreconditionedLambda1.Value != run.Probes[0].Precond {
+		t.Errorf("stored snapshots do not hold the probes: %+v", sns[0])
+	}
 	lines := strings.Split(strings.TrimSpace(res.AdamTable()), "\n")
 	if len(lines) != 3 || strings.Count(lines[0], "|") != strings.Count(lines[2], "|") {
 		t.Errorf("bad table:\n%s", res.AdamTable())
