@@ -2,6 +2,7 @@ package hvp_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"regexp"
 	"testing"
@@ -124,5 +125,60 @@ func TestRestrictedEmbedsAndValidates(t *testing.T) {
 	}
 	if err := b.Apply(dst[:2], []float64{1, 1, 1}); err == nil {
 		t.Error("wrong length accepted")
+	}
+}
+
+// TestWrappersConcurrent: the wrappers' pooled buffers keep concurrent
+// Apply calls apart (run with -race).
+func TestWrappersConcurrent(t *testing.T) {
+	const n = 30
+	s := mat.NewSymDense(n, nil)
+	for i := range n {
+		for j := i; j < n; j++ {
+			s.SetSym(i, j, math.Cos(float64(i*n+j)))
+		}
+	}
+	d := make([]float64, n)
+	for i := range d {
+		d[i] = 1 + float64(i)/n
+	}
+	pre, _ := hvp.NewPreconditioned(hvp.NewDense(s), d)
+	res, _ := hvp.NewRestricted(hvp.NewDense(s), []hvp.Range{{Offset: 20, Len: 10}, {Offset: 0, Len: 5}})
+	for _, op := range []hvp.Operator{pre, res} {
+		m := op.Dim()
+		want := make([][]float64, 8)
+		for g := range want {
+			v := make([]float64, m)
+			v[g%m] = 1
+			want[g] = make([]float64, m)
+			if err := op.Apply(want[g], v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		errs := make(chan error, len(want))
+		for g := range want {
+			go func() {
+				v, dst := make([]float64, m), make([]float64, m)
+				v[g%m] = 1
+				for range 200 {
+					if err := op.Apply(dst, v); err != nil {
+						errs <- err
+						return
+					}
+					for i := range dst {
+						if dst[i] != want[g][i] {
+							errs <- fmt.Errorf("goroutine %d: concurrent product differs at %d", g, i)
+							return
+						}
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range want {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
 	}
 }
