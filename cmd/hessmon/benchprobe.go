@@ -126,7 +126,7 @@ func benchProbe(ctx context.Context, e *env, args []string) error {
 			var s snapshot.Snapshot
 			cold := sd.cfg.ColdEvery > 0 && !sd.cfg.NoColdRestarts && sd.probes > 0 && sd.probes%sd.cfg.ColdEvery == 0
 			start := time.Now()
-			next, cost, err := monitor.Analyze(ctx, &s, op, sd.cfg, blocks, sd.warm, cold)
+			next, cost, err := monitor.Analyze(ctx, &s, op, sd.cfg, monitor.Inputs{Blocks: blocks, Warm: sd.warm, Cold: cold})
 			sd.seconds += time.Since(start).Seconds()
 			sd.probes++
 			if err != nil {
