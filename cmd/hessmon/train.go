@@ -322,6 +322,12 @@ func printSummaryTail(w io.Writer, last snapshot.Snapshot, db, run string) {
 	if l1, ok := last.Lambda1(); ok {
 		fmt.Fprintf(w, "last probe (step %d): λ1 = %.5g (residual %.2g), sharpness ratio λ1/threshold = %.3f",
 			last.Step, l1, last.Residuals[0], last.SharpnessRatio)
+		if last.LambdaMin != nil {
+			fmt.Fprintf(w, ", λmin = %.5g", last.LambdaMin.Value)
+			if r, ok := last.NegativeCurvatureRatio(); ok && r > 1 {
+				fmt.Fprintf(w, " (|λmin|/λ1 = %.3g: negative curvature dominates)", r)
+			}
+		}
 		if last.Trace != nil {
 			fmt.Fprintf(w, ", trace = %.5g ± %.2g", last.Trace.Value, last.Trace.StdErr)
 		}
@@ -337,6 +343,12 @@ func logSnapshot(log *slog.Logger, s snapshot.Snapshot) {
 	attrs := []any{"step", s.Step, "loss", fmt.Sprintf("%.4f", s.Loss), "hvps", s.HVPs, "seconds", fmt.Sprintf("%.2f", s.Seconds), "warm", s.Warm}
 	if l1, ok := s.Lambda1(); ok {
 		attrs = append(attrs, "lambda1", fmt.Sprintf("%.5g", l1), "sharpness_ratio", fmt.Sprintf("%.3f", s.SharpnessRatio))
+	}
+	if s.LambdaMin != nil {
+		attrs = append(attrs, "lambda_min", fmt.Sprintf("%.4g", s.LambdaMin.Value))
+	}
+	if p := s.PreconditionedLambda1; p != nil {
+		attrs = append(attrs, "preconditioned_lambda1", fmt.Sprintf("%.5g", p.Value))
 	}
 	if s.Trace != nil {
 		attrs = append(attrs, "trace", fmt.Sprintf("%.4g±%.2g", s.Trace.Value, s.Trace.StdErr))

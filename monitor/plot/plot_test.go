@@ -48,7 +48,7 @@ func testSeries(label string, scale float64) Series {
 			}},
 			ESD:  spectrumESD([]float64{-0.05 * l1, 0, 0, 0, 0.01, 0.1 * l1, 0.5 * l1, l1}),
 			HVPs: 100, Seconds: 0.5, Warm: i > 0,
-			LambdaMin: &snapshot.Eigenpair{Value: -0.05 * l1, Residual: 1e-4},
+			LambdaMin:    &snapshot.Eigenpair{Value: -0.05 * l1, Residual: 1e-4},
 			BlockLambda1: []snapshot.BlockValue{{Name: "fc1.weight", Value: 0.8 * l1, Residual: 1e-5}, {Name: "fc2.weight", Value: 0.5 * l1, Residual: 1e-5}},
 		}
 		if step == 50 {
