@@ -277,6 +277,11 @@ func traceFigure(series []Series, opt Options) (*Figure, error) {
 			continue
 		}
 		c := colour(si)
+		// A long run has more probes than the figure has pixel columns:
+		// drawing each one costs seconds and shows nothing more. Keep each
+		// bucket's extremes, so spikes survive.
+		full := len(mid)
+		mid, band, lower = thin(mid, maxDrawn), thin(band, maxDrawn), thin(lower, maxDrawn)
 		slices.Reverse(lower)
 		band = append(band, lower...)
 		poly, err := plotter.NewPolygon(band)
@@ -290,11 +295,14 @@ func traceFigure(series []Series, opt Options) (*Figure, error) {
 		if err != nil {
 			return nil, err
 		}
-		d, err := dots(mid, c)
-		if err != nil {
-			return nil, err
+		p.Add(poly, l)
+		if full <= maxDots {
+			d, err := dots(mid, c)
+			if err != nil {
+				return nil, err
+			}
+			p.Add(d)
 		}
-		p.Add(poly, l, d)
 		leg.Add(legendText(label(series, s, "tr(H)")), l)
 		leg.Add(legendText(label(series, s, "± 1 stderr")), poly)
 		drawn = true
@@ -303,6 +311,45 @@ func traceFigure(series []Series, opt Options) (*Figure, error) {
 		return nil, fmt.Errorf("%w: no snapshot holds a trace", ErrNoData)
 	}
 	return &Figure{panels: []panel{{p: p, legend: leg}}}, nil
+}
+
+// maxDrawn bounds the points of one drawn line (two per bucket of thin;
+// about one bucket per two pixel columns of the default 900-px figure, since
+// freetype's rasterizer slows down with every crossing segment),
+// maxDots the probes that still get a dot each.
+const (
+	maxDrawn = 800
+	maxDots  = 500
+)
+
+// thin returns pts (in X order) reduced to at most about limit points: per
+// bucket of consecutive points the lowest and the highest, in X order.
+func thin(pts plotter.XYs, limit int) plotter.XYs {
+	if len(pts) <= limit || limit < 2 {
+		return pts
+	}
+	buckets := limit / 2
+	out := make(plotter.XYs, 0, 2*buckets)
+	for b := range buckets {
+		lo, hi := b*len(pts)/buckets, (b+1)*len(pts)/buckets
+		if lo >= hi {
+			continue
+		}
+		iMin, iMax := lo, lo
+		for i := lo; i < hi; i++ {
+			if pts[i].Y < pts[iMin].Y {
+				iMin = i
+			}
+			if pts[i].Y > pts[iMax].Y {
+				iMax = i
+			}
+		}
+		out = append(out, pts[min(iMin, iMax)])
+		if iMin != iMax {
+			out = append(out, pts[max(iMin, iMax)])
+		}
+	}
+	return out
 }
 
 // esdResult rebuilds the estimator's view of a stored ESD, or false when

@@ -3,6 +3,7 @@ package plot
 import (
 	"bytes"
 	"errors"
+	"gonum.org/v1/plot/plotter"
 	"image"
 	"image/png"
 	"math"
@@ -364,5 +365,32 @@ func TestThresholdScale(t *testing.T) {
 		if got := p.Y.Max >= 2/c.lr; got != c.visible {
 			t.Errorf("lr %g: y-axis ends at %g, threshold %g visible = %v, want %v", c.lr, p.Y.Max, 2/c.lr, got, c.visible)
 		}
+	}
+}
+
+// TestThinKeepsExtremes: a long series is cut to the limit, keeps its first
+// and last points' buckets and every bucket's extremes (a spike survives).
+func TestThinKeepsExtremes(t *testing.T) {
+	var pts plotter.XYs
+	for i := range 10000 {
+		pts = append(pts, plotter.XY{X: float64(i), Y: math.Sin(float64(i) / 100)})
+	}
+	pts[4321].Y = 50 // a spike
+	got := thin(pts, 1000)
+	if len(got) > 1000 || len(got) < 500 {
+		t.Fatalf("%d points", len(got))
+	}
+	spike := false
+	for i, p := range got {
+		if i > 0 && p.X <= got[i-1].X {
+			t.Fatalf("not in X order at %d", i)
+		}
+		spike = spike || p.Y == 50
+	}
+	if !spike {
+		t.Error("the spike was thinned away")
+	}
+	if short := thin(pts[:10], 1000); len(short) != 10 {
+		t.Errorf("a short series was thinned to %d", len(short))
 	}
 }
