@@ -115,6 +115,7 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 		"Certificate of each eigenvalue: the residual norm of its Ritz pair. Small residuals mean converged eigenvalues.",
 		"none", 12, 9,
 		target{run(metrics.EigenvalueResidual), "rank {{" + metrics.LabelRank + "}}"},
+		target{run(metrics.MinEigenvalueResidual), "λmin"},
 	).ScaleDistribution(common.NewScaleDistributionConfigBuilder().Type(common.ScaleDistributionLog).Log(10))
 
 	lmin := run(metrics.MinEigenvalue)

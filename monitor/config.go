@@ -47,6 +47,13 @@ type Config struct {
 	// Both exist to measure what the defaults save (hessmon bench probe).
 	SeparateESD, WarmKrylovSchur bool
 
+	// BlockEigenEvery, when > 0, adds λ1 of each diagonal Hessian block
+	// (layer-wise sharpness) every so many probes; each costs a small
+	// eigen solve of full HVPs. BlockGroups merge blocks by name first
+	// (e.g. all attention projections), unmatched blocks stay alone.
+	BlockEigenEvery int
+	BlockGroups     []estimators.GroupRule
+
 	// NoTrace switches the trace (and the per-block traces) off.
 	NoTrace bool
 	// TraceRelTol is the target relative standard error (default 0.05).
@@ -148,6 +155,7 @@ func (c Config) validate() error {
 	neg("EigenMaxHVPs", c.EigenMaxHVPs < 0)
 	neg("ColdEvery", c.ColdEvery < 0)
 	neg("LambdaMinTol", c.LambdaMinTol < 0)
+	neg("BlockEigenEvery", c.BlockEigenEvery < 0)
 	neg("TraceRelTol", c.TraceRelTol < 0)
 	neg("TraceMaxHVPs", c.TraceMaxHVPs < 0)
 	neg("ESDProbes", c.ESDProbes < 0)

@@ -184,7 +184,7 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 		Seed:    mf.seed,
 	}
 	var sn snapshot.Snapshot
-	_, cost, err := monitor.Analyze(ctx, &sn, op, cfg, hessian.Blocks(net), nil, false)
+	_, cost, err := monitor.Analyze(ctx, &sn, op, cfg, monitor.Inputs{Blocks: hessian.Blocks(net)})
 	if err != nil && !errors.Is(err, estimators.ErrNotConverged) {
 		return fmt.Errorf("analysis: %w", err)
 	}

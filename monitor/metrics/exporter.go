@@ -92,9 +92,9 @@ type runState struct {
 	hasPrecond            bool
 	precond               float64
 	mass, blockEig        []snapshot.BlockValue
-	trainStep        int64
-	loss, lr         float64
-	hasLoss, hasLR   bool
+	trainStep             int64
+	loss, lr              float64
+	hasLoss, hasLR        bool
 }
 
 // NewExporter returns an exporter with no runs yet.

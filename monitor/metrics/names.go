@@ -9,16 +9,16 @@ import "github.com/hessmon/hessmon/monitor/snapshot"
 
 // Metric names. Gauges describe the latest snapshot of each run.
 const (
-	TopEigenvalue      = "hessian_top_eigenvalue"         // {run,rank}
-	EigenvalueResidual = "hessian_eigenvalue_residual"    // {run,rank}
-	Trace              = "hessian_trace"                  // {run}
-	TraceStdErr        = "hessian_trace_stderr"           // {run}
-	BlockTrace         = "hessian_block_trace"            // {run,block}
-	ESDCumulative      = "hessian_esd_cumulative"         // {run,le}
-	SharpnessRatio     = "hessian_sharpness_ratio"        // {run}
-	SharpnessThreshold = "hessian_sharpness_threshold"    // {run}
-	Step               = "hessian_step"                   // {run}
-	ProbeHVPs          = "hessian_probe_hvps"             // {run}: HVPs spent by the last probe
+	TopEigenvalue         = "hessian_top_eigenvalue"          // {run,rank}
+	EigenvalueResidual    = "hessian_eigenvalue_residual"     // {run,rank}
+	Trace                 = "hessian_trace"                   // {run}
+	TraceStdErr           = "hessian_trace_stderr"            // {run}
+	BlockTrace            = "hessian_block_trace"             // {run,block}
+	ESDCumulative         = "hessian_esd_cumulative"          // {run,le}
+	SharpnessRatio        = "hessian_sharpness_ratio"         // {run}
+	SharpnessThreshold    = "hessian_sharpness_threshold"     // {run}
+	Step                  = "hessian_step"                    // {run}
+	ProbeHVPs             = "hessian_probe_hvps"              // {run}: HVPs spent by the last probe
 	MinEigenvalue         = "hessian_min_eigenvalue"          // {run}: λmin
 	MinEigenvalueResidual = "hessian_min_eigenvalue_residual" // {run}
 	// NegativeCurvature is |λmin|/λ1 when λmin < 0, else 0; above 1 the
@@ -36,8 +36,8 @@ const (
 	// sharpness), when probed.
 	BlockTopEigenvalue = "hessian_block_top_eigenvalue" // {run,block}
 
-	TrainingLoss       = "hessmon_training_loss"          // {run}
-	TrainingLR         = "hessmon_training_learning_rate" // {run}
+	TrainingLoss = "hessmon_training_loss"          // {run}
+	TrainingLR   = "hessmon_training_learning_rate" // {run}
 
 	ProbeDuration = "hessmon_probe_duration_seconds" // histogram {run}
 	HVPTotal      = "hessmon_hvp_total"              // counter {run}

@@ -169,7 +169,7 @@ func TestHookProbesTheLoopsOwnLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		var s snapshot.Snapshot
-		if _, _, err := monitor.Analyze(context.Background(), &s, op, monitor.Config{TopK: 1, EigenTol: 1e-10, MaxHVPs: 2000, NoTrace: true, NoESD: true}, nil, nil, false); err != nil {
+		if _, _, err := monitor.Analyze(context.Background(), &s, op, monitor.Config{TopK: 1, EigenTol: 1e-10, MaxHVPs: 2000, NoTrace: true, NoESD: true}, monitor.Inputs{}); err != nil {
 			t.Fatal(err)
 		}
 		return s.Eigenvalues[0]
