@@ -10,9 +10,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/hvp"
+	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // tiny is the study at test size: seconds, not minutes, even under -race.
@@ -288,5 +292,93 @@ func TestAdamSummarise(t *testing.T) {
 	r.summarise()
 	if !r.AtEdge() {
 		t.Errorf("not AtEdge with every late probe within ±20%%: %+v", r)
+	}
+}
+
+// TestMonitorAgreesOnAdam runs full-batch Adam with both the monitor
+// (hessian.Hook, which hands Adam's P to the monitor) and a hook that
+// computes λ1(P⁻¹H) directly as the Adam study does, at the same steps on
+// the same parameters: the monitor's preconditioned λ1 and its sharpness
+// ratio against 38/η must agree with the direct values to within the two
+// residuals.
+func TestMonitorAgreesOnAdam(t *testing.T) {
+	train, _, err := trainer.LoadMNIST("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := train.Subset(0, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = data.Flat()
+	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{784, 16, 10}, Activation: trainer.Tanh}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(t.TempDir(), "m.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const lr, every = 2e-3, 10
+	mon, err := monitor.New("adam", monitor.Config{Every: every, TopK: 1, EigenTol: 1e-9, NoTrace: true, NoESD: true, MaxHVPs: 2000, Seed: 1},
+		monitor.WithSink(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := data.Head(0)
+	opt := &trainer.Adam{LR: lr, B1: AdamBeta1}
+	direct := map[int64]estimators.EigenResult{}
+	p := make([]float64, net.Dim())
+	own := func(ctx context.Context, info trainer.StepInfo) error {
+		if info.Step%every != 0 {
+			return nil
+		}
+		h, err := hessian.NewExact(info.Model, full, OneHotMSE{}, trainer.ModeEval)
+		if err != nil {
+			return err
+		}
+		if !opt.Preconditioner(p) {
+			t.Fatal("no preconditioner")
+		}
+		pre, err := hvp.NewInversePreconditioned(h, p)
+		if err != nil {
+			return err
+		}
+		res, _, err := estimators.TopEigen(ctx, pre, estimators.EigenOptions{K: 1, Tol: 1e-9, MaxHVPs: 2000, Seed: 9}, nil)
+		if err != nil {
+			return err
+		}
+		direct[info.Step] = res
+		return nil
+	}
+	if _, err := trainer.Train(context.Background(), trainer.Config{Model: net, Loss: OneHotMSE{}, Optimizer: opt, Data: data, Steps: 60, Seed: 1,
+		Hooks: []trainer.Hook{own, hessian.Hook(mon, hessian.HookOptions{Batch: full, Mode: trainer.ModeEval})}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sns, err := st.Snapshots("adam", 0, -1)
+	if err != nil || len(sns) != 6 {
+		t.Fatalf("%d snapshots (%v), want 6", len(sns), err)
+	}
+	threshold := 38 / lr
+	for _, sn := range sns {
+		d, ok := direct[sn.Step]
+		if !ok || sn.PreconditionedLambda1 == nil {
+			t.Fatalf("step %d: direct %v, monitor %+v", sn.Step, ok, sn.PreconditionedLambda1)
+		}
+		m := sn.PreconditionedLambda1
+		if diff := math.Abs(m.Value - d.Values[0]); diff > m.Residual+d.Residuals[0]+1e-9*d.Values[0] {
+			t.Errorf("step %d: monitor λ1(P⁻¹H) %.12g ± %.1e, direct %.12g ± %.1e", sn.Step, m.Value, m.Residual, d.Values[0], d.Residuals[0])
+		}
+		if math.Abs(sn.SharpnessThreshold-threshold) > 1e-9*threshold || math.Abs(sn.SharpnessRatio-m.Value/threshold) > 1e-12 {
+			t.Errorf("step %d: threshold %g ratio %g, want 38/η = %g and λ1(P⁻¹H)/(38/η) = %g", sn.Step, sn.SharpnessThreshold, sn.SharpnessRatio, threshold, m.Value/threshold)
+		}
+		t.Logf("step %d: monitor λ1(P⁻¹H) %.12g ± %.1e, direct %.12g ± %.1e, ratio %.4f", sn.Step, m.Value, m.Residual, d.Values[0], d.Residuals[0], sn.SharpnessRatio)
+		if l1, _ := sn.Lambda1(); !(m.Value > 100*l1) {
+			t.Errorf("step %d: λ1(P⁻¹H) %g not far above raw λ1 %g", sn.Step, m.Value, l1)
+		}
 	}
 }
