@@ -42,7 +42,7 @@ func ExampleQueries() {
 	// Sharpness λ1 per run [{{run}}] hessian_top_eigenvalue{run=~"$run", rank="1"}
 	// Sharpness ratio per run [{{run}}] hessian_sharpness_ratio{run=~"$run"}
 	// Hessian trace per run [{{run}}] hessian_trace{run=~"$run"}
-	// Training loss per run [{{run}}] training_loss{run=~"$run"}
+	// Training loss per run [{{run}}] hessmon_training_loss{run=~"$run"}
 }
 
 // WriteAll is what `hessmon dashboards --out DIR` and `go generate` run.

@@ -13,6 +13,7 @@ import (
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 	"gonum.org/v1/gonum/mat"
 )
 
@@ -260,7 +261,7 @@ func analyse(op hvp.Operator) (analysis, error) {
 // hessmon analyze does for large batches.
 func localOperator(net *trainer.Network, d *trainer.Dataset, chunk int) (hvp.Operator, error) {
 	if d.Len() <= chunk {
-		return hvp.NewExact(net, d.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+		return hessian.NewExact(net, d.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
 	}
 	var batches []trainer.Batch
 	for from := 0; from < d.Len(); from += chunk {
@@ -270,7 +271,7 @@ func localOperator(net *trainer.Network, d *trainer.Dataset, chunk int) (hvp.Ope
 		}
 		batches = append(batches, sub.Head(0))
 	}
-	return hvp.NewExactBatches(net, batches, trainer.CrossEntropy{}, trainer.ModeEval)
+	return hessian.NewExactBatches(net, batches, trainer.CrossEntropy{}, trainer.ModeEval)
 }
 
 // The acceptance test: sharding over 1, 2 and 4 ranks gives the
@@ -282,7 +283,7 @@ func TestAllReduceMatchesSingleProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := trainer.Synthetic(samples, net.InShape(), 4, 5)
-	single, err := hvp.NewExact(net, data.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+	single, err := hessian.NewExact(net, data.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +300,7 @@ func TestAllReduceMatchesSingleProcess(t *testing.T) {
 		for _, chunk := range []int{samples, 17} {
 			t.Run(fmt.Sprintf("ranks=%d/chunk=%d", size, chunk), func(t *testing.T) {
 				got, errs := runRanks(size, func(c hvp.Comm) (analysis, error) {
-					shard, err := hvp.ShardDataset(data, c)
+					shard, err := hessian.ShardDataset(data, c)
 					if err != nil {
 						return analysis{}, err
 					}

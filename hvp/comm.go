@@ -1,10 +1,6 @@
 package hvp
 
-import (
-	"fmt"
-
-	"github.com/hessmon/hessmon/trainer"
-)
+import "fmt"
 
 // Comm is a group of processes (ranks) that hold shards of one data set and
 // run the same estimator calls in lockstep. It is the seam between hessmon
@@ -40,14 +36,4 @@ func Shard(n, rank, size int) (from, to int, err error) {
 		to++
 	}
 	return from, to, nil
-}
-
-// ShardDataset returns the part of d that comm's rank owns (see Shard).
-// The result is a view: it shares d's storage.
-func ShardDataset(d *trainer.Dataset, comm Comm) (*trainer.Dataset, error) {
-	from, to, err := Shard(d.Len(), comm.Rank(), comm.Size())
-	if err != nil {
-		return nil, err
-	}
-	return d.Subset(from, to)
 }

@@ -31,6 +31,11 @@ type Operator interface {
 // ErrDim reports a vector whose length does not match the operator.
 var ErrDim = errors.New("hvp: dimension mismatch")
 
+// ErrNonFinite marks a product that is NaN or infinite because the model or
+// its loss has diverged. Operators wrap it so that the monitor can record
+// such a probe as failure "nan" rather than as an error.
+var ErrNonFinite = errors.New("hvp: non-finite Hessian-vector product")
+
 func checkDims(n int, dst, v []float64) error {
 	if len(dst) != n || len(v) != n {
 		return fmt.Errorf("%w: operator dim %d, len(dst)=%d, len(v)=%d", ErrDim, n, len(dst), len(v))

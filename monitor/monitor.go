@@ -1,19 +1,26 @@
-// Package monitor probes the loss Hessian while a model trains.
+// Package monitor probes the loss Hessian while a model trains, whatever
+// the training loop.
 //
-// A Monitor decides when a probe is due, runs the estimators on an
-// hvp.Operator warm-started from the previous probe, and hands every
-// Snapshot to its sinks (a bbolt store, a Prometheus exporter). It never
-// breaks the training loop: a probe that panics, produces NaN or Inf, or
-// runs over its budget becomes a Snapshot with a failure reason.
+// The monitor knows one thing about the model: an hvp.Operator handed to it
+// when a probe is due. A loop calls Step after every optimiser step, with a
+// function that builds the operator over a frozen copy of the parameters;
+// the monitor decides when a probe is due, runs it (in the background with
+// Config.Async), warm-starts it from the previous probe, adapts the interval
+// to an overhead target, and hands every Snapshot to its sinks (a bbolt
+// store, a Prometheus exporter). Close finishes or cancels the last probe.
 //
-// It works with any loop: call Due and Probe yourself with an operator such
-// as hvp.FiniteDiff, or attach Hook to a trainer loop.
+// It never breaks the training loop: a probe that panics, produces NaN or
+// Inf, or runs over its budget becomes a Snapshot with a failure reason.
+// Adapters for particular model families (hessmon's trainer in
+// trainer/hessian, GoMLX in its own module, central differences of any
+// gradient in hvp.FiniteDiff) only build operators.
 package monitor
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"runtime/debug"
@@ -23,110 +30,58 @@ import (
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor/snapshot"
-	"github.com/hessmon/hessmon/trainer"
 )
 
-// Config says what a probe computes and when.
-type Config struct {
-	// Every is the probe interval in steps (default 50). A probe is due at
-	// every multiple of Every, step 0 excluded.
-	Every int64
-	// TopK eigenvalues (default 5; negative disables), in Order.
-	TopK  int
-	Order estimators.Order
-	// EigenTol is the eigen residual tolerance relative to ‖H‖ (default 1e-4).
-	EigenTol float64
-	// NoTrace and NoESD switch those estimators off.
-	NoTrace bool
-	NoESD   bool
-	// TraceRelTol is the target relative standard error (default 0.05).
-	TraceRelTol float64
-	// TraceMaxHVPs caps the trace's products in one probe (default 40;
-	// negative: only MaxHVPs caps them). Late in training the trace shrinks
-	// while its per-probe variance, set by the spectrum's bulk, does not,
-	// and 5% would take 100+ products; a capped trace reports its
-	// larger standard error instead, and the monitor's cost stays flat.
-	TraceMaxHVPs int
-	// ESDProbes × ESDSteps Lanczos steps for the spectral density
-	// (defaults 1 × 30).
-	ESDProbes, ESDSteps int
-	// MaxHVPs caps the Hessian-vector products of one probe (default 400);
-	// a probe that needs more is recorded as failure "budget" with the
-	// estimates it reached.
-	MaxHVPs int
-	// MaxDuration caps one probe's wall time (default 2 minutes); past it
-	// the probe is cancelled and recorded as failure "timeout".
-	MaxDuration time.Duration
-	// Async probes a frozen copy of the parameters in a goroutine while
-	// training continues; at most one probe is in flight, and a probe that
-	// falls due while another runs is skipped. On Linux the probe's thread
-	// runs at nice 19, so on a machine with more runnable threads than cores
-	// the probe waits, not the training (measured with a CPU hog on one of
-	// two cores: loop 1.37× plain at normal priority, 0.99× at nice 19, with
-	// fewer probes finished).
-	Async bool
-	// OverheadTarget, when > 0, adapts the interval so that probing takes
-	// at most this fraction of training time (e.g. 0.05 for 5%).
-	OverheadTarget float64
-	// ColdEvery forces a cold eigen solve every so many probes (default
-	// 10; negative: never), so that an eigenvalue that rises into the top k
-	// along a direction the warm start does not see is not missed.
-	ColdEvery int
-	// KeepVectors stores the eigenvectors in each snapshot (large).
-	KeepVectors bool
-	// Seed seeds every random probe vector.
-	Seed uint64
-}
-
-func (c Config) withDefaults() Config {
-	if c.Every <= 0 {
-		c.Every = 50
-	}
-	if c.TopK == 0 {
-		c.TopK = 5
-	}
-	if c.EigenTol <= 0 {
-		c.EigenTol = 1e-4
-	}
-	if c.TraceRelTol <= 0 {
-		c.TraceRelTol = 0.05
-	}
-	if c.TraceMaxHVPs == 0 {
-		c.TraceMaxHVPs = 40
-	}
-	if c.ESDProbes <= 0 {
-		c.ESDProbes = 1
-	}
-	if c.ESDSteps <= 0 {
-		c.ESDSteps = 30
-	}
-	if c.MaxHVPs <= 0 {
-		c.MaxHVPs = 400
-	}
-	if c.MaxDuration <= 0 {
-		c.MaxDuration = 2 * time.Minute
-	}
-	if c.ColdEvery == 0 {
-		c.ColdEvery = 10
-	}
-	return c
-}
-
-// Meta is what the training loop knows about the step being probed.
-type Meta struct {
+// StepInfo is what the training loop knows about one step.
+type StepInfo struct {
+	Step         int64 // 1-based count of optimiser steps
 	Loss         float64
 	LearningRate float64
-	Optimizer    string // "sgd" or "adam"
-	Beta1        float64
-	// Blocks partition the parameter vector (one per tensor) for per-layer
-	// traces; nil skips them.
+	Optimizer    snapshot.Optimizer
+	// Beta1 is Adam's β1, or SGD's heavy-ball momentum (0 without).
+	Beta1 float64
+	// Blocks partition the parameter vector for per-block (per-layer)
+	// traces. Nil uses the operator's own Blocks() if it has that method,
+	// else no blocks.
 	Blocks []estimators.Block
 }
+
+// OperatorFunc builds the Hessian operator of a probe. Step calls it only
+// when a probe is due, on the caller's goroutine, so it may read the live
+// parameters; the operator it returns must not, because an asynchronous
+// probe runs while training moves them on. It should therefore copy them
+// (hvp.NewFiniteDiff does).
+//
+// The monitor uses these methods when the operator has them:
+//
+//	Loss() float64            the loss on the probe batch, recorded in the snapshot
+//	Blocks() []estimators.Block  per-block traces, unless StepInfo.Blocks is set
+//	SetWorkers(n int)         1 while training runs, 0 (all) once Close waits
+//	Close() error             called when the probe is over
+type OperatorFunc func() (hvp.Operator, error)
 
 // Sink receives every snapshot, good or failed. The store and the
 // Prometheus exporter are sinks.
 type Sink interface {
 	PutSnapshot(snapshot.Snapshot) error
+}
+
+// SinkFunc adapts a function to a Sink.
+type SinkFunc func(snapshot.Snapshot) error
+
+// PutSnapshot calls f(s).
+func (f SinkFunc) PutSnapshot(s snapshot.Snapshot) error { return f(s) }
+
+// TrainingObserver is a sink that also wants every step's loss and learning
+// rate, so that dashboards show them between probes. The Prometheus
+// exporter is one.
+type TrainingObserver interface {
+	ObserveTraining(run string, step int64, loss, lr float64)
+}
+
+// Flusher is a sink that buffers; Close flushes it.
+type Flusher interface {
+	Flush() error
 }
 
 // WarmStore persists the estimators' warm state so a resumed run starts
@@ -136,15 +91,8 @@ type WarmStore interface {
 	Warm(run string) ([]byte, error)
 }
 
-// Failure reasons recorded in Snapshot.Failure.
-const (
-	FailNaN     = "nan"
-	FailPanic   = "panic"
-	FailTimeout = "timeout"
-	FailBudget  = "budget"
-	FailError   = "error"
-	FailSkipped = "skipped"
-)
+// ErrClosed is returned by Step after Close.
+var ErrClosed = errors.New("monitor: closed")
 
 // Monitor schedules and runs Hessian probes. Its methods are safe for
 // concurrent use.
@@ -154,18 +102,33 @@ type Monitor struct {
 	sinks []Sink
 	warmS WarmStore
 	log   *slog.Logger
+	now   func() time.Time // the clock of the overhead target; tests replace it
 
 	mu        sync.Mutex
 	warm      *estimators.Warm
 	every     int64
 	lastProbe int64
-	inFlight  bool
-	draining  bool      // Wait is waiting: the in-flight probe may use every core
-	tailOp    *hvp.Mean // the in-flight asynchronous probe's chunked operator
-	wg        sync.WaitGroup
-	probeTime time.Duration // total probe wall time
-	trainTime time.Duration // training time seen through Observe
+	lastStep  time.Time // when the previous Step returned
+	closed    bool
+	inFlight  *flight // the running asynchronous probe, or nil
+	probeTime time.Duration
+	trainTime time.Duration
 	stats     Stats
+	// warm-state persistence: the newest state not yet written, and when
+	// and after how many probes the last write happened.
+	unsaved      *estimators.Warm
+	savedAt      time.Time
+	savedProbes  int
+	everSaved    bool
+	warmSaveErrs int
+}
+
+// flight is one asynchronous probe.
+type flight struct {
+	ctx    context.Context // the probe's own: Close cancels it
+	cancel context.CancelFunc
+	done   chan struct{}
+	op     hvp.Operator
 }
 
 // Stats counts what the monitor did.
@@ -173,6 +136,8 @@ type Stats struct {
 	Probes, Failures, Skipped int
 	HVPs                      int
 	ProbeSeconds              float64
+	// WarmWrites counts warm states written to the WarmStore.
+	WarmWrites int
 }
 
 // Option configures a Monitor.
@@ -193,11 +158,11 @@ func New(run string, cfg Config, opts ...Option) (*Monitor, error) {
 	if run == "" {
 		return nil, errors.New("monitor: run id is empty")
 	}
-	cfg = cfg.withDefaults()
-	if cfg.OverheadTarget < 0 || cfg.OverheadTarget >= 1 {
-		return nil, fmt.Errorf("monitor: overhead target %g must be in [0, 1)", cfg.OverheadTarget)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	m := &Monitor{cfg: cfg, run: run, every: cfg.Every, log: slog.Default()}
+	cfg = cfg.withDefaults()
+	m := &Monitor{cfg: cfg, run: run, every: cfg.Every, log: slog.Default(), now: time.Now}
 	for _, o := range opts {
 		o(m)
 	}
@@ -243,40 +208,198 @@ func (m *Monitor) Stats() Stats {
 func (m *Monitor) Due(step int64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return step > 0 && step-m.lastProbe >= m.every
+	return m.dueLocked(step)
 }
 
-// ObserveTraining tells the monitor how long training took between calls,
-// for the overhead target.
-func (m *Monitor) ObserveTraining(d time.Duration) {
+func (m *Monitor) dueLocked(step int64) bool { return step > 0 && step-m.lastProbe >= m.every }
+
+// Step tells the monitor that the loop finished info.Step, and probes the
+// Hessian when a probe is due, building the operator with newOp. Between
+// probes it only records the step (training observers see its loss and
+// learning rate) and the time since the previous Step, which the overhead
+// target counts as training time.
+//
+// Synchronously, Step returns when the probe is recorded; with
+// Config.Async it returns once the probe has started, and a probe that
+// falls due while another is running is skipped. Step returns an error
+// only when ctx is done, the monitor is closed, or a sink failed to record
+// a synchronous probe; probe failures are snapshots, not errors, so a loop
+// may log Step's error and go on.
+func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := m.now()
 	m.mu.Lock()
-	m.trainTime += d
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	if !m.lastStep.IsZero() {
+		m.trainTime += now.Sub(m.lastStep)
+	}
+	m.lastStep = now
+	due := m.dueLocked(info.Step)
+	var f *flight
+	switch {
+	case due && m.cfg.Async && m.inFlight != nil:
+		// Skip this scheduled probe; the next one is due an interval later.
+		m.stats.Skipped++
+		m.lastProbe = info.Step
+		due = false
+	case due && m.cfg.Async:
+		// Reserve the slot now, so that a concurrent Close waits for it.
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		f = &flight{done: make(chan struct{}), ctx: pctx, cancel: cancel}
+		m.inFlight = f
+		m.lastProbe = info.Step
+	case due:
+		m.lastProbe = info.Step
+	}
 	m.mu.Unlock()
+
+	for _, s := range m.sinks {
+		if o, ok := s.(TrainingObserver); ok {
+			o.ObserveTraining(m.run, info.Step, info.Loss, info.LearningRate)
+		}
+	}
+	if !due {
+		return nil
+	}
+	op := m.operator(info.Step, newOp)
+	if f == nil {
+		_, err := m.Probe(ctx, info.Step, op, info)
+		closeOperator(op, m.log)
+		m.mu.Lock()
+		m.lastStep = m.now() // the probe's own time is not training time
+		m.mu.Unlock()
+		return err
+	}
+	m.mu.Lock()
+	f.op = op
+	if m.closed {
+		setWorkers(op, 0) // Close is already waiting: use every core
+	} else {
+		setWorkers(op, 1) // one core while training runs
+	}
+	m.mu.Unlock()
+	go func() {
+		lowerPriority()
+		defer close(f.done)
+		defer f.cancel()
+		if _, err := m.Probe(f.ctx, info.Step, op, info); err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Error("recording probe", "run", m.run, "step", info.Step, "err", err)
+		}
+		closeOperator(op, m.log)
+		m.mu.Lock()
+		m.inFlight = nil
+		m.mu.Unlock()
+	}()
+	m.mu.Lock()
+	m.lastStep = m.now()
+	m.mu.Unlock()
+	return nil
 }
 
-// Probe runs the configured estimators on op at step and returns the
-// snapshot, which has also been handed to every sink. Probe never panics and
-// returns an error only when a sink fails; estimator failures are recorded
-// in the snapshot.
-func (m *Monitor) Probe(ctx context.Context, step int64, op hvp.Operator, meta Meta) (snapshot.Snapshot, error) {
+// operator calls newOp, turning an error or a panic into an operator whose
+// products fail, so that the failure is recorded as a snapshot.
+func (m *Monitor) operator(step int64, newOp OperatorFunc) (op hvp.Operator) {
+	defer func() {
+		if r := recover(); r != nil {
+			op = failingOperator{err: fmt.Errorf("building the HVP operator panicked: %v", r)}
+		}
+	}()
+	if newOp == nil {
+		return failingOperator{err: errors.New("no operator function")}
+	}
+	op, err := newOp()
+	if err != nil {
+		return failingOperator{err: fmt.Errorf("building the HVP operator at step %d: %w", step, err)}
+	}
+	if op == nil {
+		return failingOperator{err: fmt.Errorf("the operator function returned nil at step %d", step)}
+	}
+	return op
+}
+
+// Close ends the monitor: it waits for the in-flight asynchronous probe,
+// handing it every core (the operator's SetWorkers(0)), writes the newest
+// warm state and flushes the sinks. When ctx ends first, the probe is
+// cancelled (it stops within one HVP and is not recorded) and Close
+// returns ctx's error after it has stopped. Later Steps return ErrClosed;
+// a second Close returns nil.
+func (m *Monitor) Close(ctx context.Context) error {
 	m.mu.Lock()
-	m.lastProbe = step
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	f := m.inFlight
+	if f != nil && f.op != nil {
+		setWorkers(f.op, 0)
+	}
+	m.mu.Unlock()
+	var errs []error
+	if f != nil {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			f.cancel()
+			<-f.done
+			errs = append(errs, fmt.Errorf("monitor: in-flight probe cancelled: %w", ctx.Err()))
+		}
+	}
+	if err := m.saveWarm(true); err != nil {
+		errs = append(errs, err)
+	}
+	for _, s := range m.sinks {
+		if fl, ok := s.(Flusher); ok {
+			if err := fl.Flush(); err != nil {
+				errs = append(errs, fmt.Errorf("monitor: flushing a sink: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Probe runs the configured estimators on op at step now, whatever the
+// schedule, and returns the snapshot, which has also been handed to every
+// sink. It is the synchronous primitive under Step, for callers that
+// schedule probes themselves (the distributed protocol, tests). Probe
+// never panics and returns an error only when ctx ends (the half-done
+// probe is then not recorded) or a sink fails; estimator failures are
+// recorded in the snapshot.
+func (m *Monitor) Probe(ctx context.Context, step int64, op hvp.Operator, info StepInfo) (snapshot.Snapshot, error) {
+	m.mu.Lock()
+	m.lastProbe = max(m.lastProbe, step)
 	warm := m.warm
-	cold := m.cfg.ColdEvery > 0 && m.stats.Probes > 0 && m.stats.Probes%m.cfg.ColdEvery == 0
+	cold := !m.cfg.NoColdRestarts && m.stats.Probes > 0 && m.stats.Probes%m.cfg.ColdEvery == 0
 	m.mu.Unlock()
 
-	start := time.Now()
-	s, newWarm := m.probe(ctx, step, op, meta, warm, cold)
-	s.Seconds = time.Since(start).Seconds()
+	blocks := info.Blocks
+	if blocks == nil {
+		if b, ok := op.(interface{ Blocks() []estimators.Block }); ok {
+			blocks = b.Blocks()
+		}
+	}
+	if l, ok := op.(interface{ Loss() float64 }); ok {
+		info.Loss = l.Loss()
+	}
+	start := m.now()
+	s, newWarm := m.probe(ctx, step, op, info, blocks, warm, cold)
+	elapsed := m.now().Sub(start)
+	s.Seconds = elapsed.Seconds()
 	if err := ctx.Err(); err != nil && s.Failure != "" {
-		// The caller stopped (e.g. SIGINT): that is no probe failure, and
-		// a half-done probe is not recorded.
+		// The caller stopped (e.g. SIGINT or Close): that is no probe
+		// failure, and a half-done probe is not recorded.
 		return s, fmt.Errorf("monitor: probe at step %d: %w", step, err)
 	}
 
 	m.mu.Lock()
 	if s.Failure == "" && newWarm != nil {
 		m.warm = newWarm
+		m.unsaved = newWarm
 	}
 	m.stats.Probes++
 	m.stats.HVPs += s.HVPs
@@ -284,9 +407,8 @@ func (m *Monitor) Probe(ctx context.Context, step int64, op hvp.Operator, meta M
 	if s.Failure != "" {
 		m.stats.Failures++
 	}
-	m.probeTime += time.Since(start)
+	m.probeTime += elapsed
 	m.adaptLocked()
-	persist := m.warmS != nil && s.Failure == "" && newWarm != nil
 	m.mu.Unlock()
 
 	if s.Failure != "" {
@@ -300,17 +422,46 @@ func (m *Monitor) Probe(ctx context.Context, step int64, op hvp.Operator, meta M
 			errs = append(errs, err)
 		}
 	}
-	if persist {
-		if b, err := newWarm.MarshalBinary(); err != nil {
-			errs = append(errs, fmt.Errorf("encoding warm state: %w", err))
-		} else if err := m.warmS.PutWarm(m.run, b); err != nil {
-			errs = append(errs, fmt.Errorf("saving warm state: %w", err))
-		}
+	if err := m.saveWarm(false); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return s, fmt.Errorf("monitor: step %d: %w", step, err)
 	}
 	return s, nil
+}
+
+// saveWarm writes the newest unsaved warm state when the write rate allows
+// it, or always with force.
+func (m *Monitor) saveWarm(force bool) error {
+	if m.warmS == nil {
+		return nil
+	}
+	m.mu.Lock()
+	w := m.unsaved
+	m.savedProbes++
+	due := w != nil && (force || !m.everSaved || m.savedProbes >= m.cfg.WarmEvery || time.Since(m.savedAt) >= m.cfg.WarmInterval)
+	if due {
+		m.unsaved = nil
+		m.savedProbes = 0
+		m.savedAt = time.Now()
+		m.everSaved = true
+	}
+	m.mu.Unlock()
+	if !due {
+		return nil
+	}
+	b, err := w.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("encoding warm state: %w", err)
+	}
+	if err := m.warmS.PutWarm(m.run, b); err != nil {
+		return fmt.Errorf("saving warm state: %w", err)
+	}
+	m.mu.Lock()
+	m.stats.WarmWrites++
+	m.mu.Unlock()
+	return nil
 }
 
 // adaptLocked stretches or shrinks the interval to hold the overhead
@@ -329,40 +480,29 @@ func (m *Monitor) adaptLocked() {
 	m.every = int64(math.Round(next))
 }
 
-// probe runs the estimators with panic and budget isolation.
-func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, meta Meta, warm *estimators.Warm, cold bool) (s snapshot.Snapshot, newWarm *estimators.Warm) {
+// probe runs the pipeline with panic, NaN, budget and time isolation.
+func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, info StepInfo, blocks []estimators.Block, warm *estimators.Warm, cold bool) (s snapshot.Snapshot, newWarm *estimators.Warm) {
 	s = snapshot.Snapshot{
 		Run: m.run, Step: step, Time: time.Now().UTC(),
-		Loss: meta.Loss, LearningRate: meta.LearningRate, Optimizer: meta.Optimizer, Beta1: meta.Beta1,
+		Loss: info.Loss, LearningRate: info.LearningRate, Optimizer: info.Optimizer, Beta1: info.Beta1,
 		Warm: warm != nil,
 	}
+	counted := &hvp.Counting{Op: guard{op}}
 	defer func() {
 		if r := recover(); r != nil {
-			s.Failure = FailPanic
+			s.Failure = snapshot.FailPanic
 			s.Detail = fmt.Sprintf("%v\n%s", r, debug.Stack())
+			s.HVPs = counted.Count()
 			newWarm = nil
 		}
 	}()
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.MaxDuration)
 	defer cancel()
-	counted := &hvp.Counting{Op: guard{op}}
-	newWarm, err := runEstimators(ctx, &s, counted, m.cfg, meta, warm, cold)
+	newWarm, _, err := Analyze(ctx, &s, counted, m.cfg, blocks, warm, cold)
 	s.HVPs = counted.Count()
-	switch {
-	case err == nil:
-	case errors.Is(err, context.DeadlineExceeded):
-		s.Failure, s.Detail = FailTimeout, err.Error()
-	case errors.Is(err, context.Canceled):
-		s.Failure, s.Detail = FailTimeout, "cancelled: "+err.Error()
-	case errors.Is(err, errNonFinite):
-		s.Failure, s.Detail = FailNaN, err.Error()
-	case errors.Is(err, errBudget) || errors.Is(err, estimators.ErrNotConverged):
-		s.Failure, s.Detail = FailBudget, err.Error()
-	default:
-		s.Failure, s.Detail = FailError, err.Error()
-	}
+	s.Failure, s.Detail = classify(err)
 	if s.Failure == "" && !finiteSnapshot(&s) {
-		s.Failure, s.Detail = FailNaN, "an estimate is NaN or infinite"
+		s.Failure, s.Detail = snapshot.FailNaN, "an estimate is NaN or infinite"
 	}
 	if s.Failure != "" {
 		newWarm = nil
@@ -371,20 +511,43 @@ func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, meta M
 	return s, newWarm
 }
 
+// classify maps a pipeline error to a failure reason.
+func classify(err error) (snapshot.Failure, string) {
+	switch {
+	case err == nil:
+		return "", ""
+	case errors.Is(err, context.DeadlineExceeded):
+		return snapshot.FailTimeout, err.Error()
+	case errors.Is(err, context.Canceled):
+		return snapshot.FailTimeout, "cancelled: " + err.Error()
+	case errors.Is(err, hvp.ErrNonFinite), errors.Is(err, estimators.ErrNonFinite):
+		return snapshot.FailNaN, err.Error()
+	case errors.Is(err, ErrBudget), errors.Is(err, estimators.ErrNotConverged):
+		return snapshot.FailBudget, err.Error()
+	default:
+		return snapshot.FailError, err.Error()
+	}
+}
+
 // SharpnessThreshold is the edge-of-stability level for λ1 (Cohen et al.
 // 2021): 2/η for gradient descent, (2+2β)/η with heavy-ball momentum β, and
-// (2+2β1)/(η(1−β1)) for Adam (38/η at β1 = 0.9).
-func SharpnessThreshold(optimizer string, lr, beta1 float64) float64 {
+// (2+2β1)/(η(1−β1)) for Adam (38/η at β1 = 0.9). An unknown optimiser has
+// no threshold (0).
+func SharpnessThreshold(optimizer snapshot.Optimizer, lr, beta1 float64) float64 {
 	if lr <= 0 {
 		return 0
 	}
-	if optimizer == "adam" {
+	switch {
+	case optimizer.Adaptive():
 		if beta1 <= 0 || beta1 >= 1 {
 			beta1 = 0.9
 		}
 		return (2 + 2*beta1) / (lr * (1 - beta1))
+	case optimizer == snapshot.SGD || optimizer == "":
+		return (2 + 2*beta1) / lr
+	default:
+		return 0
 	}
-	return (2 + 2*beta1) / lr
 }
 
 func setSharpness(s *snapshot.Snapshot) {
@@ -416,55 +579,39 @@ func finiteSnapshot(s *snapshot.Snapshot) bool {
 	return true
 }
 
-var errNonFinite = errors.New("Hessian-vector product is NaN or infinite")
-
-// guard turns a non-finite product into errNonFinite, so that a diverging
-// model is reported as such rather than as whatever an estimator makes of NaN.
+// guard turns a non-finite product into hvp.ErrNonFinite, so that a
+// diverging model is reported as such rather than as whatever an estimator
+// makes of NaN.
 type guard struct{ op hvp.Operator }
 
 func (g guard) Dim() int { return g.op.Dim() }
 
 func (g guard) Apply(dst, v []float64) error {
 	if err := g.op.Apply(dst, v); err != nil {
-		if errors.Is(err, trainer.ErrNonFinite) {
-			return fmt.Errorf("%w: %v", errNonFinite, err)
-		}
 		return err
 	}
 	if !finite(dst...) {
-		return errNonFinite
+		return hvp.ErrNonFinite
 	}
 	return nil
 }
 
-// Wait blocks until an in-flight asynchronous probe has finished. The
-// caller is done training, so the probe's remaining products run on every
-// core from here on.
-func (m *Monitor) Wait() {
-	m.mu.Lock()
-	m.draining = true
-	if m.tailOp != nil {
-		m.tailOp.SetWorkers(0)
+// failingOperator turns a construction error into a recorded probe failure.
+type failingOperator struct{ err error }
+
+func (f failingOperator) Dim() int                   { return 1 }
+func (f failingOperator) Apply(_, _ []float64) error { return f.err }
+
+func setWorkers(op hvp.Operator, n int) {
+	if w, ok := op.(interface{ SetWorkers(int) }); ok {
+		w.SetWorkers(n)
 	}
-	m.mu.Unlock()
-	m.wg.Wait()
-	m.mu.Lock()
-	m.draining = false
-	m.mu.Unlock()
 }
 
-// setTailOp registers the in-flight asynchronous probe's operator: one
-// chunk at a time while training runs, all at once while Wait waits.
-func (m *Monitor) setTailOp(op *hvp.Mean) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.tailOp = op
-	if op == nil {
-		return
-	}
-	if m.draining {
-		op.SetWorkers(0)
-	} else {
-		op.SetWorkers(1)
+func closeOperator(op hvp.Operator, log *slog.Logger) {
+	if c, ok := op.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			log.Warn("closing the HVP operator", "err", err)
+		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/store"
-	"github.com/hessmon/hessmon/trainer"
 )
 
 // spectrumMatrix returns Q·diag(λ)·Qᵀ for a seeded random orthogonal Q.
@@ -78,7 +76,7 @@ func TestProbeMatchesTruth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := m.Probe(context.Background(), 10, op, Meta{LearningRate: 0.1, Optimizer: "sgd"})
+	s, err := m.Probe(context.Background(), 10, op, StepInfo{LearningRate: 0.1, Optimizer: snapshot.SGD})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,10 +110,10 @@ func TestProbeMatchesTruth(t *testing.T) {
 }
 
 func TestSharpnessThreshold(t *testing.T) {
-	if got := SharpnessThreshold("sgd", 0.1, 0); got != 20 {
+	if got := SharpnessThreshold(snapshot.SGD, 0.1, 0); got != 20 {
 		t.Errorf("SGD threshold %v, want 2/η = 20", got)
 	}
-	if got := SharpnessThreshold("adam", 0.1, 0.9); math.Abs(got-380) > 1e-9 {
+	if got := SharpnessThreshold(snapshot.Adam, 0.1, 0.9); math.Abs(got-380) > 1e-9 {
 		t.Errorf("Adam threshold %v, want 38/η = 380", got)
 	}
 }
@@ -149,12 +147,12 @@ func TestFailureIsolation(t *testing.T) {
 		name string
 		op   hvp.Operator
 		cfg  Config
-		want string
+		want snapshot.Failure
 	}{
-		{"nan", nanOp{60}, Config{}, FailNaN},
-		{"panic", panicOp{60}, Config{}, FailPanic},
-		{"timeout", slowOp{dense}, Config{MaxDuration: 50 * time.Millisecond}, FailTimeout},
-		{"budget", dense, Config{MaxHVPs: 40, EigenTol: 1e-14}, FailBudget},
+		{"nan", nanOp{60}, Config{}, snapshot.FailNaN},
+		{"panic", panicOp{60}, Config{}, snapshot.FailPanic},
+		{"timeout", slowOp{dense}, Config{MaxDuration: 50 * time.Millisecond}, snapshot.FailTimeout},
+		{"budget", dense, Config{MaxHVPs: 40, EigenTol: 1e-14}, snapshot.FailBudget},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -163,7 +161,7 @@ func TestFailureIsolation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := m.Probe(context.Background(), 5, c.op, Meta{})
+			s, err := m.Probe(context.Background(), 5, c.op, StepInfo{})
 			if err != nil {
 				t.Fatalf("Probe returned an error for a failing probe: %v", err)
 			}
@@ -180,30 +178,6 @@ func TestFailureIsolation(t *testing.T) {
 	}
 }
 
-// TestHookNeverStopsTraining: a model whose probes fail still trains to the
-// end, and every due step produced a (failed) snapshot.
-func TestHookNeverStopsTraining(t *testing.T) {
-	data := trainer.Synthetic(128, trainer.Shape{H: 1, W: 1, C: 6}, 3, 1)
-	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{6, 5, 3}, Activation: trainer.Tanh}, 1)
-	sink := &memSink{}
-	m, _ := New("r", Config{Every: 5, MaxHVPs: 3}, WithSink(sink), WithLogger(discardLogger()))
-	res, err := trainer.Train(context.Background(), trainer.Config{
-		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.1}, Data: data, BatchSize: 16, Steps: 20,
-		Hooks: []trainer.Hook{m.Hook(HookOptions{Batch: data.Head(32)})},
-	})
-	if err != nil || res.Steps != 20 {
-		t.Fatalf("training stopped: steps %d, err %v", res.Steps, err)
-	}
-	if len(sink.snaps) != 4 {
-		t.Fatalf("%d snapshots, want 4", len(sink.snaps))
-	}
-	for _, s := range sink.snaps {
-		if s.Failure != FailBudget {
-			t.Errorf("step %d: failure %q, want budget", s.Step, s.Failure)
-		}
-	}
-}
-
 // TestResumeStartsWarm: a second monitor on the same store and run id loads
 // the warm state, so its first probe is warm and cheaper than a cold one.
 func TestResumeStartsWarm(t *testing.T) {
@@ -216,7 +190,7 @@ func TestResumeStartsWarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	m1, _ := New("run", cfg, WithSink(st), WithWarmStore(st))
-	s1, err := m1.Probe(context.Background(), 100, hvp.NewDense(a), Meta{})
+	s1, err := m1.Probe(context.Background(), 100, hvp.NewDense(a), StepInfo{})
 	if err != nil || s1.Failed() || s1.Warm {
 		t.Fatalf("first probe: %+v, %v", s1, err)
 	}
@@ -231,7 +205,7 @@ func TestResumeStartsWarm(t *testing.T) {
 		}
 	}
 	cold, _ := New("other", cfg)
-	sc, err := cold.Probe(context.Background(), 150, hvp.NewDense(b), Meta{})
+	sc, err := cold.Probe(context.Background(), 150, hvp.NewDense(b), StepInfo{})
 	if err != nil || sc.Failed() {
 		t.Fatal(err, sc.Failure)
 	}
@@ -244,7 +218,7 @@ func TestResumeStartsWarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2, err := m2.Probe(context.Background(), 150, hvp.NewDense(b), Meta{})
+	s2, err := m2.Probe(context.Background(), 150, hvp.NewDense(b), StepInfo{})
 	if err != nil || s2.Failed() {
 		t.Fatal(err, s2.Failure)
 	}
@@ -258,35 +232,6 @@ func TestResumeStartsWarm(t *testing.T) {
 	for i := range sc.Eigenvalues {
 		if math.Abs(s2.Eigenvalues[i]-sc.Eigenvalues[i]) > 1e-6*math.Abs(sc.Eigenvalues[0]) {
 			t.Errorf("λ%d warm %v, cold %v", i+1, s2.Eigenvalues[i], sc.Eigenvalues[i])
-		}
-	}
-}
-
-// TestAsyncHook: with Async the hook returns at once, at most one probe is
-// in flight, and the probes see the parameters of their own step.
-func TestAsyncHook(t *testing.T) {
-	data := trainer.Synthetic(256, trainer.Shape{H: 1, W: 1, C: 8}, 3, 2)
-	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{8, 6, 3}, Activation: trainer.Tanh}, 2)
-	sink := &memSink{}
-	m, _ := New("r", Config{Every: 2, Async: true, TopK: 2, ESDSteps: 10}, WithSink(sink), WithLogger(discardLogger()))
-	_, err := trainer.Train(context.Background(), trainer.Config{
-		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.1}, Data: data, BatchSize: 32, Steps: 40,
-		Hooks: []trainer.Hook{m.Hook(HookOptions{Batch: data.Head(64)})},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Wait()
-	st := m.Stats()
-	if st.Probes+st.Skipped != 20 || st.Probes == 0 {
-		t.Errorf("stats %+v: want probes + skipped = 20 due steps", st)
-	}
-	if len(sink.snaps) != st.Probes {
-		t.Errorf("%d snapshots for %d probes", len(sink.snaps), st.Probes)
-	}
-	for _, s := range sink.snaps {
-		if s.Failed() {
-			t.Errorf("step %d failed: %s", s.Step, s.Detail)
 		}
 	}
 }
@@ -306,7 +251,7 @@ func TestCancelledProbeIsNotRecorded(t *testing.T) {
 	m, _ := New("r", Config{}, WithSink(sink), WithLogger(discardLogger()))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := m.Probe(ctx, 5, slowOp{dense}, Meta{})
+	_, err := m.Probe(ctx, 5, slowOp{dense}, StepInfo{})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
@@ -316,88 +261,6 @@ func TestCancelledProbeIsNotRecorded(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-// TestOverheadTargetAdaptsInterval: probes costing far more than the target
-// share of training time stretch the interval (at most 2× per probe); cheap
-// probes shrink it, never below Every/4.
-func TestOverheadTargetAdaptsInterval(t *testing.T) {
-	dense := hvp.NewDense(spectrumMatrix(testSpectrum(40), 5))
-	cfg := Config{Every: 16, OverheadTarget: 0.05, TopK: 1, NoTrace: true, NoESD: true}
-	m, _ := New("r", cfg, WithLogger(discardLogger()))
-	m.ObserveTraining(10 * time.Millisecond)
-	if _, err := m.Probe(context.Background(), 16, slowOp{dense}, Meta{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := m.Interval(); got != 32 {
-		t.Errorf("after an expensive probe the interval is %d, want 32 (doubled)", got)
-	}
-	if _, err := m.Probe(context.Background(), 48, slowOp{dense}, Meta{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := m.Interval(); got != 64 {
-		t.Errorf("after a second expensive probe the interval is %d, want 64", got)
-	}
-	if m.Due(48+63) || !m.Due(48+64) {
-		t.Error("Due does not follow the adapted interval")
-	}
-	cheap, _ := New("r", cfg, WithLogger(discardLogger()))
-	cheap.ObserveTraining(time.Hour)
-	for step := int64(16); step < 200; step += 16 {
-		if _, err := cheap.Probe(context.Background(), step, dense, Meta{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := cheap.Interval(); got != 4 {
-		t.Errorf("cheap probes: interval %d, want the floor Every/4 = 4", got)
-	}
-}
-
-// TestAsyncChunkedProbeMatchesSync: an asynchronous probe splits the batch
-// into one chunk per core and runs them one at a time, then all at once
-// after Wait; its snapshot must equal a synchronous probe on the whole batch.
-func TestAsyncChunkedProbeMatchesSync(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
-	data := trainer.Synthetic(300, trainer.Shape{H: 1, W: 1, C: 10}, 4, 5)
-	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{10, 12, 4}, Activation: trainer.Tanh}, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch := data.Head(100) // 100 is not a multiple of 3: uneven chunks
-	cfg := Config{Every: 5, TopK: 3, EigenTol: 1e-9, MaxHVPs: 2000, TraceRelTol: 0.05, ESDSteps: 12}
-	info := trainer.StepInfo{Step: 5, Loss: 1, LearningRate: 0.1, Model: net, Optimizer: &trainer.SGD{LR: 0.1}}
-	var snaps [2]*memSink
-	for i, async := range []bool{false, true} {
-		snaps[i] = &memSink{}
-		cfg.Async = async
-		m, err := New("r", cfg, WithSink(snaps[i]), WithLogger(discardLogger()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Hook(HookOptions{Batch: batch})(context.Background(), info); err != nil {
-			t.Fatal(err)
-		}
-		m.Wait()
-		if m.Stats().Probes != 1 || len(snaps[i].snaps) != 1 {
-			t.Fatalf("async %v: stats %+v, %d snapshots", async, m.Stats(), len(snaps[i].snaps))
-		}
-	}
-	s, a := snaps[0].snaps[0], snaps[1].snaps[0]
-	if s.Failed() || a.Failed() {
-		t.Fatalf("failed probes: %q %q", s.Detail, a.Detail)
-	}
-	rel := func(x, y float64) float64 { return math.Abs(x-y) / math.Max(math.Abs(y), 1e-300) }
-	for i := range s.Eigenvalues {
-		if d := rel(a.Eigenvalues[i], s.Eigenvalues[i]); d > 1e-9 {
-			t.Errorf("λ%d: async %v, sync %v (rel %g)", i+1, a.Eigenvalues[i], s.Eigenvalues[i], d)
-		}
-	}
-	if d := rel(a.Trace.Value, s.Trace.Value); d > 1e-9 {
-		t.Errorf("trace: async %v, sync %v", a.Trace.Value, s.Trace.Value)
-	}
-	if d := rel(a.Loss, s.Loss); d > 1e-12 {
-		t.Errorf("loss: async %v, sync %v", a.Loss, s.Loss)
-	}
-}
 
 // TestTraceMaxHVPs: the trace stops at its own budget, is no failure, and
 // still covers the truth within its reported standard error.
@@ -412,7 +275,7 @@ func TestTraceMaxHVPs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := m.Probe(context.Background(), 1, hvp.NewDense(spectrumMatrix(lambda, 3)), Meta{})
+		s, err := m.Probe(context.Background(), 1, hvp.NewDense(spectrumMatrix(lambda, 3)), StepInfo{})
 		if err != nil || s.Failed() {
 			t.Fatalf("cap %d: err %v, failure %q %s", capHVPs, err, s.Failure, s.Detail)
 		}

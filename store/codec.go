@@ -54,7 +54,7 @@ func EncodeSnapshot(s snapshot.Snapshot) ([]byte, error) {
 	}
 	b = appendFloat(b, 4, s.Loss)
 	b = appendFloat(b, 5, s.LearningRate)
-	b = appendString(b, 6, s.Optimizer)
+	b = appendString(b, 6, string(s.Optimizer))
 	b = appendFloat(b, 7, s.Beta1)
 	b = appendFloat(b, 8, s.SharpnessThreshold)
 	b = appendFloat(b, 9, s.SharpnessRatio)
@@ -97,7 +97,7 @@ func EncodeSnapshot(s snapshot.Snapshot) ([]byte, error) {
 		b = protowire.AppendTag(b, 17, protowire.VarintType)
 		b = protowire.AppendVarint(b, 1)
 	}
-	b = appendString(b, 18, s.Failure)
+	b = appendString(b, 18, string(s.Failure))
 	b = appendString(b, 19, s.Detail)
 	return b, nil
 }
@@ -140,7 +140,9 @@ func decodeSnapshot(s *snapshot.Snapshot, b []byte, light bool) error {
 		case 5:
 			s.LearningRate, err = f.float()
 		case 6:
-			s.Optimizer, err = f.str()
+			var o string
+			o, err = f.str()
+			s.Optimizer = snapshot.Optimizer(o)
 		case 7:
 			s.Beta1, err = f.float()
 		case 8:
@@ -173,7 +175,9 @@ func decodeSnapshot(s *snapshot.Snapshot, b []byte, light bool) error {
 		case 17:
 			s.Warm, err = f.bool()
 		case 18:
-			s.Failure, err = f.str()
+			var r string
+			r, err = f.str()
+			s.Failure = snapshot.Failure(r)
 		case 19:
 			s.Detail, err = f.str()
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // analyzeResult is the JSON of `hessmon analyze`.
@@ -50,7 +51,7 @@ type hvpCounts struct {
 }
 
 // analyzeChunk bounds the samples per forward pass: larger batches are
-// split and averaged (hvp.NewExactBatches), which bounds memory and uses
+// split and averaged (hessian.NewExactBatches), which bounds memory and uses
 // both cores.
 const analyzeChunk = 2000
 
@@ -125,7 +126,10 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 		defer closeComm()
 		op, rank, ranks = dop, r, size
 	} else {
-		op, err = batchOperator(net, head, mode, analyzeChunk)
+		op, err = hessian.NewChunked(net, head.Head(0), trainer.CrossEntropy{}, mode, analyzeChunk)
+		if m, ok := op.(interface{ SetWorkers(int) }); ok {
+			m.SetWorkers(2)
+		}
 		if err != nil {
 			return err
 		}
@@ -138,51 +142,47 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 	if l, ok := op.(interface{ Loss() float64 }); ok {
 		res.Loss = l.Loss()
 	}
-	var vectors, products [][]float64
-	if *top > 0 {
-		var er estimators.EigenResult
-		var err error
-		if *power {
-			er, err = estimators.PowerIteration(ctx, op, estimators.PowerOptions{K: *top, Seed: mf.seed, KeepVectors: true})
-		} else {
-			er, _, err = estimators.TopEigen(ctx, op, estimators.EigenOptions{K: *top, Order: ord, Tol: *tol, MaxHVPs: *maxHVPs, Seed: mf.seed, KeepVectors: true, KeepProducts: true}, nil)
-		}
-		if err != nil && !errors.Is(err, estimators.ErrNotConverged) {
-			return fmt.Errorf("eigenvalues: %w", err)
-		}
-		res.Converged = err == nil
-		res.Eigenvalues, res.Residuals, res.HVPs.Eigen = er.Values, er.Residuals, er.HVPs
-		vectors, products = er.Vectors, er.Products
+	relTol := *traceTol
+	if relTol <= 0 {
+		relTol = math.SmallestNonzeroFloat64 // no early stop: spend --max-hvps
 	}
-	if *doTrace {
-		tr, _, err := estimators.Trace(ctx, op, estimators.TraceOptions{RelTol: *traceTol, MaxHVPs: *maxHVPs, Seed: mf.seed + 1,
-			Blocks: monitor.Blocks(net), Deflate: vectors, DeflateProducts: products}, nil)
-		if err != nil {
-			return fmt.Errorf("trace: %w", err)
-		}
+	esdCost := 0
+	if *doESD {
+		esdCost = *esdProbes * min(*esdSteps, net.Dim())
+	}
+	cfg := monitor.Config{
+		NoEigen: *top == 0, TopK: *top, Order: ord, EigenTol: *tol, EigenMaxHVPs: *maxHVPs, Power: *power,
+		NoTrace: !*doTrace, TraceRelTol: relTol, TraceMaxHVPs: *maxHVPs,
+		NoESD: !*doESD, ESDProbes: *esdProbes, ESDSteps: *esdSteps,
+		MaxHVPs: 2*(*maxHVPs) + esdCost + 10, // each estimator gets --max-hvps
+		Seed:    mf.seed,
+	}
+	var sn snapshot.Snapshot
+	_, cost, err := monitor.Analyze(ctx, &sn, op, cfg, hessian.Blocks(net), nil, false)
+	if err != nil && !errors.Is(err, estimators.ErrNotConverged) {
+		return fmt.Errorf("analysis: %w", err)
+	}
+	res.Converged = err == nil
+	res.Eigenvalues, res.Residuals = sn.Eigenvalues, sn.Residuals
+	res.HVPs = hvpCounts{Eigen: cost.Eigen, Trace: cost.Trace, ESD: cost.ESD}
+	if tr := sn.Trace; tr != nil {
 		res.Trace, res.TraceStdErr = &tr.Value, &tr.StdErr
-		res.TraceProbes, res.TraceMethod, res.HVPs.Trace = tr.Probes, tr.Method, tr.HVPs
+		res.TraceProbes, res.TraceMethod = tr.Probes, tr.Method
 		res.BlockTraces = map[string]float64{}
 		for _, b := range tr.Blocks {
 			res.BlockTraces[b.Name] = b.Value
 		}
 	}
-	var esd estimators.ESDResult
-	if *doESD {
-		esd, _, err = estimators.ESD(ctx, op, estimators.ESDOptions{Probes: *esdProbes, Steps: min(*esdSteps, net.Dim()), Seed: mf.seed + 2}, nil)
-		if err != nil {
-			return fmt.Errorf("ESD: %w", err)
-		}
-		res.ESD = &esdJSON{Nodes: esd.Nodes, Weights: esd.Weights, Probes: esd.Probes, Steps: esd.Steps}
-		res.HVPs.ESD = esd.HVPs
+	if e := sn.ESD; e != nil {
+		res.ESD = &esdJSON{Nodes: e.Nodes, Weights: e.Weights, Probes: e.Probes, Steps: e.Steps}
 	}
 	res.Seconds = time.Since(start).Seconds()
 	if rank != 0 {
 		return nil // only rank 0 reports
 	}
-	if *plotPath != "" && *doESD {
-		s := snapshot.Snapshot{Run: net.String(), ESD: &snapshot.ESD{Nodes: esd.Nodes, Weights: esd.Weights, Probes: esd.Probes, Steps: esd.Steps, Sigma2: 1e-5}}
-		if err := saveESDPlot(*plotPath, s); err != nil {
+	if *plotPath != "" && sn.ESD != nil {
+		sn.Run = net.String()
+		if err := saveESDPlot(*plotPath, sn); err != nil {
 			return fmt.Errorf("--plot: %w", err)
 		}
 	}
@@ -214,26 +214,4 @@ func printAnalysis(w io.Writer, r analyzeResult) {
 		fmt.Fprintf(w, "  ESD: %d probe(s) × %d Lanczos steps, nodes in [%.4g, %.4g]\n", r.ESD.Probes, r.ESD.Steps, lo, hi)
 	}
 	fmt.Fprintf(w, "  HVPs: eigen %d, trace %d, ESD %d; %.2fs\n", r.HVPs.Eigen, r.HVPs.Trace, r.HVPs.ESD, r.Seconds)
-}
-
-// batchOperator is the exact Hessian of the mean loss over d, split into
-// chunks of at most chunk samples that run concurrently.
-func batchOperator(net *trainer.Network, d *trainer.Dataset, mode trainer.Mode, chunk int) (hvp.Operator, error) {
-	if d.Len() <= chunk {
-		return hvp.NewExact(net, d.Head(0), trainer.CrossEntropy{}, mode)
-	}
-	var batches []trainer.Batch
-	for from := 0; from < d.Len(); from += chunk {
-		sub, err := d.Subset(from, min(from+chunk, d.Len()))
-		if err != nil {
-			return nil, err
-		}
-		batches = append(batches, sub.Head(0))
-	}
-	m, err := hvp.NewExactBatches(net, batches, trainer.CrossEntropy{}, mode)
-	if err != nil {
-		return nil, err
-	}
-	m.SetWorkers(2)
-	return m, nil
 }

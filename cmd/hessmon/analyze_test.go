@@ -11,8 +11,8 @@ import (
 	"gonum.org/v1/gonum/mat"
 	"gonum.org/v1/gonum/stat/distuv"
 
-	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // TestAnalyzeMatchesDenseTruth runs `hessmon analyze` on a trained MNIST MLP
@@ -63,7 +63,7 @@ func TestAnalyzeMatchesDenseTruth(t *testing.T) {
 	}
 
 	// Dense truth from n exact HVPs.
-	op, err := hvp.NewExact(net, train.Head(batch), trainer.CrossEntropy{}, trainer.ModeEval)
+	op, err := hessian.NewExact(net, train.Head(batch), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 func runBench(ctx context.Context, e *env, args []string) error {
@@ -82,7 +82,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 	}
 	b := train.Head(*batch)
 	loss := trainer.CrossEntropy{}
-	op, err := hvp.NewExact(net, b, loss, trainer.ModeEval)
+	op, err := hessian.NewExact(net, b, loss, trainer.ModeEval)
 	if err != nil {
 		return err
 	}

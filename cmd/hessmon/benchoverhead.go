@@ -8,6 +8,7 @@ import (
 
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 type overheadBench struct {
@@ -79,14 +80,16 @@ func benchOverhead(ctx context.Context, e *env, args []string) error {
 			if err != nil {
 				return 0, err
 			}
-			hooks = append(hooks, mon.Hook(monitor.HookOptions{Batch: probeSubset(data, monf.probeBatch, mf.seed), Mode: bnMode}))
+			hooks = append(hooks, hessian.Hook(mon, hessian.HookOptions{Batch: probeSubset(data, monf.probeBatch, mf.seed), Mode: bnMode, Logger: discardLogger()}))
 		}
 		start := time.Now()
 		_, err = trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
 			Data: data, BatchSize: 64, Steps: *steps, Seed: mf.seed, Hooks: hooks})
 		loop := time.Since(start).Seconds()
 		if mon != nil {
-			mon.Wait()
+			if err := mon.Close(ctx); err != nil {
+				return 0, err
+			}
 		}
 		elapsed := time.Since(start).Seconds()
 		if monitored {

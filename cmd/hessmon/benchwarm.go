@@ -9,8 +9,8 @@ import (
 	"gonum.org/v1/gonum/stat"
 
 	"github.com/hessmon/hessmon/estimators"
-	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 type warmBench struct {
@@ -73,7 +73,7 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 		if info.Step%*every != 0 {
 			return nil
 		}
-		op, err := hvp.NewExact(info.Model, probe, trainer.CrossEntropy{}, trainer.ModeEval)
+		op, err := hessian.NewExact(info.Model, probe, trainer.CrossEntropy{}, trainer.ModeEval)
 		if err != nil {
 			return err
 		}

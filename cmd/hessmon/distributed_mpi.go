@@ -11,6 +11,7 @@ import (
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/hvp/mpi"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // distributedOperator initialises MPI, keeps this rank's contiguous shard of
@@ -33,11 +34,11 @@ func distributedOperator(ctx context.Context, net *trainer.Network, d *trainer.D
 	fail := func(err error) (hvp.Operator, int, int, func(), error) {
 		return nil, 0, 0, nil, errors.Join(fmt.Errorf("--distributed on rank %d of %d: %w", comm.Rank(), comm.Size(), err), comm.Close())
 	}
-	shard, err := hvp.ShardDataset(d, comm)
+	shard, err := hessian.ShardDataset(d, comm)
 	if err != nil {
 		return fail(err)
 	}
-	local, localErr := batchOperator(net, shard, mode, chunk)
+	local, localErr := hessian.NewChunked(net, shard.Head(0), trainer.CrossEntropy{}, mode, chunk)
 	if localErr != nil {
 		local = nil // NewAllReduce then fails on every rank, not only here
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,15 +10,12 @@ import (
 	"io"
 	"math"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"gonum.org/v1/gonum/stat"
-
-	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/monitor/export"
 	"github.com/hessmon/hessmon/monitor/metrics"
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/store"
@@ -199,7 +195,7 @@ func runRuns(ctx context.Context, e *env, args []string) error {
 		if r.Snapshots > 0 {
 			steps = fmt.Sprintf("%d..%d", r.FirstStep, r.LastStep)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, cmp.Or(r.Model, "-"), cmp.Or(r.Optimizer, "-"),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, cmp.Or(r.Model, "-"), cmp.Or(string(r.Optimizer), "-"),
 			steps, r.Snapshots, r.Failures, optNum(r.FirstLambda1), optNum(r.LastLambda1), fmtTime(r.Started))
 	}
 	return tw.Flush()
@@ -252,8 +248,8 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		if *asJSON {
 			return writeJSON(e.stdout, struct {
 				metrics.JSONSnapshot
-				ESDSummary *esdSummary `json:"esd_summary,omitempty"`
-			}{metrics.NewJSONSnapshot(s), summarizeESD(s.ESD)})
+				ESDSummary *export.ESDSummary `json:"esd_summary,omitempty"`
+			}{metrics.NewJSONSnapshot(s), export.SummarizeESD(s.ESD)})
 		}
 		return printSnapshot(e.stdout, s)
 	}
@@ -269,7 +265,7 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		return writeJSON(e.stdout, out)
 	}
 	fmt.Fprintf(e.stdout, "run %s: %s, %s, %d snapshots, %d failed\n", sum.ID, cmp.Or(sum.Model, "model unknown"),
-		cmp.Or(sum.Optimizer, "optimiser unknown"), sum.Snapshots, sum.Failures)
+		cmp.Or(string(sum.Optimizer), "optimiser unknown"), sum.Snapshots, sum.Failures)
 	return printTable(e.stdout, snaps)
 }
 
@@ -311,95 +307,17 @@ func printTable(w io.Writer, snaps []snapshot.Snapshot) error {
 		if s.Warm {
 			start = "warm"
 		}
-		row = append(row, tr, ratio, strconv.Itoa(s.HVPs), strconv.FormatFloat(s.Seconds, 'f', 2, 64), start, cmp.Or(s.Failure, "-"))
+		row = append(row, tr, ratio, strconv.Itoa(s.HVPs), strconv.FormatFloat(s.Seconds, 'f', 2, 64), start, cmp.Or(string(s.Failure), "-"))
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
-}
-
-// esdSummary condenses a stored ESD: its certificate (probes, Lanczos steps,
-// kernel variance), the spectral moments tr(H^j)/n that the quadrature gets
-// exactly up to the probes' Monte Carlo error, the extreme Ritz values, the
-// negative mass, and quantiles of the spectral measure.
-type esdSummary struct {
-	Probes       int                `json:"probes"`
-	Steps        int                `json:"steps"`
-	Sigma2       metrics.Float      `json:"sigma2"`
-	Mean         metrics.Float      `json:"mean"`
-	MeanStdErr   metrics.Float      `json:"mean_stderr"`
-	Moment2      metrics.Float      `json:"moment2"`
-	Moment2Err   metrics.Float      `json:"moment2_stderr"`
-	MinNode      metrics.Float      `json:"min_node"`
-	MaxNode      metrics.Float      `json:"max_node"`
-	NegativeMass metrics.Float      `json:"negative_mass"` // weight of nodes < −0.1%·max|node|
-	Quantiles    []esdQuantileValue `json:"quantiles"`
-}
-
-type esdQuantileValue struct {
-	P     float64       `json:"p"`
-	Value metrics.Float `json:"value"`
-}
-
-// negativeTol is the fraction of the largest |node| below zero that a node
-// must reach to count as negative curvature.
-const negativeTol = 1e-3
-
-// esdQuantiles are the levels show prints.
-var esdQuantiles = [...]float64{0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999}
-
-func summarizeESD(e *snapshot.ESD) *esdSummary {
-	if e == nil {
-		return nil
-	}
-	out := &esdSummary{Probes: e.Probes, Steps: e.Steps, Sigma2: metrics.Float(e.Sigma2)}
-	nan := metrics.Float(math.NaN())
-	out.Mean, out.MeanStdErr, out.Moment2, out.Moment2Err, out.MinNode, out.MaxNode, out.NegativeMass = nan, nan, nan, nan, nan, nan, nan
-	if e.Probes <= 0 || e.Steps <= 0 || len(e.Nodes) != e.Probes*e.Steps || len(e.Weights) != len(e.Nodes) {
-		return out
-	}
-	r := estimators.ESDResult{Nodes: e.Nodes, Weights: e.Weights, Probes: e.Probes, Steps: e.Steps}
-	mean, se := r.Moments(2)
-	out.Mean, out.MeanStdErr = metrics.Float(mean[1]), metrics.Float(se[1])
-	out.Moment2, out.Moment2Err = metrics.Float(mean[2]), metrics.Float(se[2])
-
-	type nw struct{ n, w float64 }
-	var pts []nw
-	var total, neg, scale float64
-	for i, x := range e.Nodes {
-		if w := e.Weights[i]; w > 0 && !math.IsNaN(x) {
-			pts = append(pts, nw{x, w})
-			scale = max(scale, math.Abs(x))
-		}
-	}
-	// Negative mass counts nodes below −0.1% of the spectral radius: the
-	// spike at zero lands a hair either side of it and is not curvature.
-	for _, p := range pts {
-		total += p.w
-		if p.n < -negativeTol*scale {
-			neg += p.w
-		}
-	}
-	if len(pts) == 0 || !(total > 0) {
-		return out
-	}
-	slices.SortFunc(pts, func(a, b nw) int { return cmp.Compare(a.n, b.n) })
-	xs, ws := make([]float64, len(pts)), make([]float64, len(pts))
-	for i, p := range pts {
-		xs[i], ws[i] = p.n, p.w
-	}
-	out.MinNode, out.MaxNode = metrics.Float(xs[0]), metrics.Float(xs[len(xs)-1])
-	out.NegativeMass = metrics.Float(neg / total)
-	for _, p := range esdQuantiles {
-		out.Quantiles = append(out.Quantiles, esdQuantileValue{P: p, Value: metrics.Float(stat.Quantile(p, stat.Empirical, xs, ws))})
-	}
-	return out
 }
 
 // printSnapshot prints one snapshot in full.
 func printSnapshot(w io.Writer, s snapshot.Snapshot) error {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("run %s, step %d, %s\n", s.Run, s.Step, fmtTime(s.Time))
-	p("loss %s, learning rate %s, optimiser %s", num(s.Loss), num(s.LearningRate), cmp.Or(s.Optimizer, "unknown"))
+	p("loss %s, learning rate %s, optimiser %s", num(s.Loss), num(s.LearningRate), cmp.Or(string(s.Optimizer), "unknown"))
 	if s.Beta1 != 0 {
 		p(" (β1/momentum %s)", num(s.Beta1))
 	}
@@ -442,7 +360,7 @@ func printSnapshot(w io.Writer, s snapshot.Snapshot) error {
 			}
 		}
 	}
-	if es := summarizeESD(s.ESD); es != nil {
+	if es := export.SummarizeESD(s.ESD); es != nil {
 		p("spectral density: %d probe(s) × %d Lanczos steps, kernel σ² %s\n", es.Probes, es.Steps, num(float64(es.Sigma2)))
 		p("  tr(H)/n %s ± %s, tr(H²)/n %s ± %s\n", num(float64(es.Mean)), short(float64(es.MeanStdErr)),
 			num(float64(es.Moment2)), short(float64(es.Moment2Err)))
@@ -515,42 +433,28 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	}
 	switch *format {
 	case "csv":
-		if err := write(*out, func(w io.Writer) error { return writeSnapshotsCSV(w, snaps) }); err != nil {
+		if err := write(*out, func(w io.Writer) error { return export.WriteCSV(w, snaps) }); err != nil {
 			return err
 		}
 		if *out != "" {
 			base := strings.TrimSuffix(*out, ".csv")
-			if hasESD(snaps) {
-				if err := write(base+".esd.csv", func(w io.Writer) error { return writeESDCSV(w, snaps) }); err != nil {
+			if export.HasESD(snaps) {
+				if err := write(base+".esd.csv", func(w io.Writer) error { return export.WriteESDCSV(w, snaps) }); err != nil {
 					return err
 				}
 			}
-			if hasBlocks(snaps) {
-				if err := write(base+".blocks.csv", func(w io.Writer) error { return writeBlocksCSV(w, snaps) }); err != nil {
+			if export.HasBlocks(snaps) {
+				if err := write(base+".blocks.csv", func(w io.Writer) error { return export.WriteBlocksCSV(w, snaps) }); err != nil {
 					return err
 				}
 			}
-		} else if hasESD(snaps) || hasBlocks(snaps) {
+		} else if export.HasESD(snaps) || export.HasBlocks(snaps) {
 			fmt.Fprintln(e.stderr, "hessmon export: the ESD and block-trace CSVs are written only with --out")
 		}
 	case "json":
-		err = write(*out, func(w io.Writer) error {
-			js := make([]metrics.JSONSnapshot, len(snaps))
-			for i, s := range snaps {
-				js[i] = metrics.NewJSONSnapshot(s)
-			}
-			return writeJSON(w, js)
-		})
+		err = write(*out, func(w io.Writer) error { return export.WriteJSON(w, snaps) })
 	case "jsonl":
-		err = write(*out, func(w io.Writer) error {
-			enc := json.NewEncoder(w)
-			for _, s := range snaps {
-				if err := enc.Encode(metrics.NewJSONSnapshot(s)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		err = write(*out, func(w io.Writer) error { return export.WriteJSONL(w, snaps) })
 	}
 	if err != nil {
 		return err
@@ -576,136 +480,4 @@ func writeFile(path string, fn func(io.Writer) error) (err error) {
 		}
 	}()
 	return fn(f)
-}
-
-func hasESD(snaps []snapshot.Snapshot) bool {
-	return slices.ContainsFunc(snaps, func(s snapshot.Snapshot) bool { return s.ESD != nil && len(s.ESD.Nodes) > 0 })
-}
-
-func hasBlocks(snaps []snapshot.Snapshot) bool {
-	return slices.ContainsFunc(snaps, func(s snapshot.Snapshot) bool { return s.Trace != nil && len(s.Trace.Blocks) > 0 })
-}
-
-// cell formats a float for CSV: shortest exact form, NaN as an empty cell,
-// ±Inf as inf/-inf (what pandas and R read back).
-func cell(x float64) string {
-	switch {
-	case math.IsNaN(x):
-		return ""
-	case math.IsInf(x, 1):
-		return "inf"
-	case math.IsInf(x, -1):
-		return "-inf"
-	}
-	return strconv.FormatFloat(x, 'g', -1, 64)
-}
-
-// csvHeader is the snapshot CSV's header for k eigenvalues.
-func csvHeader(k int) []string {
-	h := []string{"step", "time", "loss", "lr", "optimizer", "sharpness_threshold", "sharpness_ratio"}
-	for i := 1; i <= k; i++ {
-		h = append(h, fmt.Sprintf("lambda_%d", i))
-	}
-	for i := 1; i <= k; i++ {
-		h = append(h, fmt.Sprintf("residual_%d", i))
-	}
-	return append(h, "trace", "trace_stderr", "trace_probes", "trace_method", "hvps", "seconds", "warm", "failure", "failure_detail")
-}
-
-func writeSnapshotsCSV(w io.Writer, snaps []snapshot.Snapshot) error {
-	k := 0
-	for _, s := range snaps {
-		k = max(k, len(s.Eigenvalues))
-	}
-	cw := csv.NewWriter(w)
-	if err := cw.Write(csvHeader(k)); err != nil {
-		return err
-	}
-	for _, s := range snaps {
-		thr, ratio := "", ""
-		if s.SharpnessThreshold > 0 { // 0: no threshold known (e.g. no learning rate)
-			thr, ratio = cell(s.SharpnessThreshold), cell(s.SharpnessRatio)
-		}
-		t := ""
-		if !s.Time.IsZero() {
-			t = s.Time.UTC().Format(time.RFC3339Nano)
-		}
-		row := []string{strconv.FormatInt(s.Step, 10), t, cell(s.Loss), cell(s.LearningRate), s.Optimizer, thr, ratio}
-		for i := range k {
-			v := ""
-			if i < len(s.Eigenvalues) {
-				v = cell(s.Eigenvalues[i])
-			}
-			row = append(row, v)
-		}
-		for i := range k {
-			v := ""
-			if i < len(s.Residuals) {
-				v = cell(s.Residuals[i])
-			}
-			row = append(row, v)
-		}
-		if tr := s.Trace; tr != nil {
-			row = append(row, cell(tr.Value), cell(tr.StdErr), strconv.Itoa(tr.Probes), tr.Method)
-		} else {
-			row = append(row, "", "", "", "")
-		}
-		row = append(row, strconv.Itoa(s.HVPs), cell(s.Seconds), strconv.FormatBool(s.Warm), s.Failure, s.Detail)
-		if err := cw.Write(row); err != nil {
-			return err
-		}
-	}
-	cw.Flush()
-	return cw.Error()
-}
-
-// writeESDCSV writes the quadrature in long format: one row per node.
-func writeESDCSV(w io.Writer, snaps []snapshot.Snapshot) error {
-	cw := csv.NewWriter(w)
-	if err := cw.Write([]string{"step", "probe", "node", "weight"}); err != nil {
-		return err
-	}
-	for _, s := range snaps {
-		e := s.ESD
-		if e == nil {
-			continue
-		}
-		step := strconv.FormatInt(s.Step, 10)
-		for i, x := range e.Nodes {
-			probe := 0
-			if e.Steps > 0 {
-				probe = i / e.Steps
-			}
-			wt := math.NaN()
-			if i < len(e.Weights) {
-				wt = e.Weights[i]
-			}
-			if err := cw.Write([]string{step, strconv.Itoa(probe), cell(x), cell(wt)}); err != nil {
-				return err
-			}
-		}
-	}
-	cw.Flush()
-	return cw.Error()
-}
-
-// writeBlocksCSV writes the per-layer traces in long format.
-func writeBlocksCSV(w io.Writer, snaps []snapshot.Snapshot) error {
-	cw := csv.NewWriter(w)
-	if err := cw.Write([]string{"step", "block", "value", "stderr"}); err != nil {
-		return err
-	}
-	for _, s := range snaps {
-		if s.Trace == nil {
-			continue
-		}
-		step := strconv.FormatInt(s.Step, 10)
-		for _, b := range s.Trace.Blocks {
-			if err := cw.Write([]string{step, b.Name, cell(b.Value), cell(b.StdErr)}); err != nil {
-				return err
-			}
-		}
-	}
-	cw.Flush()
-	return cw.Error()
 }

@@ -202,7 +202,7 @@ func TestRunsMatchesStore(t *testing.T) {
 	}
 	for i, r := range rows {
 		s := sums[i]
-		if r["RUN"] != s.ID || r["MODEL"] != s.Model || r["OPT"] != s.Optimizer || r["SNAPSHOTS"] != strconv.Itoa(s.Snapshots) ||
+		if r["RUN"] != s.ID || r["MODEL"] != s.Model || r["OPT"] != string(s.Optimizer) || r["SNAPSHOTS"] != strconv.Itoa(s.Snapshots) ||
 			r["FAILED"] != strconv.Itoa(s.Failures) || r["STEPS"] != strconv.FormatInt(s.FirstStep, 10)+".."+strconv.FormatInt(s.LastStep, 10) ||
 			r["STARTED"] != s.Started.UTC().Format(time.RFC3339) {
 			t.Errorf("row %d = %v, want %+v", i, r, s)
@@ -239,7 +239,7 @@ func TestShowTableMatchesSnapshots(t *testing.T) {
 			t.Errorf("step %d: START %q, want %q", s.Step, r["START"], start)
 		}
 		if s.Failed() {
-			if r["FAILURE"] != s.Failure || r["λ1"] != "-" || r["TRACE±SE"] != "-" || r["RATIO"] != "-" {
+			if r["FAILURE"] != string(s.Failure) || r["λ1"] != "-" || r["TRACE±SE"] != "-" || r["RATIO"] != "-" {
 				t.Errorf("failed step %d printed %v", s.Step, r)
 			}
 			continue
@@ -433,8 +433,8 @@ func TestExportCSVMatchesSnapshots(t *testing.T) {
 				t.Errorf("step %d %s = %q, want %v", s.Step, col, row[col], x)
 			}
 		}
-		if row["step"] != strconv.FormatInt(s.Step, 10) || row["optimizer"] != s.Optimizer || row["hvps"] != strconv.Itoa(s.HVPs) ||
-			row["warm"] != strconv.FormatBool(s.Warm) || row["failure"] != s.Failure || row["failure_detail"] != s.Detail {
+		if row["step"] != strconv.FormatInt(s.Step, 10) || row["optimizer"] != string(s.Optimizer) || row["hvps"] != strconv.Itoa(s.HVPs) ||
+			row["warm"] != strconv.FormatBool(s.Warm) || row["failure"] != string(s.Failure) || row["failure_detail"] != s.Detail {
 			t.Errorf("step %d: row %v", s.Step, row)
 		}
 		if tm, err := time.Parse(time.RFC3339Nano, row["time"]); err != nil || !tm.Equal(s.Time) {
@@ -534,7 +534,7 @@ func TestExportJSON(t *testing.T) {
 		}
 		for i, s := range want["alpha"] {
 			g := got[i]
-			if g.Step != s.Step || g.Failure != s.Failure || !slices.Equal(g.Eigenvalues, s.Eigenvalues) {
+			if g.Step != s.Step || g.Failure != string(s.Failure) || !slices.Equal(g.Eigenvalues, s.Eigenvalues) {
 				t.Errorf("%s: snapshot %d = %+v", what, i, g)
 			}
 			if math.IsNaN(s.Loss) != (g.Loss == nil) || g.Loss != nil && *g.Loss != s.Loss {

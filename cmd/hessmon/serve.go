@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 
 	"github.com/hessmon/hessmon/monitor/metrics"
 )
@@ -47,5 +48,19 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "serving %s read-only (%d runs) on http://%s: /metrics /api/runs /healthz; Ctrl-C stops\n",
 		st.Path(), len(runs), ln.Addr())
-	return metrics.ServeListener(ctx, ln, metrics.NewServer(exp, st))
+	h, err := httpHandler(exp, st)
+	if err != nil {
+		return err
+	}
+	return metrics.ServeListener(ctx, ln, h)
+}
+
+// httpHandler is what train and serve serve: exp's metrics on a registry of
+// their own, and the JSON API over src.
+func httpHandler(exp *metrics.Exporter, src metrics.Source) (http.Handler, error) {
+	reg, err := metrics.NewRegistry(exp)
+	if err != nil {
+		return nil, err
+	}
+	return metrics.NewServer(reg, src), nil
 }

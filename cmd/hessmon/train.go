@@ -23,6 +23,7 @@ import (
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // monitorFlags are the probe settings shared by train and bench.
@@ -72,12 +73,8 @@ func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error)
 	if err != nil {
 		return monitor.Config{}, 0, err
 	}
-	top := m.top
-	if top == 0 {
-		top = -1
-	}
 	return monitor.Config{
-		Every: m.every, TopK: top, Order: order, EigenTol: m.tol,
+		Every: m.every, NoEigen: m.top == 0, TopK: m.top, Order: order, EigenTol: m.tol,
 		NoTrace: !m.trace, NoESD: !m.esd, ESDSteps: m.esdSteps,
 		MaxHVPs: m.maxHVPs, TraceMaxHVPs: m.traceHVPs, MaxDuration: m.timeout, Async: m.async,
 		OverheadTarget: m.overhead, Seed: seed,
@@ -130,11 +127,6 @@ func logger(w io.Writer, s string) (*slog.Logger, error) {
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), nil
 }
-
-// exporterSink hands snapshots to the Prometheus exporter.
-type exporterSink struct{ e *metrics.Exporter }
-
-func (s exporterSink) PutSnapshot(sn snapshot.Snapshot) error { s.e.Observe(sn); return nil }
 
 func runTrain(ctx context.Context, e *env, args []string) error {
 	return trainCmd(ctx, e, args, initComm)
@@ -199,7 +191,16 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return err
 	}
 	exp := metrics.NewExporter()
-	mon, err := monitor.New(*runID, cfg, monitor.WithSink(st), monitor.WithSink(exporterSink{exp}), monitor.WithWarmStore(st), monitor.WithLogger(log))
+	snaps := make(chan snapshot.Snapshot, 64) // for the log lines, printed from the training goroutine
+	toLog := monitor.SinkFunc(func(s snapshot.Snapshot) error {
+		select {
+		case snaps <- s:
+		default:
+		}
+		return nil
+	})
+	mon, err := monitor.New(*runID, cfg, monitor.WithSink(st), monitor.WithSink(exp), monitor.WithSink(toLog),
+		monitor.WithWarmStore(st), monitor.WithLogger(log))
 	if err != nil {
 		return err
 	}
@@ -212,7 +213,11 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		if err != nil {
 			return fmt.Errorf("--listen %s: %w", *listen, err)
 		}
-		go func() { srvDone <- metrics.ServeListener(srvCtx, ln, metrics.NewServer(exp, st)) }()
+		h, err := httpHandler(exp, st)
+		if err != nil {
+			return err
+		}
+		go func() { srvDone <- metrics.ServeListener(srvCtx, ln, h) }()
 		log.Info("serving", "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
 	} else {
 		srvDone <- nil
@@ -224,16 +229,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 
 	bar := progressBar(e, *progress, steps)
 	var lastSnap snapshot.Snapshot
-	snaps := make(chan snapshot.Snapshot, 64)
-	hooks := []trainer.Hook{mon.Hook(monitor.HookOptions{
-		Batch: probeBatch, Mode: bnMode, Observer: exp,
-		OnSnapshot: func(s snapshot.Snapshot) {
-			select {
-			case snaps <- s:
-			default:
-			}
-		},
-	})}
+	hooks := []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probeBatch, Mode: bnMode, Logger: log})}
 	hooks = append(hooks, func(_ context.Context, info trainer.StepInfo) error {
 		if bar != nil {
 			_ = bar.Set64(info.Step)
@@ -252,7 +248,11 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	res, trainErr := trainer.Train(ctx, trainer.Config{
 		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: opt, Data: train, BatchSize: of.batch, Steps: steps, Seed: mf.seed, Hooks: hooks,
 	})
-	mon.Wait()
+	// Ctrl-C cancelled ctx: Close then drops the in-flight probe at once.
+	// Otherwise the last probe finishes on every core.
+	if err := mon.Close(ctx); err != nil && ctx.Err() == nil {
+		log.Warn("closing the monitor", "err", err)
+	}
 	if bar != nil {
 		_ = bar.Finish()
 	}
@@ -287,7 +287,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 
 // runMeta describes a training run for the store.
 func runMeta(id string, net *trainer.Network, opt trainer.Optimizer, train *trainer.Dataset, mf modelFlags, of optFlags, monf monitorFlags, steps int64) snapshot.Run {
-	return snapshot.Run{ID: id, Model: net.String(), Optimizer: opt.Name(), Started: time.Now().UTC(), Config: map[string]string{
+	return snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.Optimizer(opt.Name()), Started: time.Now().UTC(), Config: map[string]string{
 		"data": describeData(train), "params": fmt.Sprint(net.Dim()), "lr": fmt.Sprint(of.lr), "momentum": fmt.Sprint(of.momentum),
 		"batch": fmt.Sprint(of.batch), "steps": fmt.Sprint(steps), "every": fmt.Sprint(monf.every), "top": fmt.Sprint(monf.top),
 		"probe_batch": fmt.Sprint(monf.probeBatch), "bn_mode": monf.bnMode, "seed": fmt.Sprint(mf.seed),

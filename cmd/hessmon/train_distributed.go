@@ -21,6 +21,7 @@ import (
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // `hessmon train --distributed`: replicated training, sharded probes.
@@ -181,7 +182,7 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 	cfg.Async, cfg.OverheadTarget, cfg.MaxDuration = false, 0, noProbeTimeout
 	opts := []monitor.Option{monitor.WithWarmStore(warm), monitor.WithLogger(r.log)}
 	if r.rank == 0 {
-		opts = append(opts, monitor.WithSink(r.st), monitor.WithSink(exporterSink{r.exp}))
+		opts = append(opts, monitor.WithSink(r.st), monitor.WithSink(r.exp))
 	}
 	r.mon, err = monitor.New(r.o.run, cfg, opts...)
 	if err != nil {
@@ -229,6 +230,12 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 	})
 	if bar != nil {
 		_ = bar.Finish()
+	}
+	// Probes are synchronous, so nothing is in flight: Close only writes
+	// the newest warm state (rank 0; the others drop it). It is local, not
+	// collective.
+	if err := r.mon.Close(context.WithoutCancel(ctx)); err != nil {
+		r.log.Error("closing the monitor", "err", err)
 	}
 	stopSrv()
 	if err := <-srvDone; err != nil {
@@ -278,7 +285,7 @@ func (r *rankRun) setup() error {
 		return err
 	}
 	r.steps = r.o.opt.totalSteps(r.train.Len())
-	r.blocks = monitor.Blocks(r.net)
+	r.blocks = hessian.Blocks(r.net)
 	r.probe = probeSubset(r.train, r.o.mon.probeBatch, r.o.model.seed)
 	if r.shard, err = shardBatch(r.probe, r.comm); err != nil {
 		return fmt.Errorf("--probe-batch %d over %d ranks: %w", r.probe.Len(), r.size, err)
@@ -311,7 +318,10 @@ func (r *rankRun) setup() error {
 			return fmt.Errorf("--listen %s: %w", r.o.listen, err)
 		}
 		r.listener = ln
-		srv := metrics.NewServer(r.exp, r.st)
+		srv, err := httpHandler(r.exp, r.st)
+		if err != nil {
+			return err
+		}
 		r.serve = func(ctx context.Context) error { return metrics.ServeListener(ctx, ln, srv) }
 		r.log.Info("serving", "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
 	}
@@ -492,7 +502,7 @@ func broadcastBytes(comm hvp.Comm, b []byte, n int) ([]byte, error) {
 // shardBatch returns comm's rank's contiguous part of b (see hvp.Shard).
 func shardBatch(b trainer.Batch, comm hvp.Comm) (trainer.Batch, error) {
 	d := &trainer.Dataset{X: b.X.Data, Labels: b.Labels, Shape: b.X.Shape}
-	shard, err := hvp.ShardDataset(d, comm)
+	shard, err := hessian.ShardDataset(d, comm)
 	if err != nil {
 		return trainer.Batch{}, err
 	}
@@ -503,12 +513,10 @@ func shardBatch(b trainer.Batch, comm hvp.Comm) (trainer.Batch, error) {
 // batch. The monitor records it on rank 0; on every rank it advances the
 // same warm state.
 func (r *rankRun) probeStep(ctx context.Context, info trainer.StepInfo) error {
-	meta := monitor.Meta{Loss: info.Loss, LearningRate: info.LearningRate, Blocks: r.blocks}
-	if info.Optimizer != nil {
-		meta.Optimizer, meta.Beta1 = info.Optimizer.Name(), info.Optimizer.Beta1()
-	}
+	meta := hessian.StepInfo(info)
+	meta.Blocks = r.blocks
 	var local hvp.Operator
-	exact, localErr := hvp.NewExact(info.Model, r.shard, trainer.CrossEntropy{}, r.mode)
+	exact, localErr := hessian.NewExact(info.Model, r.shard, info.LossFn, r.mode)
 	if localErr == nil {
 		local = exact
 	}

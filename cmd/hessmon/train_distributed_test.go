@@ -15,6 +15,7 @@ import (
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // rankOutput is what one rank of an in-process distributed run printed.
@@ -279,7 +280,7 @@ func TestLockstepOpStopsTogether(t *testing.T) {
 						res[r].err = err
 						return
 					}
-					local, err := hvp.NewExact(net, shard, trainer.CrossEntropy{}, trainer.ModeEval)
+					local, err := hessian.NewExact(net, shard, trainer.CrossEntropy{}, trainer.ModeEval)
 					if err != nil {
 						res[r].err = err
 						return

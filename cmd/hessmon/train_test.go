@@ -177,8 +177,8 @@ func TestTrainServesLiveMetrics(t *testing.T) {
 	check("hessian_trace", map[string]string{"run": "live"}, s.Trace.Value)
 	check("hessian_trace_stderr", map[string]string{"run": "live"}, s.Trace.StdErr)
 	check("hessian_probe_hvps", map[string]string{"run": "live"}, float64(s.HVPs))
-	for _, name := range []string{"hessian_esd_cumulative", "hessian_block_trace", "hessian_sharpness_ratio", "training_loss",
-		"training_learning_rate", "hessmon_probe_duration_seconds", "hessmon_hvp_total", "hessmon_probe_failures_total"} {
+	for _, name := range []string{"hessian_esd_cumulative", "hessian_block_trace", "hessian_sharpness_ratio", "hessmon_training_loss",
+		"hessmon_training_learning_rate", "hessmon_probe_duration_seconds", "hessmon_hvp_total", "hessmon_probe_failures_total"} {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("%s missing from the scrape", name)
 		}

@@ -31,12 +31,12 @@ import (
 	"time"
 
 	"github.com/hessmon/hessmon/estimators"
-	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/plot"
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // Config is one setting of the study. Every variant shares all of it.
@@ -211,7 +211,7 @@ func runVariant(ctx context.Context, cfg Config, v Variant, data, test *trainer.
 	row := Row{Variant: v, Model: net.String(), Params: net.Dim()}
 	steps := int64(cfg.Epochs * (data.Len() / cfg.BatchSize))
 	row.Steps = steps
-	if err := st.PutRun(snapshot.Run{ID: v.ID(), Model: net.String(), Optimizer: "sgd", Started: start.UTC(),
+	if err := st.PutRun(snapshot.Run{ID: v.ID(), Model: net.String(), Optimizer: snapshot.SGD, Started: start.UTC(),
 		Config: map[string]string{"lr": fmtF(cfg.LR), "momentum": fmtF(cfg.Momentum), "weight_decay": fmtF(cfg.WeightDecay), "batch": strconv.Itoa(cfg.BatchSize),
 			"steps": strconv.FormatInt(steps, 10), "images": strconv.Itoa(data.Len()), "seed": strconv.FormatUint(cfg.Seed, 10)}}); err != nil {
 		return row, err
@@ -237,8 +237,11 @@ func runVariant(ctx context.Context, cfg Config, v Variant, data, test *trainer.
 	_, err = trainer.Train(ctx, trainer.Config{
 		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: opt, Data: data,
 		BatchSize: cfg.BatchSize, Steps: steps, Seed: cfg.Seed,
-		Hooks: []trainer.Hook{mon.Hook(monitor.HookOptions{Batch: probe, Mode: trainer.ModeTrain}), decay},
+		Hooks: []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probe, Mode: trainer.ModeTrain, Logger: log}), decay},
 	})
+	if cerr := mon.Close(ctx); cerr != nil && err == nil {
+		err = cerr
+	}
 	switch {
 	case errors.Is(err, trainer.ErrDiverged):
 		row.Diverged = true
@@ -268,44 +271,37 @@ func runVariant(ctx context.Context, cfg Config, v Variant, data, test *trainer.
 // the trace with the top-k subspace taken exactly (Hutchinson on the rest)
 // and the ESD by stochastic Lanczos quadrature.
 func analyse(ctx context.Context, cfg Config, row *Row, net *trainer.Network, data *trainer.Dataset, opt trainer.Optimizer, st *store.Store) error {
-	var batches []trainer.Batch
-	for from := 0; from < min(cfg.FinalBatch, data.Len()); from += cfg.FinalChunk {
-		sub, err := data.Subset(from, min(from+cfg.FinalChunk, cfg.FinalBatch, data.Len()))
-		if err != nil {
-			return err
-		}
-		batches = append(batches, sub.Head(0))
-	}
-	op, err := hvp.NewExactBatches(net, batches, trainer.CrossEntropy{}, trainer.ModeEval)
+	head, err := data.Subset(0, min(cfg.FinalBatch, data.Len()))
 	if err != nil {
 		return err
 	}
-	row.TrainLoss = op.Loss()
-	eig, _, err := estimators.TopEigen(ctx, op, estimators.EigenOptions{K: cfg.TopK, Tol: cfg.EigenTol,
-		MaxHVPs: 2000, Seed: cfg.Seed, KeepVectors: true, KeepProducts: true}, nil)
+	batch := head.Head(0)
+	op, err := hessian.NewChunked(net, batch, trainer.CrossEntropy{}, trainer.ModeEval, cfg.FinalChunk)
 	if err != nil {
-		return fmt.Errorf("top-%d eigenvalues: %w", cfg.TopK, err)
+		return err
 	}
-	tr, _, err := estimators.Trace(ctx, op, estimators.TraceOptions{RelTol: cfg.TraceRelTol, MaxHVPs: 400,
-		Seed: cfg.Seed + 1, Deflate: eig.Vectors, DeflateProducts: eig.Products}, nil)
+	row.TrainLoss = op.(interface{ Loss() float64 }).Loss()
+	// hessmon's one analysis pipeline, as the monitor and `hessmon analyze`
+	// run it: eigen solve to 2000 HVPs, trace to 400, then the ESD.
+	var sn snapshot.Snapshot
+	_, cost, err := monitor.Analyze(ctx, &sn, op, monitor.Config{
+		TopK: cfg.TopK, EigenTol: cfg.EigenTol, EigenMaxHVPs: 2000,
+		TraceRelTol: cfg.TraceRelTol, TraceMaxHVPs: 400, ESDSteps: cfg.ESDSteps,
+		MaxHVPs: 2000 + 400 + cfg.ESDSteps + 10, Seed: cfg.Seed,
+	}, nil, nil, false)
 	if err != nil {
-		return fmt.Errorf("trace: %w", err)
+		return fmt.Errorf("final analysis: %w", err)
 	}
-	esd, _, err := estimators.ESD(ctx, op, estimators.ESDOptions{Probes: 1, Steps: cfg.ESDSteps, Seed: cfg.Seed + 2}, nil)
-	if err != nil {
-		return fmt.Errorf("ESD: %w", err)
-	}
-	row.Eigenvalues, row.Residuals = eig.Values, eig.Residuals
-	row.Trace = snapshot.Trace{Value: tr.Value, StdErr: tr.StdErr, Probes: tr.Probes, Method: tr.Method}
-	row.ESD = &snapshot.ESD{Nodes: esd.Nodes, Weights: esd.Weights, Probes: esd.Probes, Steps: esd.Steps, Sigma2: 1e-5}
-	row.HVPs = eig.HVPs + tr.HVPs + esd.HVPs
+	row.Eigenvalues, row.Residuals = sn.Eigenvalues, sn.Residuals
+	row.Trace, row.ESD = *sn.Trace, sn.ESD
+	row.HVPs = cost.Total()
 	// With BatchNorm, λ1 also with batch statistics (each chunk normalised
 	// by its own mean and variance, differentiated through): the
 	// curvature SGD sees, which can differ from the eval-mode one by a
 	// large factor. Without BatchNorm the two modes are the same Hessian.
-	row.Lambda1Train, row.Lambda1TrainResidual = eig.Values[0], eig.Residuals[0]
+	row.Lambda1Train, row.Lambda1TrainResidual = sn.Eigenvalues[0], sn.Residuals[0]
 	if row.BN {
-		opTrain, err := hvp.NewExactBatches(net, batches, trainer.CrossEntropy{}, trainer.ModeTrain)
+		opTrain, err := hessian.NewChunked(net, batch, trainer.CrossEntropy{}, trainer.ModeTrain, cfg.FinalChunk)
 		if err != nil {
 			return err
 		}
@@ -318,12 +314,12 @@ func analyse(ctx context.Context, cfg Config, row *Row, net *trainer.Network, da
 	}
 	// The final analysis is a snapshot like any other, so `hessmon plot`
 	// and `hessmon show` read it from the store too.
-	sn := row.final(opt)
-	row.Final = &sn
-	if err := st.PutRun(snapshot.Run{ID: sn.Run, Model: row.Model, Optimizer: "sgd", Started: sn.Time}); err != nil {
+	final := row.final(opt)
+	row.Final = &final
+	if err := st.PutRun(snapshot.Run{ID: final.Run, Model: row.Model, Optimizer: snapshot.SGD, Started: final.Time}); err != nil {
 		return err
 	}
-	return st.PutSnapshot(sn)
+	return st.PutSnapshot(final)
 }
 
 // final is the final analysis as a snapshot.
@@ -331,7 +327,7 @@ func (r Row) final(opt trainer.Optimizer) snapshot.Snapshot {
 	tr := r.Trace
 	sn := snapshot.Snapshot{
 		Run: r.ID() + "-final", Step: r.Steps, Time: time.Now().UTC(), Loss: r.TrainLoss,
-		LearningRate: opt.LearningRate(), Optimizer: opt.Name(), Beta1: opt.Beta1(),
+		LearningRate: opt.LearningRate(), Optimizer: snapshot.Optimizer(opt.Name()), Beta1: opt.Beta1(),
 		Eigenvalues: r.Eigenvalues, Residuals: r.Residuals, Trace: &tr, ESD: r.ESD, HVPs: r.HVPs,
 	}
 	sn.SharpnessThreshold = monitor.SharpnessThreshold(sn.Optimizer, sn.LearningRate, sn.Beta1)

@@ -39,12 +39,12 @@ import (
 	"gonum.org/v1/plot/vg"
 
 	"github.com/hessmon/hessmon/estimators"
-	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/plot"
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // Band is the relative distance from 2/η within which λ1 counts as being
@@ -189,9 +189,9 @@ func runGD(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset, s
 	if err != nil {
 		return Run{}, err
 	}
-	r := Run{LR: lr, Threshold: monitor.SharpnessThreshold("sgd", lr, 0), Model: net.String()}
+	r := Run{LR: lr, Threshold: monitor.SharpnessThreshold(snapshot.SGD, lr, 0), Model: net.String()}
 	id := runID(lr)
-	if err := st.PutRun(snapshot.Run{ID: id, Model: net.String(), Optimizer: "sgd", Started: time.Now().UTC(),
+	if err := st.PutRun(snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.SGD, Started: time.Now().UTC(),
 		Config: map[string]string{"lr": strconv.FormatFloat(lr, 'g', -1, 64), "batch": "full",
 			"images": strconv.Itoa(data.Len()), "loss": OneHotMSE{}.Name(), "seed": strconv.FormatUint(cfg.Seed, 10)}}); err != nil {
 		return r, err
@@ -212,8 +212,11 @@ func runGD(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset, s
 	opt := &trainer.SGD{LR: lr}
 	_, err = trainer.Train(ctx, trainer.Config{
 		Model: net, Loss: OneHotMSE{}, Optimizer: opt, Data: data, BatchSize: 0, Steps: cfg.Steps, Seed: cfg.Seed,
-		Hooks: []trainer.Hook{record, mon.Hook(monitor.HookOptions{Batch: full, Loss: OneHotMSE{}, Mode: trainer.ModeEval})},
+		Hooks: []trainer.Hook{record, hessian.Hook(mon, hessian.HookOptions{Batch: full, Mode: trainer.ModeEval, Logger: log})},
 	})
+	if cerr := mon.Close(ctx); cerr != nil && err == nil {
+		err = cerr
+	}
 	switch {
 	case errors.Is(err, trainer.ErrDiverged):
 		r.Diverged = true
@@ -229,7 +232,7 @@ func runGD(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset, s
 		return r, err
 	}
 	if cfg.ESDSteps > 0 && !r.Diverged {
-		op, err := hvp.NewExact(net, full, OneHotMSE{}, trainer.ModeEval)
+		op, err := hessian.NewExact(net, full, OneHotMSE{}, trainer.ModeEval)
 		if err != nil {
 			return r, err
 		}

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/hessmon/hessmon/estimators"
-	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 func main() {
@@ -40,7 +40,7 @@ func main() {
 	}
 	fmt.Printf("%s: one epoch in %.1fs, test accuracy %.4f\n", net, time.Since(start).Seconds(), acc)
 
-	op, err := hvp.NewExact(net, train.Flat().Head(1000), trainer.CrossEntropy{}, trainer.ModeEval)
+	op, err := hessian.NewExact(net, train.Flat().Head(1000), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		log.Fatal(err)
 	}

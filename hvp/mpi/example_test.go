@@ -10,6 +10,7 @@ import (
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/hvp/mpi"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // Run under mpirun: every rank analyses its shard, and the all-reduced
@@ -29,12 +30,12 @@ func ExampleInit() {
 		return
 	}
 	data := trainer.Synthetic(1000, net.InShape(), 4, 2) // the same on every rank
-	shard, err := hvp.ShardDataset(data, comm)
+	shard, err := hessian.ShardDataset(data, comm)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	local, err := hvp.NewExact(net, shard.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+	local, err := hessian.NewExact(net, shard.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		fmt.Println(err)
 		return

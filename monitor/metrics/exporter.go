@@ -41,7 +41,11 @@ func DurationBuckets() []float64 {
 	return []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 }
 
-// Exporter turns snapshots into Prometheus metrics on its own registry.
+// Exporter turns snapshots into Prometheus metrics. It is a
+// prometheus.Collector: register it on the Registerer of your choice
+// (prometheus.DefaultRegisterer, or your own registry next to your other
+// metrics). It is also a monitor sink (PutSnapshot) and training observer
+// (ObserveTraining), so monitor.WithSink(exp) is all the wiring it needs.
 //
 // Gauges describe each run's latest successful snapshot; they are produced
 // at scrape time from a copy kept under a lock, so a scrape never sees half
@@ -49,7 +53,7 @@ func DurationBuckets() []float64 {
 // has disappear by themselves. Counters and the duration histogram count
 // every probe, failed ones included. An Exporter is safe for concurrent use.
 type Exporter struct {
-	reg *prometheus.Registry
+	gauges *gauges
 
 	mu   sync.RWMutex
 	runs map[string]*runState
@@ -85,11 +89,9 @@ type runState struct {
 	hasLoss, hasLR   bool
 }
 
-// NewExporter returns an exporter with a fresh registry holding only
-// hessmon's metrics.
+// NewExporter returns an exporter with no runs yet.
 func NewExporter() *Exporter {
 	e := &Exporter{
-		reg:   prometheus.NewRegistry(),
 		runs:  make(map[string]*runState),
 		edges: ESDEdges(),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -114,13 +116,33 @@ func NewExporter() *Exporter {
 		e.leLabels = append(e.leLabels, strconv.FormatFloat(x, 'g', -1, 64))
 	}
 	e.leLabels = append(e.leLabels, "+Inf")
-	e.reg.MustRegister(e.duration, e.hvps, e.probes, e.failures, newGauges(e))
+	e.gauges = newGauges(e)
 	return e
 }
 
-// Registry returns the exporter's registry, to serve it or to register more
-// collectors (e.g. Go runtime metrics) on it.
-func (e *Exporter) Registry() *prometheus.Registry { return e.reg }
+// Describe implements prometheus.Collector.
+func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
+	e.duration.Describe(ch)
+	e.hvps.Describe(ch)
+	e.probes.Describe(ch)
+	e.failures.Describe(ch)
+	e.gauges.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
+	e.duration.Collect(ch)
+	e.hvps.Collect(ch)
+	e.probes.Collect(ch)
+	e.failures.Collect(ch)
+	e.gauges.Collect(ch)
+}
+
+// PutSnapshot observes s; it makes the exporter a monitor sink.
+func (e *Exporter) PutSnapshot(s snapshot.Snapshot) error {
+	e.Observe(s)
+	return nil
+}
 
 // label makes s a valid label value: Prometheus requires UTF-8.
 func label(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
@@ -136,8 +158,8 @@ func (e *Exporter) state(run string) *runState {
 		e.runs[run] = st
 		e.hvps.WithLabelValues(run)
 		e.probes.WithLabelValues(run)
-		for _, r := range []string{ReasonNaN, ReasonPanic, ReasonTimeout, ReasonBudget, ReasonError} {
-			e.failures.WithLabelValues(run, r)
+		for _, r := range snapshot.Failures() {
+			e.failures.WithLabelValues(run, string(r))
 		}
 	}
 	return st
@@ -161,7 +183,7 @@ func (e *Exporter) Observe(s snapshot.Snapshot) {
 		e.duration.WithLabelValues(run).Observe(s.Seconds)
 	}
 	if s.Failed() {
-		e.failures.WithLabelValues(run, label(s.Failure)).Inc()
+		e.failures.WithLabelValues(run, label(string(s.Failure))).Inc()
 		return
 	}
 	if s.Step >= st.trainStep {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -136,7 +137,7 @@ func goodSnapshot(runID string, step int64, k int) snapshot.Snapshot {
 
 func serveExporter(t *testing.T, e *Exporter) string {
 	t.Helper()
-	ts := httptest.NewServer(NewServer(e, nil))
+	ts := httptest.NewServer(NewServer(gatherer(e), nil))
 	t.Cleanup(ts.Close)
 	return ts.URL + "/metrics"
 }
@@ -290,9 +291,9 @@ func TestFailureKeepsGoodGauges(t *testing.T) {
 	e.Observe(good)
 	bad := snapshot.Snapshot{Run: "r", Step: 100, Loss: math.NaN(), LearningRate: 0.05,
 		Eigenvalues: []float64{math.NaN()}, Trace: &snapshot.Trace{Value: math.NaN()},
-		HVPs: 7, Seconds: 1.5, Failure: ReasonNaN, Detail: "HVP returned NaN"}
+		HVPs: 7, Seconds: 1.5, Failure: snapshot.FailNaN, Detail: "HVP returned NaN"}
 	e.Observe(bad)
-	timeout := snapshot.Snapshot{Run: "r", Step: 150, LearningRate: 0.05, HVPs: 3, Seconds: 20, Failure: ReasonTimeout}
+	timeout := snapshot.Snapshot{Run: "r", Step: 150, LearningRate: 0.05, HVPs: 3, Seconds: 20, Failure: snapshot.FailTimeout}
 	e.Observe(timeout)
 	fams := scrape(t, url)
 	r := run("r")
@@ -389,9 +390,9 @@ func TestLabelSanitising(t *testing.T) {
 func TestLint(t *testing.T) {
 	e := NewExporter()
 	e.Observe(goodSnapshot("a", 1, 5))
-	e.Observe(snapshot.Snapshot{Run: "a", Step: 2, Failure: ReasonPanic})
+	e.Observe(snapshot.Snapshot{Run: "a", Step: 2, Failure: snapshot.FailPanic})
 	e.ObserveTraining("b", 3, 1, 0.1)
-	problems, err := testutil.GatherAndLint(e.Registry())
+	problems, err := testutil.GatherAndLint(gatherer(e))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,4 +420,11 @@ func TestLint(t *testing.T) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 	t.Logf("promtool check metrics: clean over %d bytes, %d families", len(body), len(parse(t, bytes.NewReader(body))))
+}
+
+// gatherer registers e on a fresh registry, as a user would.
+func gatherer(e *Exporter) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(e)
+	return reg
 }

@@ -5,20 +5,22 @@
 // uses: a renamed metric cannot silently break a panel.
 package metrics
 
+import "github.com/hessmon/hessmon/monitor/snapshot"
+
 // Metric names. Gauges describe the latest snapshot of each run.
 const (
-	TopEigenvalue      = "hessian_top_eigenvalue"      // {run,rank}
-	EigenvalueResidual = "hessian_eigenvalue_residual" // {run,rank}
-	Trace              = "hessian_trace"               // {run}
-	TraceStdErr        = "hessian_trace_stderr"        // {run}
-	BlockTrace         = "hessian_block_trace"         // {run,block}
-	ESDCumulative      = "hessian_esd_cumulative"      // {run,le}
-	SharpnessRatio     = "hessian_sharpness_ratio"     // {run}
-	SharpnessThreshold = "hessian_sharpness_threshold" // {run}
-	Step               = "hessian_step"                // {run}
-	ProbeHVPs          = "hessian_probe_hvps"          // {run}: HVPs spent by the last probe
-	TrainingLoss       = "training_loss"               // {run}
-	TrainingLR         = "training_learning_rate"      // {run}
+	TopEigenvalue      = "hessian_top_eigenvalue"         // {run,rank}
+	EigenvalueResidual = "hessian_eigenvalue_residual"    // {run,rank}
+	Trace              = "hessian_trace"                  // {run}
+	TraceStdErr        = "hessian_trace_stderr"           // {run}
+	BlockTrace         = "hessian_block_trace"            // {run,block}
+	ESDCumulative      = "hessian_esd_cumulative"         // {run,le}
+	SharpnessRatio     = "hessian_sharpness_ratio"        // {run}
+	SharpnessThreshold = "hessian_sharpness_threshold"    // {run}
+	Step               = "hessian_step"                   // {run}
+	ProbeHVPs          = "hessian_probe_hvps"             // {run}: HVPs spent by the last probe
+	TrainingLoss       = "hessmon_training_loss"          // {run}
+	TrainingLR         = "hessmon_training_learning_rate" // {run}
 
 	ProbeDuration = "hessmon_probe_duration_seconds" // histogram {run}
 	HVPTotal      = "hessmon_hvp_total"              // counter {run}
@@ -35,14 +37,13 @@ const (
 	LabelReason = "reason"
 )
 
-// Failure reasons, the values of the reason label and of
-// snapshot.Snapshot.Failure. The exporter starts each run's failure counter
-// at zero for all of them, so that failure panels and alerts have a series
-// before the first failure.
+// Failure reasons, the values of the reason label, are snapshot.Failures():
+// the exporter starts each run's failure counter at zero for all of them, so
+// that failure panels and alerts have a series before the first failure.
 const (
-	ReasonNaN     = "nan"
-	ReasonPanic   = "panic"
-	ReasonTimeout = "timeout"
-	ReasonBudget  = "budget"
-	ReasonError   = "error"
+	ReasonNaN     = string(snapshot.FailNaN)
+	ReasonPanic   = string(snapshot.FailPanic)
+	ReasonTimeout = string(snapshot.FailTimeout)
+	ReasonBudget  = string(snapshot.FailBudget)
+	ReasonError   = string(snapshot.FailError)
 )

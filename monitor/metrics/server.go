@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hessmon/hessmon/monitor/snapshot"
@@ -31,19 +32,44 @@ type Source interface {
 	Snapshots(run string, from, to int64) ([]snapshot.Snapshot, error)
 }
 
-// NewServer returns the read-only HTTP API:
+// NewAPI returns the read-only JSON API over src, for users to mount on
+// their own mux (mux.Handle("/api/", metrics.NewAPI(src))):
 //
-//	GET /metrics                               Prometheus exposition of exp
 //	GET /api/runs                              JSON array of run summaries
 //	GET /api/runs/{run}/snapshots?from=&to=    JSON array of snapshots (inclusive
 //	                                           steps; vectors=true adds eigenvectors)
-//	GET /healthz                               "ok"
 //
-// Other methods get 405. A nil exp leaves out /metrics, a nil src the API.
-func NewServer(exp *Exporter, src Source) http.Handler {
+// Other methods get 405.
+func NewAPI(src Source) http.Handler {
 	mux := http.NewServeMux()
-	if exp != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(exp.Registry(), promhttp.HandlerOpts{
+	mux.HandleFunc("GET /api/runs", func(w http.ResponseWriter, r *http.Request) {
+		runs, err := src.Runs()
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err)
+			return
+		}
+		if runs == nil {
+			runs = []snapshot.RunSummary{}
+		}
+		writeJSON(w, http.StatusOK, runs)
+	})
+	mux.HandleFunc("GET /api/runs/{run}/snapshots", func(w http.ResponseWriter, r *http.Request) {
+		serveSnapshots(w, r, src)
+	})
+	return mux
+}
+
+// NewServer returns the handler hessmon's own commands serve:
+//
+//	GET /metrics     Prometheus exposition of g (e.g. a registry holding an Exporter)
+//	GET /api/...     the JSON API over src (see NewAPI)
+//	GET /healthz     "ok"
+//
+// A nil g leaves out /metrics, a nil src the API.
+func NewServer(g prometheus.Gatherer, src Source) http.Handler {
+	mux := http.NewServeMux()
+	if g != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{
 			// A bad series (it cannot happen with our label sanitising, but
 			// if it did) must not blank the whole scrape.
 			ErrorHandling: promhttp.ContinueOnError,
@@ -51,26 +77,25 @@ func NewServer(exp *Exporter, src Source) http.Handler {
 		}))
 	}
 	if src != nil {
-		mux.HandleFunc("GET /api/runs", func(w http.ResponseWriter, r *http.Request) {
-			runs, err := src.Runs()
-			if err != nil {
-				writeError(w, http.StatusInternalServerError, err)
-				return
-			}
-			if runs == nil {
-				runs = []snapshot.RunSummary{}
-			}
-			writeJSON(w, http.StatusOK, runs)
-		})
-		mux.HandleFunc("GET /api/runs/{run}/snapshots", func(w http.ResponseWriter, r *http.Request) {
-			serveSnapshots(w, r, src)
-		})
+		mux.Handle("/api/", NewAPI(src))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// NewRegistry returns a registry holding only the given collectors
+// (typically one Exporter), for NewServer.
+func NewRegistry(cs ...prometheus.Collector) (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: registering a collector: %w", err)
+		}
+	}
+	return reg, nil
 }
 
 func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {

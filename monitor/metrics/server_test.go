@@ -55,13 +55,13 @@ func TestAPI(t *testing.T) {
 		s := goodSnapshot("r1", step, 2)
 		s.Eigenvectors = [][]float64{{1, 0}, {0, 1}}
 		if step == 300 {
-			s = snapshot.Snapshot{Run: "r1", Step: step, Loss: math.NaN(), SharpnessRatio: math.Inf(1), Failure: ReasonNaN}
+			s = snapshot.Snapshot{Run: "r1", Step: step, Loss: math.NaN(), SharpnessRatio: math.Inf(1), Failure: snapshot.FailNaN}
 		}
 		if err := st.PutSnapshot(s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ts := httptest.NewServer(NewServer(NewExporter(), st))
+	ts := httptest.NewServer(NewServer(gatherer(NewExporter()), st))
 	defer ts.Close()
 
 	code, body := get(t, ts.URL+"/api/runs")
@@ -221,7 +221,7 @@ func setFloats(v reflect.Value, x float64) {
 func TestConcurrentScrapers(t *testing.T) {
 	st := newStore(t)
 	e := NewExporter()
-	ts := httptest.NewServer(NewServer(e, st))
+	ts := httptest.NewServer(NewServer(gatherer(e), st))
 	defer ts.Close()
 	if err := st.PutSnapshot(goodSnapshot("live", 0, 5)); err != nil {
 		t.Fatal(err)
@@ -242,7 +242,7 @@ func TestConcurrentScrapers(t *testing.T) {
 			}
 			s := goodSnapshot("live", step, 1+int(step%5))
 			if step%7 == 0 {
-				s = snapshot.Snapshot{Run: "live", Step: step, Loss: math.NaN(), Failure: ReasonPanic}
+				s = snapshot.Snapshot{Run: "live", Step: step, Loss: math.NaN(), Failure: snapshot.FailPanic}
 			}
 			// Overwrite a window of 100 steps so that the run stays small.
 			stored := s
@@ -319,7 +319,7 @@ func TestReplay(t *testing.T) {
 	for step := int64(0); step < 5; step++ {
 		s := goodSnapshot("done", step*10, 3)
 		if step == 3 {
-			s = snapshot.Snapshot{Run: "done", Step: step * 10, HVPs: 2, Failure: ReasonBudget}
+			s = snapshot.Snapshot{Run: "done", Step: step * 10, HVPs: 2, Failure: snapshot.FailBudget}
 		}
 		if err := st.PutSnapshot(s); err != nil {
 			t.Fatal(err)
@@ -351,7 +351,7 @@ func TestServeShutdown(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeListener(ctx, ln, NewServer(NewExporter(), nil)) }()
+	go func() { done <- ServeListener(ctx, ln, NewServer(gatherer(NewExporter()), nil)) }()
 	code, _ := get(t, "http://"+ln.Addr().String()+"/healthz")
 	if code != 200 {
 		t.Fatalf("healthz %d", code)

@@ -16,10 +16,10 @@ type Snapshot struct {
 	Step int64     `json:"step"`
 	Time time.Time `json:"time"`
 
-	Loss         float64 `json:"loss"`
-	LearningRate float64 `json:"learning_rate"`
-	Optimizer    string  `json:"optimizer,omitempty"` // "sgd" or "adam"
-	Beta1        float64 `json:"beta1,omitempty"`     // Adam's β1 (or SGD momentum)
+	Loss         float64   `json:"loss"`
+	LearningRate float64   `json:"learning_rate"`
+	Optimizer    Optimizer `json:"optimizer,omitempty"`
+	Beta1        float64   `json:"beta1,omitempty"` // Adam's β1 (or SGD momentum)
 
 	// SharpnessThreshold is the edge-of-stability level for λ1: 2/η for SGD,
 	// (2+2β1)/(η(1−β1)) for Adam. SharpnessRatio is λ1 / threshold.
@@ -39,9 +39,43 @@ type Snapshot struct {
 	Seconds float64 `json:"seconds"`
 	Warm    bool    `json:"warm"`
 	// Failure is empty for a good probe; otherwise a short reason
-	// ("nan", "panic", "timeout", "budget", "error") and Detail says more.
-	Failure string `json:"failure,omitempty"`
-	Detail  string `json:"detail,omitempty"`
+	// (one of Failures()) and Detail says more.
+	Failure Failure `json:"failure,omitempty"`
+	Detail  string  `json:"detail,omitempty"`
+}
+
+// Optimizer names the optimiser of a run. Its edge-of-stability threshold
+// depends on it, so a typo must not silently pick the SGD formula: use the
+// constants.
+type Optimizer string
+
+// Optimisers hessmon knows the sharpness threshold of. Any other name is
+// kept and shown but gets no threshold.
+const (
+	SGD   Optimizer = "sgd"  // gradient descent, with or without heavy-ball momentum
+	Adam  Optimizer = "adam" // Adam and AdamW
+	AdamW Optimizer = "adamw"
+)
+
+// Adaptive reports whether o preconditions its steps (Adam, AdamW).
+func (o Optimizer) Adaptive() bool { return o == Adam || o == AdamW }
+
+// Failure is why a probe failed. The values are label values of
+// hessmon_probe_failures_total, so they are part of the metrics contract.
+type Failure string
+
+// Failure reasons.
+const (
+	FailNaN     Failure = "nan"     // a product or estimate was NaN or infinite
+	FailPanic   Failure = "panic"   // the operator or an estimator panicked
+	FailTimeout Failure = "timeout" // the probe outlasted its wall-time budget
+	FailBudget  Failure = "budget"  // the probe ran out of HVPs before its certificates held
+	FailError   Failure = "error"   // the operator returned an error
+)
+
+// Failures lists every failure reason, in a fixed order.
+func Failures() []Failure {
+	return []Failure{FailNaN, FailPanic, FailTimeout, FailBudget, FailError}
 }
 
 // Trace is a stochastic trace estimate with its certificate.
@@ -87,7 +121,7 @@ func (s *Snapshot) Failed() bool { return s.Failure != "" }
 type Run struct {
 	ID        string            `json:"id"`
 	Model     string            `json:"model"`
-	Optimizer string            `json:"optimizer,omitempty"`
+	Optimizer Optimizer         `json:"optimizer,omitempty"`
 	Started   time.Time         `json:"started"`
 	Config    map[string]string `json:"config,omitempty"`
 }

@@ -22,7 +22,7 @@ var (
 type RunSummary struct {
 	ID           string    `json:"id"`
 	Model        string    `json:"model,omitempty"`
-	Optimizer    string    `json:"optimizer,omitempty"`
+	Optimizer    Optimizer `json:"optimizer,omitempty"`
 	Started      time.Time `json:"started"`
 	FirstStep    int64     `json:"first_step"`
 	LastStep     int64     `json:"last_step"`

@@ -1,4 +1,4 @@
-package monitor
+package hessian
 
 import (
 	"bufio"
@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
@@ -33,12 +34,15 @@ func TestCrashChild(t *testing.T) {
 	}
 	data := trainer.Synthetic(512, trainer.Shape{H: 1, W: 1, C: 10}, 4, 1)
 	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{10, 8, 4}, Activation: trainer.Tanh}, 1)
-	m, _ := New("crash", Config{Every: 3, TopK: 2, ESDSteps: 8, TraceRelTol: 0.2}, WithSink(st), WithWarmStore(st), WithLogger(discardLogger()))
+	committed := monitor.SinkFunc(func(s snapshot.Snapshot) error {
+		fmt.Printf("committed %d\n", s.Step)
+		return nil
+	})
+	m, _ := monitor.New("crash", monitor.Config{Every: 3, TopK: 2, ESDSteps: 8, TraceRelTol: 0.2, WarmEvery: 1},
+		monitor.WithSink(st), monitor.WithSink(committed), monitor.WithWarmStore(st), monitor.WithLogger(discardLogger()))
 	_, _ = trainer.Train(context.Background(), trainer.Config{
 		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05}, Data: data, BatchSize: 16, Steps: 1 << 40,
-		Hooks: []trainer.Hook{m.Hook(HookOptions{Batch: data.Head(32), OnSnapshot: func(s snapshot.Snapshot) {
-			fmt.Printf("committed %d\n", s.Step)
-		}})},
+		Hooks: []trainer.Hook{Hook(m, HookOptions{Batch: data.Head(32)})},
 	})
 }
 

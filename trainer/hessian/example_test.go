@@ -1,4 +1,4 @@
-package hvp_test
+package hessian_test
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // The exact Hessian-vector product of a model's loss on a fixed batch,
@@ -14,7 +15,7 @@ import (
 func ExampleNewExact() {
 	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{4, 6, 3}, Activation: trainer.Tanh}, 1)
 	batch := trainer.Synthetic(16, net.InShape(), 3, 2).Head(0)
-	op, err := hvp.NewExact(net, batch, trainer.CrossEntropy{}, trainer.ModeEval)
+	op, err := hessian.NewExact(net, batch, trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		panic(err)
 	}

@@ -1,0 +1,155 @@
+package monitor
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hessmon/hessmon/estimators"
+)
+
+// Config says what a probe computes and when. The zero value is usable:
+// every zero number means its documented default, and estimates are
+// switched off by the No* fields, never by a sentinel number. Negative
+// numbers are rejected by New.
+type Config struct {
+	// Every is the probe interval in steps (default 50). A probe is due at
+	// every multiple of Every, step 0 excluded.
+	Every int64
+
+	// NoEigen switches the top-k eigen solve off.
+	NoEigen bool
+	// TopK eigenvalues per probe (default 5), in Order.
+	TopK  int
+	Order estimators.Order
+	// EigenTol is the eigen residual tolerance relative to ‖H‖ (default 1e-4).
+	EigenTol float64
+	// EigenMaxHVPs caps the eigen solve's products (default: what MaxHVPs
+	// leaves after the ESD's reserve).
+	EigenMaxHVPs int
+	// Power uses PyHessian's power iteration instead of Krylov–Schur, for
+	// comparisons; it neither warm-starts nor certifies to EigenTol.
+	Power bool
+	// ColdEvery forces a cold eigen solve every so many probes (default
+	// 10), so that an eigenvalue that rises into the top k along a
+	// direction the warm start does not see is not missed. NoColdRestarts
+	// turns that off.
+	ColdEvery      int
+	NoColdRestarts bool
+
+	// NoTrace switches the trace (and the per-block traces) off.
+	NoTrace bool
+	// TraceRelTol is the target relative standard error (default 0.05).
+	TraceRelTol float64
+	// TraceMaxHVPs caps the trace's products in one probe (default 40).
+	// Late in training the trace shrinks while its per-probe variance, set
+	// by the spectrum's bulk, does not, and 5% would take 100+ products; a
+	// capped trace reports its larger standard error instead, and the
+	// monitor's cost stays flat. TraceUncapped lets only MaxHVPs cap it.
+	TraceMaxHVPs  int
+	TraceUncapped bool
+
+	// NoESD switches the spectral density off.
+	NoESD bool
+	// ESDProbes × ESDSteps Lanczos steps for the spectral density
+	// (defaults 1 × 30).
+	ESDProbes, ESDSteps int
+
+	// MaxHVPs caps the Hessian-vector products of one probe (default 400);
+	// a probe that needs more is recorded as failure "budget" with the
+	// estimates it reached.
+	MaxHVPs int
+	// MaxDuration caps one probe's wall time (default 2 minutes); past it
+	// the probe is cancelled and recorded as failure "timeout".
+	MaxDuration time.Duration
+
+	// Async probes the frozen operator in a goroutine while training
+	// continues; at most one probe is in flight, and a probe that falls due
+	// while another runs is skipped (Stats.Skipped). On Linux the probe's
+	// thread runs at nice 19, so on a machine with more runnable threads
+	// than cores the probe waits, not the training (measured with a CPU hog
+	// on one of two cores: loop 1.37× plain at normal priority, 0.99× at
+	// nice 19, with fewer probes finished).
+	Async bool
+	// OverheadTarget, when > 0, adapts the interval so that probing takes
+	// at most this fraction of training time (e.g. 0.05 for 5%), between
+	// Every/4 and 64·Every.
+	OverheadTarget float64
+
+	// WarmEvery and WarmInterval bound how often the warm state goes to the
+	// WarmStore: after at least WarmEvery probes (default 10) or
+	// WarmInterval of wall time (default 1 minute), whichever comes first,
+	// after the first good probe, and always at Close. The warm state holds
+	// k+ eigenvectors and trace probes, several times the model's size, so
+	// writing it at every probe would dominate the store; a resumed run
+	// starts from the last written state and pays at most one colder probe.
+	WarmEvery    int
+	WarmInterval time.Duration
+
+	// KeepVectors stores the eigenvectors in each snapshot (large).
+	KeepVectors bool
+	// Seed seeds every random probe vector.
+	Seed uint64
+}
+
+// withDefaults fills the zero numbers with their defaults.
+func (c Config) withDefaults() Config {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	if c.Every == 0 {
+		c.Every = 50
+	}
+	def(&c.TopK, 5)
+	if c.EigenTol == 0 {
+		c.EigenTol = 1e-4
+	}
+	def(&c.ColdEvery, 10)
+	if c.TraceRelTol == 0 {
+		c.TraceRelTol = 0.05
+	}
+	def(&c.TraceMaxHVPs, 40)
+	def(&c.ESDProbes, 1)
+	def(&c.ESDSteps, 30)
+	def(&c.MaxHVPs, 400)
+	if c.MaxDuration == 0 {
+		c.MaxDuration = 2 * time.Minute
+	}
+	def(&c.WarmEvery, 10)
+	if c.WarmInterval == 0 {
+		c.WarmInterval = time.Minute
+	}
+	return c
+}
+
+// validate rejects what no default can mean.
+func (c Config) validate() error {
+	var errs []error
+	neg := func(name string, bad bool) {
+		if bad {
+			errs = append(errs, fmt.Errorf("%s must not be negative", name))
+		}
+	}
+	neg("Every", c.Every < 0)
+	neg("TopK", c.TopK < 0)
+	neg("EigenTol", c.EigenTol < 0)
+	neg("EigenMaxHVPs", c.EigenMaxHVPs < 0)
+	neg("ColdEvery", c.ColdEvery < 0)
+	neg("TraceRelTol", c.TraceRelTol < 0)
+	neg("TraceMaxHVPs", c.TraceMaxHVPs < 0)
+	neg("ESDProbes", c.ESDProbes < 0)
+	neg("ESDSteps", c.ESDSteps < 0)
+	neg("MaxHVPs", c.MaxHVPs < 0)
+	neg("MaxDuration", c.MaxDuration < 0)
+	neg("WarmEvery", c.WarmEvery < 0)
+	neg("WarmInterval", c.WarmInterval < 0)
+	if c.OverheadTarget < 0 || c.OverheadTarget >= 1 {
+		errs = append(errs, fmt.Errorf("OverheadTarget %g must be in [0, 1)", c.OverheadTarget))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("monitor: bad Config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package export
+
+import (
+	"cmp"
+	"math"
+	"slices"
+
+	"gonum.org/v1/gonum/stat"
+
+	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/monitor/metrics"
+	"github.com/hessmon/hessmon/monitor/snapshot"
+)
+
+// ESDSummary condenses a stored ESD: its certificate (probes, Lanczos steps,
+// kernel variance), the spectral moments tr(H^j)/n that the quadrature gets
+// exactly up to the probes' Monte Carlo error, the extreme Ritz values, the
+// negative mass, and quantiles of the spectral measure.
+type ESDSummary struct {
+	Probes       int             `json:"probes"`
+	Steps        int             `json:"steps"`
+	Sigma2       metrics.Float   `json:"sigma2"`
+	Mean         metrics.Float   `json:"mean"`
+	MeanStdErr   metrics.Float   `json:"mean_stderr"`
+	Moment2      metrics.Float   `json:"moment2"`
+	Moment2Err   metrics.Float   `json:"moment2_stderr"`
+	MinNode      metrics.Float   `json:"min_node"`
+	MaxNode      metrics.Float   `json:"max_node"`
+	NegativeMass metrics.Float   `json:"negative_mass"` // weight of nodes < −0.1%·max|node|
+	Quantiles    []QuantileValue `json:"quantiles"`
+}
+
+// QuantileValue is one quantile of the spectral measure.
+type QuantileValue struct {
+	P     float64       `json:"p"`
+	Value metrics.Float `json:"value"`
+}
+
+// NegativeTol is the fraction of the largest |node| below zero that a node
+// must reach to count as negative curvature: the spike at zero lands a hair
+// either side of it and is not curvature.
+const NegativeTol = 1e-3
+
+// Quantiles are the levels SummarizeESD reports.
+func Quantiles() []float64 { return []float64{0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999} }
+
+// SummarizeESD returns the summary of e, nil for a nil e. Fields that a
+// malformed quadrature (node and weight counts that do not match its probes
+// and steps, no positive weight) cannot give are NaN.
+func SummarizeESD(e *snapshot.ESD) *ESDSummary {
+	if e == nil {
+		return nil
+	}
+	out := &ESDSummary{Probes: e.Probes, Steps: e.Steps, Sigma2: metrics.Float(e.Sigma2)}
+	nan := metrics.Float(math.NaN())
+	out.Mean, out.MeanStdErr, out.Moment2, out.Moment2Err, out.MinNode, out.MaxNode, out.NegativeMass = nan, nan, nan, nan, nan, nan, nan
+	if e.Probes <= 0 || e.Steps <= 0 || len(e.Nodes) != e.Probes*e.Steps || len(e.Weights) != len(e.Nodes) {
+		return out
+	}
+	r := estimators.ESDResult{Nodes: e.Nodes, Weights: e.Weights, Probes: e.Probes, Steps: e.Steps}
+	mean, se := r.Moments(2)
+	out.Mean, out.MeanStdErr = metrics.Float(mean[1]), metrics.Float(se[1])
+	out.Moment2, out.Moment2Err = metrics.Float(mean[2]), metrics.Float(se[2])
+
+	type nw struct{ n, w float64 }
+	var pts []nw
+	var total, neg, scale float64
+	for i, x := range e.Nodes {
+		if w := e.Weights[i]; w > 0 && !math.IsNaN(x) {
+			pts = append(pts, nw{x, w})
+			scale = max(scale, math.Abs(x))
+		}
+	}
+	// Negative mass counts nodes below −0.1% of the spectral radius: the
+	// spike at zero lands a hair either side of it and is not curvature.
+	for _, p := range pts {
+		total += p.w
+		if p.n < -NegativeTol*scale {
+			neg += p.w
+		}
+	}
+	if len(pts) == 0 || !(total > 0) {
+		return out
+	}
+	slices.SortFunc(pts, func(a, b nw) int { return cmp.Compare(a.n, b.n) })
+	xs, ws := make([]float64, len(pts)), make([]float64, len(pts))
+	for i, p := range pts {
+		xs[i], ws[i] = p.n, p.w
+	}
+	out.MinNode, out.MaxNode = metrics.Float(xs[0]), metrics.Float(xs[len(xs)-1])
+	out.NegativeMass = metrics.Float(neg / total)
+	for _, p := range Quantiles() {
+		out.Quantiles = append(out.Quantiles, QuantileValue{P: p, Value: metrics.Float(stat.Quantile(p, stat.Empirical, xs, ws))})
+	}
+	return out
+}

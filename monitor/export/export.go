@@ -1,0 +1,180 @@
+// Package export turns stored snapshots into tidy data for pandas, R or a
+// spreadsheet (CSV in wide and long form, JSON, JSON lines) and condenses a
+// spectral density into the numbers a person reads (moments, extreme Ritz
+// values, negative mass, quantiles). It is what `hessmon export` and
+// `hessmon show` print, as a library, so other tools print the same.
+package export
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hessmon/hessmon/monitor/metrics"
+	"github.com/hessmon/hessmon/monitor/snapshot"
+)
+
+// WriteJSON writes snaps as one indented JSON array, NaN and Inf as null.
+func WriteJSON(w io.Writer, snaps []snapshot.Snapshot) error {
+	js := make([]metrics.JSONSnapshot, len(snaps))
+	for i, s := range snaps {
+		js[i] = metrics.NewJSONSnapshot(s)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(js)
+}
+
+// WriteJSONL writes one snapshot per line (pandas.read_json(f, lines=True)).
+func WriteJSONL(w io.Writer, snaps []snapshot.Snapshot) error {
+	enc := json.NewEncoder(w)
+	for _, s := range snaps {
+		if err := enc.Encode(metrics.NewJSONSnapshot(s)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// HasESD reports whether any snapshot carries a spectral density.
+func HasESD(snaps []snapshot.Snapshot) bool {
+	return slices.ContainsFunc(snaps, func(s snapshot.Snapshot) bool { return s.ESD != nil && len(s.ESD.Nodes) > 0 })
+}
+
+// HasBlocks reports whether any snapshot carries per-block traces.
+func HasBlocks(snaps []snapshot.Snapshot) bool {
+	return slices.ContainsFunc(snaps, func(s snapshot.Snapshot) bool { return s.Trace != nil && len(s.Trace.Blocks) > 0 })
+}
+
+// Cell formats a float for CSV: shortest exact form, NaN as an empty cell,
+// ±Inf as inf/-inf (what pandas and R read back).
+func Cell(x float64) string {
+	switch {
+	case math.IsNaN(x):
+		return ""
+	case math.IsInf(x, 1):
+		return "inf"
+	case math.IsInf(x, -1):
+		return "-inf"
+	}
+	return strconv.FormatFloat(x, 'g', -1, 64)
+}
+
+// Header is the snapshot CSV's header for k eigenvalues.
+func Header(k int) []string {
+	h := []string{"step", "time", "loss", "lr", "optimizer", "sharpness_threshold", "sharpness_ratio"}
+	for i := 1; i <= k; i++ {
+		h = append(h, fmt.Sprintf("lambda_%d", i))
+	}
+	for i := 1; i <= k; i++ {
+		h = append(h, fmt.Sprintf("residual_%d", i))
+	}
+	return append(h, "trace", "trace_stderr", "trace_probes", "trace_method", "hvps", "seconds", "warm", "failure", "failure_detail")
+}
+
+// WriteCSV writes one row per snapshot (the columns of Header for the
+// largest k among snaps); missing and NaN values are empty cells.
+func WriteCSV(w io.Writer, snaps []snapshot.Snapshot) error {
+	k := 0
+	for _, s := range snaps {
+		k = max(k, len(s.Eigenvalues))
+	}
+	cw := csv.NewWriter(w)
+	if err := cw.Write(Header(k)); err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		thr, ratio := "", ""
+		if s.SharpnessThreshold > 0 { // 0: no threshold known (e.g. no learning rate)
+			thr, ratio = Cell(s.SharpnessThreshold), Cell(s.SharpnessRatio)
+		}
+		t := ""
+		if !s.Time.IsZero() {
+			t = s.Time.UTC().Format(time.RFC3339Nano)
+		}
+		row := []string{strconv.FormatInt(s.Step, 10), t, Cell(s.Loss), Cell(s.LearningRate), string(s.Optimizer), thr, ratio}
+		for i := range k {
+			v := ""
+			if i < len(s.Eigenvalues) {
+				v = Cell(s.Eigenvalues[i])
+			}
+			row = append(row, v)
+		}
+		for i := range k {
+			v := ""
+			if i < len(s.Residuals) {
+				v = Cell(s.Residuals[i])
+			}
+			row = append(row, v)
+		}
+		if tr := s.Trace; tr != nil {
+			row = append(row, Cell(tr.Value), Cell(tr.StdErr), strconv.Itoa(tr.Probes), tr.Method)
+		} else {
+			row = append(row, "", "", "", "")
+		}
+		row = append(row, strconv.Itoa(s.HVPs), Cell(s.Seconds), strconv.FormatBool(s.Warm), string(s.Failure), s.Detail)
+		if err := cw.Write(row); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// WriteESDCSV writes the quadrature in long format: one row per node
+// (step, probe, node, weight).
+func WriteESDCSV(w io.Writer, snaps []snapshot.Snapshot) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write([]string{"step", "probe", "node", "weight"}); err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		e := s.ESD
+		if e == nil {
+			continue
+		}
+		step := strconv.FormatInt(s.Step, 10)
+		for i, x := range e.Nodes {
+			probe := 0
+			if e.Steps > 0 {
+				probe = i / e.Steps
+			}
+			wt := math.NaN()
+			if i < len(e.Weights) {
+				wt = e.Weights[i]
+			}
+			if err := cw.Write([]string{step, strconv.Itoa(probe), Cell(x), Cell(wt)}); err != nil {
+				return err
+			}
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// WriteBlocksCSV writes the per-layer traces in long format (step, block,
+// value, stderr).
+func WriteBlocksCSV(w io.Writer, snaps []snapshot.Snapshot) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write([]string{"step", "block", "value", "stderr"}); err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		if s.Trace == nil {
+			continue
+		}
+		step := strconv.FormatInt(s.Step, 10)
+		for _, b := range s.Trace.Blocks {
+			if err := cw.Write([]string{step, b.Name, Cell(b.Value), Cell(b.StdErr)}); err != nil {
+				return err
+			}
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}

@@ -1,0 +1,74 @@
+package hessian
+
+import (
+	"math"
+	"testing"
+
+	"gonum.org/v1/gonum/floats"
+
+	"github.com/hessmon/hessmon/trainer"
+)
+
+// TestExactBatchesEqualsWholeBatch: the size-weighted mean of batch Hessians
+// equals the Hessian of the whole batch (eval-mode BN makes the loss a plain
+// per-sample mean), up to rounding.
+func TestExactBatchesEqualsWholeBatch(t *testing.T) {
+	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{7, 9, 4}, Activation: trainer.GELU, BN: true}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := trainer.Synthetic(50, net.InShape(), 4, 2)
+	whole, err := NewExact(net, d.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := d.Subset(0, 13)
+	b, _ := d.Subset(13, 50)
+	parts, err := NewExactBatches(net, []trainer.Batch{a.Head(0), b.Head(0)}, trainer.CrossEntropy{}, trainer.ModeEval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(parts.Loss()-whole.Loss()) > 1e-14 {
+		t.Errorf("losses differ: %v vs %v", parts.Loss(), whole.Loss())
+	}
+	v := make([]float64, whole.Dim())
+	for i := range v {
+		v[i] = math.Sin(float64(i))
+	}
+	h1, h2 := make([]float64, len(v)), make([]float64, len(v))
+	if err := whole.Apply(h1, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := parts.Apply(h2, v); err != nil {
+		t.Fatal(err)
+	}
+	if d := floats.Distance(h1, h2, math.Inf(1)) / floats.Norm(h1, math.Inf(1)); d > 1e-13 {
+		t.Errorf("batched HVP differs from whole-batch HVP by %g relative", d)
+	}
+}
+
+// TestExactIsFrozen: training the source network after NewExact does not
+// change the operator; Refresh moves it.
+func TestExactIsFrozen(t *testing.T) {
+	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{5, 4, 3}, Activation: trainer.Tanh}, 3)
+	batch := trainer.Synthetic(20, net.InShape(), 3, 4).Head(0)
+	op, _ := NewExact(net, batch, trainer.CrossEntropy{}, trainer.ModeEval)
+	v := make([]float64, op.Dim())
+	v[0], v[5] = 1, -2
+	h1, h2 := make([]float64, len(v)), make([]float64, len(v))
+	_ = op.Apply(h1, v)
+	for i := range net.Params() {
+		net.Params()[i] *= 1.5
+	}
+	_ = op.Apply(h2, v)
+	if !floats.Equal(h1, h2) {
+		t.Error("operator changed when the source network moved")
+	}
+	if err := op.Refresh(net); err != nil {
+		t.Fatal(err)
+	}
+	_ = op.Apply(h2, v)
+	if floats.Equal(h1, h2) {
+		t.Error("Refresh did not move the operator")
+	}
+}
