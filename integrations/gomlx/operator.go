@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
@@ -49,6 +50,13 @@ type Config struct {
 	// also the only deterministic choice, since dropout draws a new mask on
 	// every execution and the operator would not be a fixed matrix.
 	Training bool
+	// Kind, if set, names the kind of each trainable variable (from its
+	// scope and name, e.g. "/model/block0/mha/query/dense/weights" →
+	// "attention QK"). The parameter vector then holds the variables of one
+	// kind contiguously (kinds in order of first appearance, variables in
+	// creation order within a kind) and Blocks returns one block per kind,
+	// whose trace is the kind's share tr(H_kk) of the Hessian trace.
+	Kind func(scopeAndName string) string
 	// Backend runs the probe graphs. nil means a private simplego backend
 	// with sequential op execution, so that an asynchronous probe never
 	// shares the training backend's worker pool (simplego v0.26.0 can
@@ -65,7 +73,8 @@ type Config struct {
 // the loss graph uses, each flattened row-major (GoMLX's layout: a
 // layers.Dense weight is [in, out], the transpose of PyTorch's [out, in]).
 // Blocks returns one estimators.Block per variable, named by its
-// scope and name (e.g. "/model/dense/weights").
+// scope and name (e.g. "/model/dense/weights"), or one per kind with
+// Config.Kind.
 //
 // Apply, Gradient, Loss and Refresh are safe for concurrent use; calls are
 // serialised.
@@ -82,7 +91,8 @@ type Operator struct {
 
 	params []*context.Variable // trainable, used by the loss graph, in order
 	used   []*context.Variable // every variable the loss graph reads (params + e.g. running statistics)
-	blocks []estimators.Block
+	blocks []estimators.Block  // one per variable, parallel to params
+	kinds  []estimators.Block  // one per kind, with Config.Kind
 	dim    int
 	dtype  dtypes.DType
 
@@ -209,28 +219,68 @@ func (o *Operator) lossGraph(ctx *context.Context, nodes []*graph.Node) *graph.N
 	loss := o.buildLoss(ctx, nodes)
 	g := loss.Graph()
 	if o.used == nil {
-		off := 0
-		for v := range ctx.IterVariables() {
-			if !v.InUseByGraph(g) {
-				continue
-			}
-			o.used = append(o.used, v)
-			if !v.Trainable {
-				continue
-			}
-			n := v.Shape().Size()
-			o.params = append(o.params, v)
-			o.blocks = append(o.blocks, estimators.Block{Name: v.ScopeAndName(), Offset: off, Len: n})
-			off += n
-			if o.dtype == dtypes.InvalidDType {
-				o.dtype = v.DType()
-			} else if o.dtype != v.DType() {
-				panicf("gomlx: trainable variables of different dtypes (%s and %s) are not supported", o.dtype, v.DType())
-			}
-		}
-		o.dim = off
+		o.discover(ctx, g)
 	}
 	return graph.ConvertDType(loss, dtypes.Float64)
+}
+
+// discover records the variables g uses and lays out the parameter vector.
+func (o *Operator) discover(ctx *context.Context, g *graph.Graph) {
+	for v := range ctx.IterVariables() {
+		if !v.InUseByGraph(g) {
+			continue
+		}
+		o.used = append(o.used, v)
+		if !v.Trainable {
+			continue
+		}
+		o.params = append(o.params, v)
+		if o.dtype == dtypes.InvalidDType {
+			o.dtype = v.DType()
+		} else if o.dtype != v.DType() {
+			panicf("gomlx: trainable variables of different dtypes (%s and %s) are not supported", o.dtype, v.DType())
+		}
+	}
+	var kindOf []string
+	if o.cfg.Kind != nil {
+		// Stable grouping: kinds in order of first appearance.
+		rank := map[string]int{}
+		for _, v := range o.params {
+			k := o.cfg.Kind(v.ScopeAndName())
+			if _, ok := rank[k]; !ok {
+				rank[k] = len(rank)
+			}
+		}
+		idx := make([]int, len(o.params))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortStableFunc(idx, func(a, b int) int {
+			return rank[o.cfg.Kind(o.params[a].ScopeAndName())] - rank[o.cfg.Kind(o.params[b].ScopeAndName())]
+		})
+		sorted := make([]*context.Variable, len(idx))
+		for i, j := range idx {
+			sorted[i] = o.params[j]
+		}
+		o.params = sorted
+		for _, v := range o.params {
+			kindOf = append(kindOf, o.cfg.Kind(v.ScopeAndName()))
+		}
+	}
+	off := 0
+	for i, v := range o.params {
+		n := v.Shape().Size()
+		o.blocks = append(o.blocks, estimators.Block{Name: v.ScopeAndName(), Offset: off, Len: n})
+		if kindOf != nil {
+			if k := len(o.kinds); k > 0 && o.kinds[k-1].Name == kindOf[i] {
+				o.kinds[k-1].Len += n
+			} else {
+				o.kinds = append(o.kinds, estimators.Block{Name: kindOf[i], Offset: off, Len: n})
+			}
+		}
+		off += n
+	}
+	o.dim = off
 }
 
 // paramNodes are the parameter nodes of g, in the operator's order.
@@ -287,8 +337,18 @@ func (o *Operator) hvpGraph(ctx *context.Context, nodes []*graph.Node) *graph.No
 // Dim is the number of trainable parameters the loss uses.
 func (o *Operator) Dim() int { return o.dim }
 
-// Blocks returns one block per trainable variable, in parameter order.
-func (o *Operator) Blocks() []estimators.Block { return append([]estimators.Block(nil), o.blocks...) }
+// Blocks returns one block per trainable variable, in parameter order, or
+// one block per kind when Config.Kind is set.
+func (o *Operator) Blocks() []estimators.Block {
+	if o.kinds != nil {
+		return slices.Clone(o.kinds)
+	}
+	return slices.Clone(o.blocks)
+}
+
+// VariableBlocks returns one block per trainable variable, in parameter
+// order, whether or not Config.Kind is set.
+func (o *Operator) VariableBlocks() []estimators.Block { return slices.Clone(o.blocks) }
 
 // Variables returns the trainable variables in parameter order (of the
 // frozen copy; read them, don't change them).

@@ -1,0 +1,165 @@
+package gomlx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	mlctx "github.com/gomlx/gomlx/pkg/ml/context"
+	"github.com/gomlx/gomlx/pkg/ml/train"
+	"github.com/gomlx/gomlx/pkg/ml/train/optimizers"
+
+	"github.com/hessmon/hessmon/hvp"
+	"github.com/hessmon/hessmon/monitor"
+	"github.com/hessmon/hessmon/monitor/snapshot"
+)
+
+// AttachOptions configures Attach.
+type AttachOptions struct {
+	// Config is the probe: the trainer's Model and Loss and a fixed batch.
+	Config
+	// Optimizer and Beta1 (SGD momentum or Adam's β1) set the sharpness
+	// threshold the snapshots compare λ1 with. The default is snapshot.SGD.
+	Optimizer snapshot.Optimizer
+	Beta1     float64
+	// LearningRate, if > 0, is reported for every step. Otherwise it is read
+	// from the context variable the GoMLX optimisers keep
+	// (/optimizers/learning_rate), so schedules are followed.
+	LearningRate float64
+	// Logger receives the monitor errors the hook does not return (default
+	// slog.Default()).
+	Logger *slog.Logger
+	// KeepOpen leaves the monitor open at the loop's OnEnd; the caller
+	// then closes it. By default OnEnd closes it, which waits for (or, once
+	// ctx ends, cancels) the in-flight probe and flushes the sinks.
+	KeepOpen bool
+}
+
+// Attached is the monitor hook of one train.Loop.
+type Attached struct {
+	ctx  context.Context
+	loop *train.Loop
+	mon  *monitor.Monitor
+	opt  AttachOptions
+	op   *Operator
+	log  *slog.Logger
+	err  error // the first error building the operator
+}
+
+// Attach makes mon watch loop: after every training step it hands the
+// monitor the step's GlobalStep, its loss (metrics[0], the batch loss with
+// regularisation, which the exporter shows as hessmon_training_loss) and
+// learning rate; when a probe is due it refreshes a frozen copy of the
+// model's variables and gives the monitor the HVP operator on it, so with
+// monitor.Config.Async the probe runs while training goes on. The operator
+// is compiled on the first due probe and reused after, so later probes
+// only copy the variables.
+//
+// The hook never stops training: monitor errors are logged. ctx bounds the
+// monitor calls; at OnEnd the monitor is closed with it (unless KeepOpen).
+func Attach(ctx context.Context, loop *train.Loop, mon *monitor.Monitor, opt AttachOptions) (*Attached, error) {
+	if loop == nil || mon == nil {
+		return nil, errors.New("gomlx: Attach needs a train.Loop and a monitor")
+	}
+	if opt.Model == nil || len(opt.Inputs) == 0 {
+		return nil, errors.New("gomlx: Attach needs AttachOptions.Model and a probe batch (Inputs)")
+	}
+	if opt.Optimizer == "" {
+		opt.Optimizer = snapshot.SGD
+	}
+	a := &Attached{ctx: ctx, loop: loop, mon: mon, opt: opt, log: opt.Logger}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	loop.OnStep("hessmon", train.Priority(0), a.onStep)
+	loop.OnEnd("hessmon", train.Priority(0), a.onEnd)
+	return a, nil
+}
+
+// Operator is the probe operator, nil before the first probe.
+func (a *Attached) Operator() *Operator { return a.op }
+
+// scalar copies a metric out: the loop frees its tensors at the next step.
+func scalar(t *tensors.Tensor) (v float64, err error) {
+	err = tryCatch(func() { v = shapes.ConvertTo[float64](t.Value()) })
+	return v, err
+}
+
+func (a *Attached) learningRate(live *mlctx.Context) float64 {
+	if a.opt.LearningRate > 0 {
+		return a.opt.LearningRate
+	}
+	v := live.GetVariableByScopeAndName(mlctx.ScopeSeparator+optimizers.Scope, optimizers.ParamLearningRate)
+	if v == nil || !v.HasValue() {
+		return 0
+	}
+	t, err := v.Value()
+	if err != nil {
+		return 0
+	}
+	lr, _ := scalar(t)
+	return lr
+}
+
+func (a *Attached) onStep(loop *train.Loop, metrics []*tensors.Tensor) error {
+	live := loop.Trainer.Context()
+	info := monitor.StepInfo{
+		Step:         loop.Trainer.GlobalStep(),
+		Optimizer:    a.opt.Optimizer,
+		Beta1:        a.opt.Beta1,
+		LearningRate: a.learningRate(live),
+	}
+	if len(metrics) > 0 {
+		l, err := scalar(metrics[0])
+		if err != nil {
+			a.log.Warn("hessmon: reading the step's loss", "err", err)
+		}
+		info.Loss = l
+	}
+	err := a.mon.Step(a.ctx, info, func() (hvp.Operator, error) { return a.operator(live) })
+	if err != nil && !errors.Is(err, monitor.ErrClosed) {
+		a.log.Error("hessmon: monitor step", "step", info.Step, "err", err)
+	}
+	return nil
+}
+
+// operator refreshes (or, the first time, builds) the frozen operator. It
+// runs on the training goroutine, between steps.
+func (a *Attached) operator(live *mlctx.Context) (hvp.Operator, error) {
+	if a.op == nil {
+		op, err := New(live, a.opt.Config)
+		if err != nil {
+			return nil, err
+		}
+		a.op = op
+	} else if err := a.op.Refresh(live); err != nil {
+		return nil, err
+	}
+	// The long-lived Operator itself: it has no Close, so the monitor does
+	// not release it after the probe, and it is reused for the next.
+	return a.op, nil
+}
+
+func (a *Attached) onEnd(_ *train.Loop, _ []*tensors.Tensor) error {
+	if a.opt.KeepOpen {
+		return nil
+	}
+	return a.Close()
+}
+
+// Close closes the monitor (waiting for the in-flight probe) and releases
+// the operator. OnEnd calls it unless KeepOpen; calling it twice is safe.
+func (a *Attached) Close() error {
+	err := a.mon.Close(a.ctx)
+	if a.op != nil {
+		a.op.Finalize()
+		a.op = nil
+	}
+	if err != nil {
+		return fmt.Errorf("gomlx: closing the monitor: %w", err)
+	}
+	return nil
+}
