@@ -46,7 +46,7 @@ type Attached struct {
 	opt  AttachOptions
 	op   *Operator
 	log  *slog.Logger
-	err  error // the first error building the operator
+	dim  int
 }
 
 // Attach makes mon watch loop: after every training step it hands the
@@ -79,8 +79,11 @@ func Attach(ctx context.Context, loop *train.Loop, mon *monitor.Monitor, opt Att
 	return a, nil
 }
 
-// Operator is the probe operator, nil before the first probe.
+// Operator is the probe operator, nil before the first probe and after Close.
 func (a *Attached) Operator() *Operator { return a.op }
+
+// Dim is the number of parameters probed (0 before the first probe).
+func (a *Attached) Dim() int { return a.dim }
 
 // scalar copies a metric out: the loop frees its tensors at the next step.
 func scalar(t *tensors.Tensor) (v float64, err error) {
@@ -134,7 +137,7 @@ func (a *Attached) operator(live *mlctx.Context) (hvp.Operator, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.op = op
+		a.op, a.dim = op, op.Dim()
 	} else if err := a.op.Refresh(live); err != nil {
 		return nil, err
 	}
