@@ -51,6 +51,7 @@ type config struct {
 	Seed                            uint64
 	DB, Run, Listen                 string
 	TrainSamples                    int // 0: all 60,000
+	Async                           bool
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&c.DB, "db", "mnist-mlp.db", "bbolt store for the snapshots")
 	flag.StringVar(&c.Run, "run", "", "run id (default: gomlx-mnist-<time>)")
 	flag.StringVar(&c.Listen, "listen", "127.0.0.1:9464", `address for /metrics and /api/ ("off" disables)`)
+	flag.BoolVar(&c.Async, "async", true, "probe while training goes on (false: training waits for every probe)")
 	flag.IntVar(&c.TrainSamples, "train-samples", 0, "use only the first N training images (0: all)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -130,7 +132,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	ds := &mnist{data: data, size: c.Batch, rng: rng}
 	probeX, probeY := ds.batch(rng.Perm(data.Len())[:min(c.ProbeBatch, data.Len())])
 
-	backend, err := simplego.New("parallelism=-1") // v0.26.0's default pool can deadlock
+	backend, err := simplego.New("ops_sequential") // v0.26.0's parallel ops can deadlock
 	if err != nil {
 		return err
 	}
@@ -153,7 +155,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	exp := metrics.NewExporter()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(exp)
-	mon, err := monitor.New(c.Run, monitor.Config{Every: int64(c.Every), Async: true},
+	mon, err := monitor.New(c.Run, monitor.Config{Every: int64(c.Every), Async: c.Async},
 		monitor.WithSink(st), monitor.WithSink(exp), monitor.WithWarmStore(st), monitor.WithLogger(log))
 	if err != nil {
 		return err

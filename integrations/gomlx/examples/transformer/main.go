@@ -259,9 +259,9 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	ds := &windows{toks: toks, seq: c.SeqLen, size: c.Batch, rng: rng}
 	probeIn, probeLab := ds.batch(ds.starts(c.ProbeBatch))
 
-	// simplego's default parallel ops can deadlock on attention graphs
-	// (v0.26.0); an unlimited pool cannot.
-	backend, err := simplego.New("parallelism=-1")
+	// simplego v0.26.0's default parallel ops can deadlock (and race) on
+	// attention graphs; sequential ops cannot.
+	backend, err := simplego.New("ops_sequential")
 	if err != nil {
 		return err
 	}
