@@ -18,10 +18,12 @@ func runBench(ctx context.Context, e *env, args []string) error {
   hessmon bench hvp       HVP time ÷ gradient time on one model and batch
   hessmon bench warm      HVPs per probe with and without warm starts along a training run
   hessmon bench overhead  training time with the monitor ÷ without
+  hessmon bench probe     HVPs per probe by estimate, round 1's estimators against the current ones
+  hessmon bench store     store file size and write/read times of a long run
 
 Run 'hessmon bench <kind> --help' for flags.`)
 		if len(args) == 0 {
-			return usageErr("bench needs a kind: hvp, warm or overhead")
+			return usageErr("bench needs a kind: hvp, warm, overhead, probe or store")
 		}
 		return nil
 	}
@@ -32,8 +34,12 @@ Run 'hessmon bench <kind> --help' for flags.`)
 		return benchWarm(ctx, e, args[1:])
 	case "overhead":
 		return benchOverhead(ctx, e, args[1:])
+	case "probe":
+		return benchProbe(ctx, e, args[1:])
+	case "store":
+		return benchStore(ctx, e, args[1:])
 	}
-	return usageErr("unknown bench %q: want hvp, warm or overhead", args[0])
+	return usageErr("unknown bench %q: want hvp, warm, overhead, probe or store", args[0])
 }
 
 type hvpBench struct {
