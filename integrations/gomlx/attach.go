@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -29,6 +30,11 @@ type AttachOptions struct {
 	// from the context variable the GoMLX optimisers keep
 	// (/optimizers/learning_rate), so schedules are followed.
 	LearningRate float64
+	// Adam, when set, hands every probe Adam's diagonal preconditioner
+	// P = (1−β1^t)(√v̂_t + ε), read from the second-moment variables GoMLX's
+	// Adam keeps, so that snapshots also carry λ1(P⁻¹H), the sharpness
+	// Adam's threshold refers to. Its zero fields are GoMLX's defaults.
+	Adam *AdamParams
 	// Logger receives the monitor errors the hook does not return (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -36,6 +42,30 @@ type AttachOptions struct {
 	// then closes it. By default OnEnd closes it, which waits for (or, once
 	// ctx ends, cancels) the in-flight probe and flushes the sinks.
 	KeepOpen bool
+}
+
+// AdamParams describes the optimizers.Adam() the trainer uses. Zero values
+// are GoMLX v0.26.0's defaults: β1 0.9, β2 0.999, ε 1e-7, scope
+// "AdamOptimizer".
+type AdamParams struct {
+	Beta1, Beta2, Epsilon float64
+	Scope                 string
+}
+
+func (p AdamParams) withDefaults() AdamParams {
+	if p.Beta1 == 0 {
+		p.Beta1 = 0.9
+	}
+	if p.Beta2 == 0 {
+		p.Beta2 = 0.999
+	}
+	if p.Epsilon == 0 {
+		p.Epsilon = 1e-7
+	}
+	if p.Scope == "" {
+		p.Scope = optimizers.AdamDefaultScope
+	}
+	return p
 }
 
 // Attached is the monitor hook of one train.Loop.
@@ -122,7 +152,33 @@ func (a *Attached) onStep(loop *train.Loop, metrics []*tensors.Tensor) error {
 		}
 		info.Loss = l
 	}
-	err := a.mon.Step(a.ctx, info, func() (hvp.Operator, error) { return a.operator(live) })
+	var fresh bool // the operator was built for this step: no Refresh needed
+	if a.opt.Adam != nil && a.mon.Due(info.Step) {
+		// P must be in the operator's parameter order, so the operator must
+		// exist. Building it is safe here: no probe can be in flight before
+		// the first operator exists. (Refreshing it is not: a due step may
+		// still be skipped because a probe runs, so that stays in newOp.)
+		if a.op == nil {
+			if _, err := a.operator(live); err != nil {
+				a.log.Warn("hessmon: building the probe operator", "step", info.Step, "err", err)
+			} else {
+				fresh = true
+			}
+		}
+		if a.op != nil {
+			p, err := a.adamPreconditioner(live)
+			if err != nil {
+				a.log.Warn("hessmon: reading Adam's preconditioner", "step", info.Step, "err", err)
+			}
+			info.Preconditioner = p
+		}
+	}
+	err := a.mon.Step(a.ctx, info, func() (hvp.Operator, error) {
+		if fresh {
+			return a.op, nil
+		}
+		return a.operator(live)
+	})
 	if err != nil && !errors.Is(err, monitor.ErrClosed) {
 		a.log.Error("hessmon: monitor step", "step", info.Step, "err", err)
 	}
@@ -165,4 +221,47 @@ func (a *Attached) Close() error {
 		return fmt.Errorf("gomlx: closing the monitor: %w", err)
 	}
 	return nil
+}
+
+// adamPreconditioner reads P = (1−β1^t)(√(v_t/(1−β2^t)) + ε) for every
+// parameter, in the operator's order, from the live context: GoMLX's Adam
+// keeps v_t in /<scope><variable scope>/<name>_2nd_moment and t in
+// /<scope>/global_step.
+func (a *Attached) adamPreconditioner(live *mlctx.Context) ([]float64, error) {
+	ap := a.opt.Adam.withDefaults()
+	scope := mlctx.ScopeSeparator + ap.Scope
+	tv := live.GetVariableByScopeAndName(scope, optimizers.GlobalStepVariableName)
+	if tv == nil || !tv.HasValue() {
+		return nil, fmt.Errorf("gomlx: no Adam step counter %s/%s", scope, optimizers.GlobalStepVariableName)
+	}
+	tt, err := tv.Value()
+	if err != nil {
+		return nil, err
+	}
+	t, err := scalar(tt)
+	if err != nil {
+		return nil, err
+	}
+	if t < 1 {
+		return nil, fmt.Errorf("gomlx: Adam has taken no step yet")
+	}
+	c1 := 1 - math.Pow(ap.Beta1, t)
+	c2 := 1 - math.Pow(ap.Beta2, t)
+	p := make([]float64, a.op.Dim())
+	blocks := a.op.VariableBlocks()
+	for i, v := range a.op.Variables() {
+		b := blocks[i]
+		m2 := live.GetVariableByScopeAndName(scope+v.Scope(), v.Name()+"_2nd_moment")
+		if m2 == nil {
+			return nil, fmt.Errorf("gomlx: no Adam second moment for %s", v.ScopeAndName())
+		}
+		dst := p[b.Offset : b.Offset+b.Len]
+		if err := copyOut(dst, m2); err != nil {
+			return nil, err
+		}
+		for j, m := range dst {
+			dst[j] = c1 * (math.Sqrt(m/c2) + ap.Epsilon)
+		}
+	}
+	return p, nil
 }

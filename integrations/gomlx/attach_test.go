@@ -229,3 +229,76 @@ func TestSharedBackendNoDeadlock(t *testing.T) {
 	}
 	t.Logf("%d snapshots", len(rec.snaps))
 }
+
+// TestAdamPreconditioner checks the P handed to the monitor against Adam's
+// own update: θ_t − θ_{t−1} = −η·m_t / P, with m_t read from GoMLX's first
+// moment, and that probes then carry λ1(P⁻¹H).
+func TestAdamPreconditioner(t *testing.T) {
+	m := testModels()[0]
+	backend := newBackend(t)
+	ctx := mlctx.New()
+	must(t, ctx.SetRNGStateFromSeed(3))
+	const lr = 0.01
+	tr := train.NewTrainer(backend, ctx, m.model, m.loss, optimizers.Adam().LearningRate(lr).Done(), nil, nil)
+	loop := train.NewLoop(tr)
+	rec := &recorder{}
+	mon, err := monitor.New("adam", monitor.Config{Every: 3, TopK: 2, ESDSteps: 8, TraceMaxHVPs: 8}, monitor.WithSink(rec))
+	must(t, err)
+	a, err := Attach(context.Background(), loop, mon, AttachOptions{
+		Config:    Config{Model: m.model, Loss: m.loss, Inputs: m.inputs, Labels: m.labels},
+		Optimizer: snapshot.Adam, Beta1: 0.9, Adam: &AdamParams{},
+	})
+	must(t, err)
+	var prev []float64
+	checked := 0
+	loop.OnStep("check", train.Priority(1), func(l *train.Loop, _ []*tensors.Tensor) error {
+		live := l.Trainer.Context()
+		if a.op == nil {
+			return nil
+		}
+		theta := make([]float64, a.op.Dim())
+		m1 := make([]float64, a.op.Dim())
+		blocks := a.op.VariableBlocks()
+		for i, v := range a.op.Variables() {
+			b := blocks[i]
+			must(t, copyOut(theta[b.Offset:b.Offset+b.Len], live.GetVariableByScopeAndName(v.Scope(), v.Name())))
+			must(t, copyOut(m1[b.Offset:b.Offset+b.Len], live.GetVariableByScopeAndName("/"+optimizers.AdamDefaultScope+v.Scope(), v.Name()+"_1st_moment")))
+		}
+		if prev != nil {
+			p, err := a.adamPreconditioner(live)
+			must(t, err)
+			worst := 0.0
+			for i := range p {
+				d := theta[i] - prev[i]
+				if math.Abs(d) < 1e-6*lr {
+					continue
+				}
+				want := -lr * m1[i] / d
+				worst = max(worst, math.Abs(p[i]-want)/want)
+			}
+			if worst > 1e-8 {
+				t.Errorf("step %d: P differs from Adam's own update by %.2g relative", l.Trainer.GlobalStep(), worst)
+			}
+			checked++
+		}
+		prev = theta
+		return nil
+	})
+	ds := &cycleDS{inputs: [][]*tensors.Tensor{m.inputs}, labels: [][]*tensors.Tensor{m.labels}}
+	_, err = loop.RunSteps(ds, 9)
+	must(t, err)
+	if checked == 0 {
+		t.Fatal("nothing checked")
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.snaps) != 3 {
+		t.Fatalf("%d snapshots, want 3", len(rec.snaps))
+	}
+	for _, s := range rec.snaps {
+		if s.Failure != "" || s.PreconditionedLambda1 == nil || !(s.PreconditionedLambda1.Value > 0) {
+			t.Errorf("step %d: failure %q, preconditioned λ1 %+v", s.Step, s.Failure, s.PreconditionedLambda1)
+		}
+	}
+	t.Logf("checked P on %d steps; λ1(P⁻¹H) at step %d: %.6g", checked, rec.snaps[2].Step, rec.snaps[2].PreconditionedLambda1.Value)
+}

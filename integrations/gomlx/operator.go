@@ -97,6 +97,7 @@ type Operator struct {
 	dtype  dtypes.DType
 
 	lossExec, gradExec, hvpExec *context.Exec
+	hvpBuilds                   int // times the HVP graph was built (tests: Refresh must not rebuild)
 	loss                        float64
 	lossValid                   bool
 }
@@ -315,6 +316,7 @@ func (o *Operator) gradGraph(ctx *context.Context, nodes []*graph.Node) []*graph
 // hvpGraph returns H·v for the flat vector v (the last input):
 // ∇_θ ⟨∇_θ L, v⟩.
 func (o *Operator) hvpGraph(ctx *context.Context, nodes []*graph.Node) *graph.Node {
+	o.hvpBuilds++
 	v := nodes[len(nodes)-1]
 	loss := o.buildLoss(ctx, nodes[:len(nodes)-1])
 	params := o.paramNodes(loss.Graph())

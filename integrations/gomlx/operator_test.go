@@ -122,3 +122,51 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestFrozenAndRefresh: the operator does not move while training does;
+// Refresh moves it to the live variables without rebuilding the graph, and
+// then agrees bitwise with a freshly made operator.
+func TestFrozenAndRefresh(t *testing.T) {
+	for _, m := range testModels() {
+		if m.name != "dense-l2" && m.name != "attention" {
+			continue
+		}
+		t.Run(m.name, func(t *testing.T) {
+			backend := newBackend(t)
+			ctx, tr := m.trained(t, backend, 1)
+			op := m.operator(t, ctx)
+			n := op.Dim()
+			v := randFloats(rand.New(rand.NewPCG(7, 7)), n)
+			before, after := make([]float64, n), make([]float64, n)
+			must(t, op.Apply(before, v))
+			loss0 := op.Loss()
+			for range 5 {
+				_, err := tr.TrainStep(nil, m.inputs, m.labels)
+				must(t, err)
+			}
+			must(t, op.Apply(after, v))
+			if relDiff(after, before) != 0 || op.Loss() != loss0 {
+				t.Fatal("the frozen operator moved with training")
+			}
+			must(t, op.Refresh(ctx))
+			must(t, op.Apply(after, v))
+			if relDiff(after, before) == 0 || op.Loss() == loss0 {
+				t.Fatal("Refresh did not move the operator")
+			}
+			fresh := m.operator(t, ctx)
+			want := make([]float64, n)
+			must(t, fresh.Apply(want, v))
+			for i := range want {
+				if want[i] != after[i] {
+					t.Fatalf("refreshed H·v[%d] = %v, fresh operator %v", i, after[i], want[i])
+				}
+			}
+			if op.Loss() != fresh.Loss() {
+				t.Errorf("refreshed loss %v, fresh %v", op.Loss(), fresh.Loss())
+			}
+			if op.hvpBuilds != 1 {
+				t.Errorf("HVP graph built %d times, want 1", op.hvpBuilds)
+			}
+		})
+	}
+}

@@ -294,6 +294,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		Config: hgomlx.Config{Model: modelFn, Loss: lossFn, Kind: kind,
 			Inputs: []*tensors.Tensor{probeIn}, Labels: []*tensors.Tensor{probeLab}},
 		Optimizer: snapshot.Adam, Beta1: 0.9,
+		Adam:   &hgomlx.AdamParams{}, // GoMLX's defaults: snapshots also get λ1(P⁻¹H)
 		Logger: log,
 	})
 	if err != nil {
