@@ -12,7 +12,7 @@
 // Snapshots go to a bbolt store that `hessmon show` and `hessmon plot`
 // read; Prometheus metrics and the JSON API are served on --listen.
 //
-//	go run ./examples/transformer --steps 3500        # about 5 minutes on 2 cores
+//	go run ./examples/transformer --steps 4000        # about 5 minutes on 2 cores
 //	(cd ../.. && go run ./cmd/hessmon show --db integrations/gomlx/transformer.db)
 package main
 
@@ -69,7 +69,7 @@ type config struct {
 
 func main() {
 	var c config
-	flag.IntVar(&c.Steps, "steps", 3500, "Adam steps (3500: about 5 minutes on 2 cores)")
+	flag.IntVar(&c.Steps, "steps", 4000, "Adam steps (4000: about 5 minutes on 2 cores)")
 	flag.IntVar(&c.Every, "every", 200, "probe the Hessian every N steps")
 	flag.IntVar(&c.Layers, "layers", 2, "transformer blocks")
 	flag.IntVar(&c.Dim, "dim", 32, "model width")
