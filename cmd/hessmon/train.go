@@ -320,8 +320,12 @@ func putRun(st *store.Store, meta snapshot.Run, log *slog.Logger) error {
 // and where the snapshots are.
 func printSummaryTail(w io.Writer, last snapshot.Snapshot, db, run string) {
 	if l1, ok := last.Lambda1(); ok {
-		fmt.Fprintf(w, "last probe (step %d): λ1 = %.5g (residual %.2g), sharpness ratio λ1/threshold = %.3f",
-			last.Step, l1, last.Residuals[0], last.SharpnessRatio)
+		fmt.Fprintf(w, "last probe (step %d): λ1 = %.5g (residual %.2g)", last.Step, l1, last.Residuals[0])
+		if p := last.PreconditionedLambda1; p != nil && last.Optimizer.Adaptive() {
+			fmt.Fprintf(w, ", λ1(P⁻¹H) = %.5g (residual %.2g), sharpness ratio λ1(P⁻¹H)/threshold = %.3f", p.Value, p.Residual, last.SharpnessRatio)
+		} else {
+			fmt.Fprintf(w, ", sharpness ratio λ1/threshold = %.3f", last.SharpnessRatio)
+		}
 		if last.LambdaMin != nil {
 			fmt.Fprintf(w, ", λmin = %.5g", last.LambdaMin.Value)
 			if r, ok := last.NegativeCurvatureRatio(); ok && r > 1 {
