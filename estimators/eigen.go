@@ -256,19 +256,33 @@ func TopEigen(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *Eige
 		// Krylov basis is what a cold solve would build. The previous
 		// eigenvectors are paid for only when it does not.
 		lazyWarm := isWarm && len(opt.Subspace) >= k
-		sp, err := refineStart(ctx, op, opt, warm, isWarm && !lazyWarm)
+		// Tracking a single pair, the warm state also holds the vector of
+		// the probe before: span(v_t, v_{t−1}) contains the linear
+		// extrapolation of a smoothly moving eigenvector, so a Hessian
+		// that drifts is caught to second order for one more HVP, paid only
+		// when v_t alone is not enough.
+		history := isWarm && k == 1 && len(opt.Subspace) == 0 && len(warm.Vectors) > 1
+		first := warm
+		if history {
+			first = &EigenWarm{Values: warm.Values[:1], Vectors: warm.Vectors[:1]}
+		}
+		sp, err := refineStart(ctx, op, opt, first, isWarm && !lazyWarm)
 		if err != nil {
 			return EigenResult{Warm: isWarm}, nil, err
 		}
-		if lazyWarm {
-			pre, err = sp.refine(ctx, k, opt.Order, tol, opt.MinTol, 0, sp.m, 0)
+		if lazyWarm || history {
+			pre, err = sp.refine(ctx, k, opt.Order, tol, opt.MinTol, 0, sp.m)
 			if err != nil && !errors.Is(err, ErrNotConverged) {
 				return EigenResult{Warm: isWarm}, nil, err
 			}
 			if pre.converged {
-				return refinedResult(opt, pre, sp, false, nil)
+				return refinedResult(opt, pre, sp, isWarm && !lazyWarm, nil, warm)
 			}
-			if err := sp.addWarm(ctx, warm); err != nil {
+			rest := warm
+			if history {
+				rest = &EigenWarm{Values: warm.Values[1:], Vectors: warm.Vectors[1:]}
+			}
+			if err := sp.addWarm(ctx, rest); err != nil {
 				return EigenResult{Warm: isWarm, HVPs: sp.hvps}, nil, err
 			}
 		}
@@ -277,23 +291,17 @@ func TopEigen(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *Eige
 			warmMax = maxHVPs
 		}
 		basis := min(n, max(sp.m+k+10, 4*k, 20))
-		// Without a free subspace, a warm start that moved far is better
-		// corrected by Lanczos from a combination of the refined vectors.
-		giveUp := 0.0
-		if len(opt.Subspace) == 0 {
-			giveUp = blockRoundFactor
-		}
 		if sp.m >= k {
-			pre, err = sp.refine(ctx, k, opt.Order, tol, opt.MinTol, min(warmMax, maxHVPs), basis, giveUp)
+			pre, err = sp.refine(ctx, k, opt.Order, tol, opt.MinTol, min(warmMax, maxHVPs), basis)
 			if err != nil && !errors.Is(err, ErrNotConverged) {
 				return EigenResult{Warm: isWarm, HVPs: sp.hvps}, nil, err
 			}
 		}
 		if pre.converged {
-			return refinedResult(opt, pre, sp, isWarm, nil)
+			return refinedResult(opt, pre, sp, isWarm, nil, warm)
 		}
 		if sp.hvps >= maxHVPs {
-			return refinedResult(opt, pre, sp, isWarm, ErrNotConverged)
+			return refinedResult(opt, pre, sp, isWarm, ErrNotConverged, warm)
 		}
 		preHVPs = sp.hvps
 		switch {
@@ -485,13 +493,18 @@ func (sp *subspace) addWarm(ctx context.Context, warm *EigenWarm) error {
 }
 
 // refinedResult packages a refinement as TopEigen's result; err is nil for
-// a converged one.
-func refinedResult(opt EigenOptions, r refineResult, sp *subspace, isWarm bool, err error) (EigenResult, *EigenWarm, error) {
+// a converged one. A single tracked pair keeps prev's first vector as its
+// history (see TopEigen).
+func refinedResult(opt EigenOptions, r refineResult, sp *subspace, isWarm bool, err error, prev *EigenWarm) (EigenResult, *EigenWarm, error) {
 	res := EigenResult{
 		Values: r.values, Residuals: r.residuals, NormEstimate: sp.normEst, HVPs: sp.hvps,
 		Converged: err == nil, Warm: isWarm, BlockSize: 1, Min: r.min, MinResidual: r.minResidual, Refined: true,
 	}
-	nw := &EigenWarm{Values: slices.Clone(r.values), Vectors: r.vectors}
+	nw := &EigenWarm{Values: slices.Clone(r.values), Vectors: slices.Clone(r.vectors)}
+	if opt.K == 1 && prev.usable(sp.n) && len(opt.Subspace) == 0 {
+		nw.Values = append(nw.Values, prev.Values[0])
+		nw.Vectors = append(nw.Vectors, prev.Vectors[0])
+	}
 	if opt.KeepVectors {
 		for _, x := range r.vectors {
 			res.Vectors = append(res.Vectors, slices.Clone(x))

@@ -222,11 +222,7 @@ type refineResult struct {
 // wanted pairs (plus a few) when it would exceed maxBasis.
 //
 // With minTol > 0 the smallest Ritz pair is refined too, to minTol·‖H‖est.
-//
-// With giveUp > 0 it returns unconverged after the first Rayleigh–Ritz when
-// a wanted residual exceeds giveUp·tol·‖H‖est: the vectors moved too far for
-// corrections one at a time, and Lanczos does better.
-func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol float64, maxHVPs, maxBasis int, giveUp float64) (refineResult, error) {
+func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol float64, maxHVPs, maxBasis int) (refineResult, error) {
 	var res refineResult
 	round := 0
 	randomised := false
@@ -280,9 +276,6 @@ func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol 
 				}
 			}
 			res.converged = true
-			return res, nil
-		}
-		if giveUp > 0 && round == 0 && slices.ContainsFunc(open, func(i int) bool { return res.residuals[i] > giveUp*lim }) {
 			return res, nil
 		}
 		dirs := len(open)

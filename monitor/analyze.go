@@ -123,7 +123,7 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 			eo := estimators.EigenOptions{
 				K: k, Order: cfg.Order, Tol: cfg.EigenTol, MaxHVPs: limit,
 				Seed: cfg.Seed, KeepVectors: true, KeepProducts: true,
-				MinTol: cfg.LambdaMinTol, NoRefine: cfg.WarmKrylovSchur, KeepBasis: esdRes != nil,
+				MinTol: cfg.LambdaMinTol, NoRefine: cfg.WarmKrylovSchur, KeepBasis: esdRes != nil, WarmMaxHVPs: cfg.EigenWarmMaxHVPs,
 			}
 			if esdRes != nil {
 				eo.Subspace, eo.SubspaceProducts = esdRes.Basis, esdRes.Products

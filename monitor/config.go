@@ -27,6 +27,10 @@ type Config struct {
 	// EigenMaxHVPs caps the eigen solve's products (default: what MaxHVPs
 	// leaves after the ESD's reserve).
 	EigenMaxHVPs int
+	// EigenWarmMaxHVPs, when > 0, caps a warm eigen start: one that needs
+	// more has lost track and the solve restarts cold (the top-1 tracking
+	// mode uses 10).
+	EigenWarmMaxHVPs int
 	// Power uses PyHessian's power iteration instead of Krylov–Schur, for
 	// comparisons; it neither warm-starts nor certifies to EigenTol.
 	Power bool
@@ -153,6 +157,7 @@ func (c Config) validate() error {
 	neg("TopK", c.TopK < 0)
 	neg("EigenTol", c.EigenTol < 0)
 	neg("EigenMaxHVPs", c.EigenMaxHVPs < 0)
+	neg("EigenWarmMaxHVPs", c.EigenWarmMaxHVPs < 0)
 	neg("ColdEvery", c.ColdEvery < 0)
 	neg("LambdaMinTol", c.LambdaMinTol < 0)
 	neg("BlockEigenEvery", c.BlockEigenEvery < 0)

@@ -30,6 +30,13 @@ type warmBench struct {
 	StdErrTracked  float64        `json:"trace_stderr_tracked"`
 	StdErrRatio    float64        `json:"trace_stderr_ratio"`
 	TrackedMethods map[string]int `json:"tracked_methods"`
+	// The top-1 tracking mode (hessmon train --track): λ1 alone to a
+	// relative residual of 1e-3, warm with a cold restart past 10 HVPs.
+	Top1Tol      float64 `json:"top1_tol"`
+	Top1ColdHVPs float64 `json:"top1_cold_hvps"`
+	Top1WarmHVPs float64 `json:"top1_warm_hvps"`
+	Top1Restarts int     `json:"top1_cold_restarts"`
+	Top1MaxDiff  float64 `json:"top1_max_rel_lambda_diff_warm_vs_cold"`
 }
 
 func benchWarm(ctx context.Context, e *env, args []string) error {
@@ -65,8 +72,9 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 	probe := probeSubset(train, *probeBatch, mf.seed)
 	res := warmBench{Model: net.String(), Params: net.Dim(), Steps: *steps, Every: *every, K: *k, Tol: *tol, TraceHVPs: *traceHVPs,
 		TrackedMethods: map[string]int{}}
-	var cold, warm, seIndep, seTracked []float64
-	var eigenWarm *estimators.EigenWarm
+	var cold, warm, seIndep, seTracked, cold1, warm1 []float64
+	var eigenWarm, top1Warm *estimators.EigenWarm
+	res.Top1Tol = 1e-3
 	var traceWarm *estimators.TraceWarm
 	probes := 0
 	hook := func(ctx context.Context, info trainer.StepInfo) error {
@@ -91,6 +99,16 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 			res.MaxLambdaDiff = max(res.MaxLambdaDiff, d)
 		}
 		eigenWarm = w
+		o1 := estimators.EigenOptions{K: 1, Tol: res.Top1Tol, MaxHVPs: 2000, Seed: mf.seed + uint64(info.Step), WarmMaxHVPs: 10}
+		c1, _, err := estimators.TopEigen(ctx, op, o1, nil)
+		if err != nil {
+			return fmt.Errorf("top-1 cold solve at step %d: %w", info.Step, err)
+		}
+		w1, nw1, err := estimators.TopEigen(ctx, op, o1, top1Warm)
+		if err != nil {
+			return fmt.Errorf("top-1 warm solve at step %d: %w", info.Step, err)
+		}
+		top1Warm = nw1
 		topt := estimators.TraceOptions{RelTol: -1, MaxHVPs: *traceHVPs, Seed: mf.seed + 7919*uint64(info.Step)}
 		ti, _, err := estimators.Trace(ctx, op, estimators.TraceOptions{RelTol: -1, MaxHVPs: *traceHVPs, Seed: topt.Seed, NoTracking: true}, nil)
 		if err != nil && !errors.Is(err, estimators.ErrNotConverged) {
@@ -107,6 +125,12 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 		traceWarm = tw
 		probes++
 		if probes > 1 {
+			cold1 = append(cold1, float64(c1.HVPs))
+			warm1 = append(warm1, float64(w1.HVPs))
+			if !w1.Warm {
+				res.Top1Restarts++
+			}
+			res.Top1MaxDiff = max(res.Top1MaxDiff, abs(c1.Values[0]-w1.Values[0])/max(abs(c1.Values[0]), 1e-300))
 			cold = append(cold, float64(rc.HVPs))
 			warm = append(warm, float64(rw.HVPs))
 			seIndep = append(seIndep, ti.StdErr)
@@ -125,6 +149,7 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 	res.WarmOverCold = res.WarmHVPsTopK / res.ColdHVPsTopK
 	res.StdErrIndep, res.StdErrTracked = stat.Mean(seIndep, nil), stat.Mean(seTracked, nil)
 	res.StdErrRatio = res.StdErrTracked / res.StdErrIndep
+	res.Top1ColdHVPs, res.Top1WarmHVPs = stat.Mean(cold1, nil), stat.Mean(warm1, nil)
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
@@ -133,6 +158,8 @@ func benchWarm(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "%s, %d params: %d probes every %d steps (means over probes 2..%d)\n", res.Model, res.Params, res.Probes, res.Every, res.Probes)
 	fmt.Fprintf(e.stdout, "  top-%d to tol %.0e: cold %.1f HVPs, warm %.1f HVPs, warm/cold %.3f (max |Δλ|/|λ1| warm vs cold %.1e)\n",
 		res.K, res.Tol, res.ColdHVPsTopK, res.WarmHVPsTopK, res.WarmOverCold, res.MaxLambdaDiff)
+	fmt.Fprintf(e.stdout, "  top-1 tracking to tol %.0e: cold %.1f HVPs, warm %.2f HVPs (%d cold restarts, max |Δλ1|/λ1 %.1e)\n",
+		res.Top1Tol, res.Top1ColdHVPs, res.Top1WarmHVPs, res.Top1Restarts, res.Top1MaxDiff)
 	fmt.Fprintf(e.stdout, "  trace at %d HVPs: independent stderr %.4g, tracked %.4g, ratio %.3f (methods %v)\n",
 		res.TraceHVPs, res.StdErrIndep, res.StdErrTracked, res.StdErrRatio, res.TrackedMethods)
 	return nil

@@ -416,6 +416,7 @@ func TestExportCSVMatchesSnapshots(t *testing.T) {
 	recs := read("alpha.csv")
 	wantHead := []string{"step", "time", "loss", "lr", "optimizer", "sharpness_threshold", "sharpness_ratio",
 		"lambda_1", "lambda_2", "lambda_3", "residual_1", "residual_2", "residual_3",
+		"lambda_min", "residual_min", "preconditioned_lambda1", "preconditioned_residual",
 		"trace", "trace_stderr", "trace_probes", "trace_method", "hvps", "seconds", "warm", "failure", "failure_detail"}
 	if !slices.Equal(recs[0], wantHead) {
 		t.Fatalf("header %q, want %q", recs[0], wantHead)

@@ -34,6 +34,9 @@ type monitorFlags struct {
 	tol        float64
 	trace      bool
 	esd        bool
+	noTrace    bool
+	noESD      bool
+	track      bool
 	esdSteps   int
 	maxHVPs    int
 	traceHVPs  int
@@ -53,6 +56,10 @@ func (m *monitorFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&m.tol, "tol", 1e-4, "eigen residual tolerance relative to ‖H‖")
 	fs.BoolVar(&m.trace, "trace", true, "estimate the trace (and per-layer block traces)")
 	fs.BoolVar(&m.esd, "esd", true, "estimate the eigenvalue spectral density")
+	fs.BoolVar(&m.noTrace, "no-trace", false, "the same as --trace=false")
+	fs.BoolVar(&m.noESD, "no-esd", false, "the same as --esd=false")
+	fs.BoolVar(&m.track, "track", false, "top-1 tracking for frequent probes: λ1 alone to a relative residual of 1e-3, warm from the "+
+		"previous probe in a few HVPs, restarting cold when the warm start needs more than 10 (sets --top 1 --no-trace --no-esd --tol 1e-3)")
 	fs.IntVar(&m.esdSteps, "esd-steps", 30, "Lanczos steps of the spectral density")
 	fs.IntVar(&m.maxHVPs, "max-hvps", 400, "HVP budget per probe")
 	fs.IntVar(&m.traceHVPs, "trace-hvps", 40, "HVP budget of the trace within a probe: it stops at 5% relative standard error or here, and reports its standard error either way")
@@ -82,9 +89,13 @@ func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error)
 	if err != nil {
 		return monitor.Config{}, 0, err
 	}
+	top, tol, trace, esd, warmMax := m.top, m.tol, m.trace && !m.noTrace, m.esd && !m.noESD, 0
+	if m.track {
+		top, tol, trace, esd, warmMax = 1, 1e-3, false, false, 10
+	}
 	return monitor.Config{
-		Every: m.every, NoEigen: m.top == 0, TopK: m.top, Order: order, EigenTol: m.tol,
-		NoTrace: !m.trace, NoESD: !m.esd, ESDSteps: m.esdSteps,
+		Every: m.every, NoEigen: top == 0, TopK: top, Order: order, EigenTol: tol, EigenWarmMaxHVPs: warmMax,
+		NoTrace: !trace, NoESD: !esd, ESDSteps: m.esdSteps,
 		MaxHVPs: m.maxHVPs, TraceMaxHVPs: m.traceHVPs, MaxDuration: m.timeout, Async: m.async,
 		OverheadTarget: m.overhead, Seed: seed,
 		BlockEigenEvery: m.blockEvery, BlockGroups: m.groups,
