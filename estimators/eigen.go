@@ -86,6 +86,9 @@ type EigenOptions struct {
 	// random Krylov basis of 30 steps already holds good approximations of
 	// the extreme eigenvectors, both ends.
 	Subspace, SubspaceProducts [][]float64
+	// SubspaceOrthonormal promises that Subspace is orthonormal (to
+	// rounding), as ESD's Lanczos basis is: it is then taken as it is.
+	SubspaceOrthonormal bool
 	// WarmMaxHVPs, when > 0, caps the warm (subspace) refinement: a warm
 	// start that needs more has lost track of the eigenvectors, and the
 	// solve restarts cold (Krylov–Schur from a random block), counting the
@@ -470,8 +473,14 @@ func refineStart(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *E
 		if len(x) != n || len(opt.SubspaceProducts[i]) != n {
 			return nil, fmt.Errorf("%w: subspace vector %d", hvp.ErrDim, i)
 		}
-		if _, err := sp.add(ctx, slices.Clone(x), slices.Clone(opt.SubspaceProducts[i])); err != nil {
-			return nil, err
+	}
+	if opt.SubspaceOrthonormal {
+		sp.addOrthonormal(opt.Subspace, opt.SubspaceProducts)
+	} else {
+		for i, x := range opt.Subspace {
+			if _, err := sp.add(ctx, slices.Clone(x), slices.Clone(opt.SubspaceProducts[i])); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if isWarm {

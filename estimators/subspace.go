@@ -48,6 +48,37 @@ func newSubspace(op hvp.Operator, rng *rand.Rand) *subspace {
 func (sp *subspace) row(i int) []float64  { return sp.s[i*sp.n : (i+1)*sp.n] }
 func (sp *subspace) hrow(i int) []float64 { return sp.hs[i*sp.n : (i+1)*sp.n] }
 
+// addOrthonormal appends vectors that are orthonormal among themselves and
+// to the basis (a Lanczos basis with full reorthogonalisation is), with
+// their exact products, computing the new part of G with one GEMM instead
+// of Gram–Schmidt and dot products.
+func (sp *subspace) addOrthonormal(xs, hxs [][]float64) {
+	m0, p := sp.m, len(xs)
+	if p == 0 {
+		return
+	}
+	for i := range xs {
+		sp.s = append(sp.s, xs[i]...)
+		sp.hs = append(sp.hs, hxs[i]...)
+	}
+	m := m0 + p
+	n := sp.n
+	full := make([]float64, m*m)
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1, blas64.General{Rows: m, Cols: n, Stride: n, Data: sp.s[:m*n]},
+		blas64.General{Rows: m, Cols: n, Stride: n, Data: sp.hs[:m*n]}, 0, blas64.General{Rows: m, Cols: m, Stride: m, Data: full})
+	g := make([]float64, m*m)
+	for i := 0; i < m; i++ {
+		for j := i; j < m; j++ {
+			v := (full[i*m+j] + full[j*m+i]) / 2
+			if i < m0 && j < m0 {
+				v = sp.g[i*m0+j]
+			}
+			g[i*m+j], g[j*m+i] = v, v
+		}
+	}
+	sp.g, sp.m = g, m
+}
+
 // add orthogonalises x against the basis and appends it when enough of it
 // is new. hx, when not nil, is the exact product H·x (it is transformed with
 // x, so it stays exact by linearity); otherwise one HVP computes it. x and

@@ -7,6 +7,8 @@ import (
 	"math"
 	"slices"
 
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/floats"
 	"gonum.org/v1/gonum/stat"
 	"gonum.org/v1/gonum/stat/distuv"
@@ -59,6 +61,11 @@ type TraceOptions struct {
 	// DeflateProducts optionally holds H·Deflate[i], saving len(Deflate)
 	// HVPs. They must be exact products with this operator.
 	DeflateProducts [][]float64
+	// DeflateOrthonormal promises that Deflate is already orthonormal (to
+	// rounding), as an eigen solve's basis is: the Gram–Schmidt passes are
+	// skipped, which on a 35-vector basis of 118k parameters is most of
+	// the deflation's cost.
+	DeflateOrthonormal bool
 	// SketchRank, when Deflate is empty, builds Q = orth(H·S) from a random
 	// S with SketchRank columns (Hutch++), costing 2·SketchRank HVPs.
 	SketchRank int
@@ -222,7 +229,7 @@ func Trace(ctx context.Context, op hvp.Operator, opt TraceOptions, warm *TraceWa
 	switch {
 	case len(opt.Deflate) > 0:
 		var err error
-		df, err = newDeflation(ctx, op, opt.Deflate, opt.DeflateProducts, opt.Blocks, &res.HVPs)
+		df, err = newDeflation(ctx, op, opt.Deflate, opt.DeflateProducts, opt.Blocks, &res.HVPs, opt.DeflateOrthonormal && opt.DeflateProducts != nil)
 		if err != nil {
 			return res, nil, err
 		}
@@ -240,7 +247,7 @@ func Trace(ctx context.Context, op hvp.Operator, opt TraceOptions, warm *TraceWa
 			s[i] = y
 		}
 		var err error
-		df, err = newDeflation(ctx, op, s, nil, opt.Blocks, &res.HVPs)
+		df, err = newDeflation(ctx, op, s, nil, opt.Blocks, &res.HVPs, false)
 		if err != nil {
 			return res, nil, err
 		}
@@ -562,15 +569,24 @@ func nextChain(probes []probeRec, fresh []int, samples [][]float64, prev func(in
 // deflation holds an orthonormal Q, H·Q and the exact trace parts.
 type deflation struct {
 	q, hq [][]float64
+	qm    []float64 // q as one row-major k×n matrix, for GEMV
 	// exact[0] = tr(QᵀHQ); exact[1+i] is block i's exact part.
 	exact []float64
 	coef  []float64
 }
 
-func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]float64, blocks []Block, hvps *int) (*deflation, error) {
+func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]float64, blocks []Block, hvps *int, orthonormal bool) (*deflation, error) {
 	n := op.Dim()
 	df := &deflation{}
 	for i, v := range basis {
+		if orthonormal {
+			if len(v) != n || len(products[i]) != n {
+				return nil, fmt.Errorf("%w: deflation vector %d", hvp.ErrDim, i)
+			}
+			df.q = append(df.q, v)
+			df.hq = append(df.hq, products[i])
+			continue
+		}
 		if len(v) != n || (products != nil && len(products[i]) != n) {
 			return nil, fmt.Errorf("%w: deflation vector %d", hvp.ErrDim, i)
 		}
@@ -624,13 +640,15 @@ func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]floa
 		*hvps++
 		df.hq[i] = y
 	}
-	// M = QᵀHQ (symmetrised), exact = tr(M).
+	// M = QᵀHQ (symmetrised), exact = tr(M), as one GEMM.
 	m := make([]float64, k*k)
+	qm, hqm := make([]float64, k*n), make([]float64, k*n)
 	for a := 0; a < k; a++ {
-		for b := 0; b < k; b++ {
-			m[a*k+b] = floats.Dot(df.q[a], df.hq[b])
-		}
+		copy(qm[a*n:], df.q[a])
+		copy(hqm[a*n:], df.hq[a])
 	}
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1, blas64.General{Rows: k, Cols: n, Stride: n, Data: qm},
+		blas64.General{Rows: k, Cols: n, Stride: n, Data: hqm}, 0, blas64.General{Rows: k, Cols: k, Stride: k, Data: m})
 	for a := 0; a < k; a++ {
 		for b := a + 1; b < k; b++ {
 			s := (m[a*k+b] + m[b*k+a]) / 2
@@ -648,26 +666,31 @@ func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]floa
 	// with QM_a = Σ_b M_ab q_b and Y_a = hq_a − QM_a it is
 	// Σ_{j∈b} Σ_a q_a[j]·(QM_a[j] + 2 Y_a[j]) = Σ_a q_a·(2 hq_a − QM_a) on b.
 	if len(blocks) > 0 {
-		t := make([]float64, n)
+		// T = 2·HQ − M·Q as one GEMM (rows are a), then Σ_a q_a∘t_a per block.
+		t := slices.Clone(hqm)
+		blas64.Gemm(blas.NoTrans, blas.NoTrans, -1, blas64.General{Rows: k, Cols: k, Stride: k, Data: m},
+			blas64.General{Rows: k, Cols: n, Stride: n, Data: qm}, 2, blas64.General{Rows: k, Cols: n, Stride: n, Data: t})
 		for a := 0; a < k; a++ {
-			for j := range t {
-				t[j] = 2 * df.hq[a][j]
-			}
-			for b := 0; b < k; b++ {
-				floats.AddScaled(t, -m[a*k+b], df.q[b])
-			}
 			for i, bl := range blocks {
 				lo, hi := bl.Offset, bl.Offset+bl.Len
-				df.exact[i+1] += floats.Dot(df.q[a][lo:hi], t[lo:hi])
+				df.exact[i+1] += floats.Dot(qm[a*n+lo:a*n+hi], t[a*n+lo:a*n+hi])
 			}
 		}
 	}
 	df.coef = make([]float64, k)
+	df.qm = qm
 	return df, nil
 }
 
 // project applies I−QQᵀ to x in place.
 func (df *deflation) project(x []float64) {
+	if df.qm != nil {
+		k, n := len(df.q), len(x)
+		q := blas64.General{Rows: k, Cols: n, Stride: n, Data: df.qm}
+		blas64.Gemv(blas.NoTrans, 1, q, vec(x), 0, vec(df.coef))
+		blas64.Gemv(blas.Trans, -1, q, vec(df.coef), 1, vec(x))
+		return
+	}
 	for a, u := range df.q {
 		df.coef[a] = floats.Dot(u, x)
 	}

@@ -127,6 +127,7 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 			}
 			if esdRes != nil {
 				eo.Subspace, eo.SubspaceProducts = esdRes.Basis, esdRes.Products
+				eo.SubspaceOrthonormal = esdRes.Probes == 1 // one probe's Lanczos vectors are orthonormal; several are not
 			}
 			res, w, err = estimators.TopEigen(ctx, op, eo, eigenWarm)
 			if len(res.Values) > 0 && cfg.Order == estimators.Algebraic {
@@ -217,7 +218,7 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 		}
 		res, w, err := estimators.Trace(ctx, op, estimators.TraceOptions{
 			RelTol: cfg.TraceRelTol, MaxHVPs: traceBudget, Seed: cfg.Seed + 1,
-			Blocks: blocks, Deflate: defl, DeflateProducts: deflProducts,
+			Blocks: blocks, Deflate: defl, DeflateProducts: deflProducts, DeflateOrthonormal: len(basis) > 0,
 		}, warm.Trace)
 		cost.Trace = res.HVPs
 		budget -= res.HVPs
