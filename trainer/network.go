@@ -33,8 +33,10 @@ type Network struct {
 }
 
 // NewNetwork builds layers for inputs of shape in and initialises the
-// parameters from seed, following PyTorch's default initialisations.
+// parameters from seed, following PyTorch's default initialisations. The
+// first call also chooses the process's BLAS (see BLAS).
 func NewNetwork(desc string, in Shape, seed uint64, layers ...Named) (*Network, error) {
+	BLAS() // choose the process's BLAS before the first GEMM
 	root := Seq(layers...)
 	out, ps, bs, err := root.Build(in)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/blas/gonum"
 )
 
 // Shape is the per-sample shape of an activation: height, width, channels.
@@ -73,7 +74,7 @@ func gemm(tA, tB bool, alpha float64, a blas64.General, b blas64.General, beta f
 	if tA {
 		k = a.Rows
 	}
-	if c.Rows*c.Cols*k >= serialGemmBelow {
+	if _, native := blas64.Implementation().(gonum.Implementation); !native || c.Rows*c.Cols*k >= serialGemmBelow {
 		blas64.Gemm(ta, tb, alpha, a, b, beta, c)
 		return
 	}

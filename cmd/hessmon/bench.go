@@ -121,7 +121,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	_, flops := net.GEMMFlops(b.Len())
-	res := hvpBench{Model: net.String(), Params: n, Batch: b.Len(), BLAS: trainer.BLAS, Reps: *reps,
+	res := hvpBench{Model: net.String(), Params: n, Batch: b.Len(), BLAS: trainer.BLAS().String(), Reps: *reps,
 		GradSeconds: median(tg), HVPSeconds: median(th), HVPFull: median(tf)}
 	res.HVPOverGrad = res.HVPSeconds / res.GradSeconds
 	res.FullOverGrad = res.HVPFull / res.GradSeconds

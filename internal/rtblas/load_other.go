@@ -1,0 +1,19 @@
+//go:build !((linux || freebsd) && (amd64 || arm64))
+
+package rtblas
+
+import (
+	"errors"
+
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// Implementation is gonum's on platforms where hessmon does not load a
+// BLAS at run time.
+type Implementation struct{ gonum.Implementation }
+
+// Load always fails here: run-time loading is implemented for Linux and
+// FreeBSD on amd64 and arm64.
+func Load(name string, _ bool) (*Implementation, Info, error) {
+	return nil, Info{}, errors.New("loading " + name + ": run-time BLAS is not supported on this platform")
+}
