@@ -17,3 +17,6 @@ type Implementation struct{ gonum.Implementation }
 func Load(name string, _ bool) (*Implementation, Info, error) {
 	return nil, Info{}, errors.New("loading " + name + ": run-time BLAS is not supported on this platform")
 }
+
+// ForwardAll returns impl.
+func (impl *Implementation) ForwardAll() *Implementation { return impl }

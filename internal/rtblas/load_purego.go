@@ -27,6 +27,18 @@ import (
 type Implementation struct {
 	gonum.Implementation
 	l *library
+	// Sizes below which a routine stays in gonum: a purego call costs a
+	// few hundred nanoseconds, and OpenBLAS's threads only pay off on
+	// large operands.
+	minGemm, minLevel2, minLevel1 int
+}
+
+// ForwardAll returns a copy that sends every call to the library whatever
+// its size, so tests can run small problems through it.
+func (impl *Implementation) ForwardAll() *Implementation {
+	c := *impl
+	c.minGemm, c.minLevel2, c.minLevel1 = 0, 0, 0
+	return &c
 }
 
 type library struct {
@@ -44,15 +56,6 @@ type callArgs struct {
 }
 
 func (l *library) get() *callArgs { return l.args.Get().(*callArgs) }
-
-// Sizes below which a routine stays in gonum: a purego call costs a few
-// hundred nanoseconds, and OpenBLAS's threads only pay off on large
-// operands.
-const (
-	minGemm   = 1 << 15 // m·n·k
-	minLevel2 = 1 << 14 // m·n
-	minLevel1 = 1 << 12 // n
-)
 
 // Load opens a shared library with the Fortran BLAS symbols and returns an
 // implementation that forwards to it. With requireOpenBLAS, a library that
@@ -105,7 +108,7 @@ func Load(name string, requireOpenBLAS bool) (*Implementation, Info, error) {
 	}
 	purego.RegisterFunc(&l.ddot, ddot)
 	purego.RegisterFunc(&l.dnrm2, dnrm2)
-	return &Implementation{l: l}, info, nil
+	return &Implementation{l: l, minGemm: 1 << 15, minLevel2: 1 << 14, minLevel1: 1 << 12}, info, nil
 }
 
 // threadRequest returns the OpenBLAS thread count hessmon asks for, unless
@@ -188,7 +191,7 @@ func (impl *Implementation) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha floa
 	if tb == 'T' {
 		br, bc = n, k
 	}
-	if !okA || !okB || m*n*k < minGemm || alpha == 0 || !fits(m, n, k, lda, ldb, ldc) ||
+	if !okA || !okB || m*n*k < impl.minGemm || alpha == 0 || !fits(m, n, k, lda, ldb, ldc) ||
 		lda < max(1, ac) || ldb < max(1, bc) || ldc < max(1, n) ||
 		len(a) < lda*(ar-1)+ac || len(b) < ldb*(br-1)+bc || len(c) < ldc*(m-1)+n {
 		impl.Implementation.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
@@ -218,7 +221,7 @@ func (impl *Implementation) Dgemv(tA blas.Transpose, m, n int, alpha float64, a 
 	if t == 'T' {
 		lx, ly = m, n
 	}
-	if !ok || m*n < minLevel2 || alpha == 0 || incX <= 0 || incY <= 0 || !fits(m, n, lda, incX, incY) ||
+	if !ok || m*n < impl.minLevel2 || alpha == 0 || incX <= 0 || incY <= 0 || !fits(m, n, lda, incX, incY) ||
 		lda < max(1, n) || len(a) < lda*(m-1)+n || !need(len(x), lx, incX) || !need(len(y), ly, incY) {
 		impl.Implementation.Dgemv(tA, m, n, alpha, a, lda, x, incX, beta, y, incY)
 		return
@@ -241,7 +244,7 @@ func (impl *Implementation) Dgemv(tA blas.Transpose, m, n int, alpha float64, a 
 
 // Dger computes A += alpha·x·yᵀ for a row-major A (column-major Aᵀ += alpha·y·xᵀ).
 func (impl *Implementation) Dger(m, n int, alpha float64, x []float64, incX int, y []float64, incY int, a []float64, lda int) {
-	if m*n < minLevel2 || alpha == 0 || incX <= 0 || incY <= 0 || !fits(m, n, lda, incX, incY) ||
+	if m*n < impl.minLevel2 || alpha == 0 || incX <= 0 || incY <= 0 || !fits(m, n, lda, incX, incY) ||
 		lda < max(1, n) || len(a) < lda*(m-1)+n || !need(len(x), m, incX) || !need(len(y), n, incY) {
 		impl.Implementation.Dger(m, n, alpha, x, incX, y, incY, a, lda)
 		return
@@ -267,7 +270,7 @@ func (impl *Implementation) Dsymv(ul blas.Uplo, n int, alpha float64, a []float6
 	case blas.Lower:
 		fu = 'U'
 	}
-	if fu == 0 || n*n < minLevel2 || alpha == 0 || incX <= 0 || incY <= 0 || !fits(n, lda, incX, incY) ||
+	if fu == 0 || n*n < impl.minLevel2 || alpha == 0 || incX <= 0 || incY <= 0 || !fits(n, lda, incX, incY) ||
 		lda < max(1, n) || len(a) < lda*(n-1)+n || !need(len(x), n, incX) || !need(len(y), n, incY) {
 		impl.Implementation.Dsymv(ul, n, alpha, a, lda, x, incX, beta, y, incY)
 		return
@@ -286,7 +289,7 @@ func (impl *Implementation) Dsymv(ul blas.Uplo, n int, alpha float64, a []float6
 
 // Daxpy computes y += alpha·x.
 func (impl *Implementation) Daxpy(n int, alpha float64, x []float64, incX int, y []float64, incY int) {
-	if n < minLevel1 || alpha == 0 || incX <= 0 || incY <= 0 || !fits(n, incX, incY) || !need(len(x), n, incX) || !need(len(y), n, incY) {
+	if n < impl.minLevel1 || alpha == 0 || incX <= 0 || incY <= 0 || !fits(n, incX, incY) || !need(len(x), n, incX) || !need(len(y), n, incY) {
 		impl.Implementation.Daxpy(n, alpha, x, incX, y, incY)
 		return
 	}
@@ -302,7 +305,7 @@ func (impl *Implementation) Daxpy(n int, alpha float64, x []float64, incX int, y
 
 // Dscal computes x *= alpha.
 func (impl *Implementation) Dscal(n int, alpha float64, x []float64, incX int) {
-	if n < minLevel1 || incX <= 0 || !fits(n, incX) || !need(len(x), n, incX) {
+	if n < impl.minLevel1 || incX <= 0 || !fits(n, incX) || !need(len(x), n, incX) {
 		impl.Implementation.Dscal(n, alpha, x, incX)
 		return
 	}
@@ -317,7 +320,7 @@ func (impl *Implementation) Dscal(n int, alpha float64, x []float64, incX int) {
 
 // Ddot returns xᵀy.
 func (impl *Implementation) Ddot(n int, x []float64, incX int, y []float64, incY int) float64 {
-	if n < minLevel1 || incX <= 0 || incY <= 0 || !fits(n, incX, incY) || !need(len(x), n, incX) || !need(len(y), n, incY) {
+	if n < impl.minLevel1 || incX <= 0 || incY <= 0 || !fits(n, incX, incY) || !need(len(x), n, incX) || !need(len(y), n, incY) {
 		return impl.Implementation.Ddot(n, x, incX, y, incY)
 	}
 	l := impl.l
@@ -330,7 +333,7 @@ func (impl *Implementation) Ddot(n int, x []float64, incX int, y []float64, incY
 
 // Dnrm2 returns the Euclidean norm of x.
 func (impl *Implementation) Dnrm2(n int, x []float64, incX int) float64 {
-	if n < minLevel1 || incX <= 0 || !fits(n, incX) || !need(len(x), n, incX) {
+	if n < impl.minLevel1 || incX <= 0 || !fits(n, incX) || !need(len(x), n, incX) {
 		return impl.Implementation.Dnrm2(n, x, incX)
 	}
 	l := impl.l
