@@ -79,3 +79,58 @@ func BenchmarkGemm(b *testing.B) {
 		})
 	}
 }
+
+// TestHVPReusesGradientBackward: the R-backward keeps gy·W and σ'(x)·gy
+// from the first HVP after a forward pass. Interleaving HVPs, gradients and
+// forward passes on other batches must give what a fresh tape gives.
+func TestHVPReusesGradientBackward(t *testing.T) {
+	cases, err := StandardChecks(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		n := c.Net.Dim()
+		v1, v2 := make([]float64, n), make([]float64, n)
+		for i := range v1 {
+			v1[i], v2[i] = math.Cos(float64(i)), math.Sin(float64(3*i)+1)
+		}
+		half := c.Batch.Len() / 2
+		other := Batch{X: &Tensor{N: half, Shape: c.Batch.X.Shape, Data: c.Batch.X.Data[:half*c.Batch.X.Shape.Size()]}, Labels: c.Batch.Labels[:half]}
+		fresh := func(b Batch, v []float64) []float64 {
+			tp := c.Net.NewTape()
+			if _, err := tp.Forward(b, CrossEntropy{}, c.Mode); err != nil {
+				t.Fatal(err)
+			}
+			hv := make([]float64, n)
+			if err := tp.HVP(hv, v); err != nil {
+				t.Fatal(err)
+			}
+			return hv
+		}
+		tp := c.Net.NewTape()
+		hv, g := make([]float64, n), make([]float64, n)
+		check := func(step string, b Batch, v []float64) {
+			t.Helper()
+			if err := tp.HVP(hv, v); err != nil {
+				t.Fatal(err)
+			}
+			if r := relErr(hv, fresh(b, v)); !(r <= 1e-14) {
+				t.Errorf("%s, %s: HVP differs from a fresh tape's by %.3g", c.Name, step, r)
+			}
+		}
+		if _, err := tp.Forward(c.Batch, CrossEntropy{}, c.Mode); err != nil {
+			t.Fatal(err)
+		}
+		check("first HVP", c.Batch, v1)
+		check("second HVP", c.Batch, v2)
+		if _, err := tp.Forward(other, CrossEntropy{}, c.Mode); err != nil {
+			t.Fatal(err)
+		}
+		check("after a forward pass on another batch", other, v1)
+		if _, err := tp.Grad(g, c.Batch, CrossEntropy{}, c.Mode); err != nil {
+			t.Fatal(err)
+		}
+		check("after Grad", c.Batch, v2)
+		check("again", c.Batch, v1)
+	}
+}
