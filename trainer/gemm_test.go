@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/blas/gonum"
 )
 
 // TestGemmTiles checks the tiled serial path against one blas64.Gemm call
@@ -133,4 +135,56 @@ func TestHVPReusesGradientBackward(t *testing.T) {
 		check("after Grad", c.Batch, v2)
 		check("again", c.Batch, v1)
 	}
+}
+
+// recordingBLAS records the shape of every Dgemm call.
+type recordingBLAS struct {
+	gonum.Implementation
+	calls *[]GEMM
+}
+
+func (r recordingBLAS) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
+	*r.calls = append(*r.calls, GEMM{TransA: tA == blas.Trans, TransB: tB == blas.Trans, M: m, N: n, K: k})
+	r.Implementation.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// TestHVPGEMMsMatchCalls: the list bench hvp times (and GEMMFlops counts)
+// is the list of products an HVP really issues, up to order.
+func TestHVPGEMMsMatchCalls(t *testing.T) {
+	tape, _, v, hv := benchMLP(t, 50)
+	BLAS()
+	prev := blas64.Implementation()
+	defer blas64.Use(prev)
+	var calls []GEMM
+	blas64.Use(recordingBLAS{calls: &calls})
+	if err := tape.HVP(hv, v); err != nil { // first HVP: also gy·W once
+		t.Fatal(err)
+	}
+	calls = calls[:0]
+	if err := tape.HVP(hv, v); err != nil {
+		t.Fatal(err)
+	}
+	key := func(a, b GEMM) int { return cmpGEMM(a, b) }
+	want := tape.Network().HVPGEMMs(50)
+	slices.SortFunc(calls, key)
+	slices.SortFunc(want, key)
+	if !slices.Equal(calls, want) {
+		t.Errorf("HVP issues %v\nHVPGEMMs lists %v", calls, want)
+	}
+}
+
+func cmpGEMM(a, b GEMM) int {
+	for _, d := range [][2]int{{a.M, b.M}, {a.N, b.N}, {a.K, b.K}, {boolInt(a.TransA), boolInt(b.TransA)}, {boolInt(a.TransB), boolInt(b.TransB)}} {
+		if d[0] != d[1] {
+			return d[0] - d[1]
+		}
+	}
+	return 0
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
