@@ -113,6 +113,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 	vsTorch := fs.Bool("vs-torch", false, "also time PyTorch's double-backward HVP with --torch-script (MLPs only)")
 	script := fs.String("torch-script", "bench/torch_hvp.py", "the PyTorch reference script")
 	python := fs.String("python", "/usr/bin/python3", "Python with torch (Debian's python3-torch installs into /usr/bin/python3)")
+	torchThreads := fs.Int("torch-threads", 0, "torch.set_num_threads for --vs-torch (0: torch's default)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -196,7 +197,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 	res.Probe.BLASGFlops = pgemms.Flops() / median(tpb) / 1e9
 	res.Probe.HVPOverBLAS = res.Probe.HVPGFlops / res.Probe.BLASGFlops
 	if *vsTorch {
-		if res.Torch, err = runTorch(ctx, *python, *script, net, b, v, hv, *reps); err != nil {
+		if res.Torch, err = runTorch(ctx, *python, *script, *torchThreads, net, b, v, hv, *reps); err != nil {
 			return err
 		}
 		res.Torch.HVPRatio = res.HVPSeconds / res.Torch.HVPSeconds
@@ -223,7 +224,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 
 // runTorch exports the model, batch, v and hessmon's H·v and times torch's
 // double-backward HVP on them with the reference script.
-func runTorch(ctx context.Context, python, script string, net *trainer.Network, b trainer.Batch, v, hv []float64, reps int) (*torchBench, error) {
+func runTorch(ctx context.Context, python, script string, threads int, net *trainer.Network, b trainer.Batch, v, hv []float64, reps int) (*torchBench, error) {
 	dir, err := os.MkdirTemp("", "hessmon-torch-")
 	if err != nil {
 		return nil, err
@@ -234,7 +235,7 @@ func runTorch(ctx context.Context, python, script string, net *trainer.Network, 
 		return nil, err
 	}
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, python, script, "--in", path, "--reps", strconv.Itoa(reps))
+	cmd := exec.CommandContext(ctx, python, script, "--in", path, "--reps", strconv.Itoa(reps), "--threads", strconv.Itoa(threads))
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

@@ -3,7 +3,7 @@
 package rtblas
 
 import (
-	"errors"
+	"fmt"
 
 	"gonum.org/v1/gonum/blas/gonum"
 )
@@ -15,7 +15,7 @@ type Implementation struct{ gonum.Implementation }
 // Load always fails here: run-time loading is implemented for Linux and
 // FreeBSD on amd64 and arm64.
 func Load(name string, _ bool) (*Implementation, Info, error) {
-	return nil, Info{}, errors.New("loading " + name + ": run-time BLAS is not supported on this platform")
+	return nil, Info{}, fmt.Errorf("loading %s: %w (run-time BLAS is implemented for Linux and FreeBSD on amd64 and arm64)", name, ErrNotInstalled)
 }
 
 // ForwardAll returns impl.

@@ -64,6 +64,9 @@ func (l *library) get() *callArgs { return l.args.Get().(*callArgs) }
 func Load(name string, requireOpenBLAS bool) (*Implementation, Info, error) {
 	h, err := purego.Dlopen(name, purego.RTLD_NOW|purego.RTLD_LOCAL)
 	if err != nil {
+		if strings.Contains(err.Error(), "No such file") {
+			return nil, Info{}, fmt.Errorf("loading %s: %w: %w", name, ErrNotInstalled, err)
+		}
 		return nil, Info{}, fmt.Errorf("loading %s: %w", name, err)
 	}
 	sym := func(s string) uintptr {
@@ -104,7 +107,7 @@ func Load(name string, requireOpenBLAS bool) (*Implementation, Info, error) {
 		}
 	} else if requireOpenBLAS {
 		purego.Dlclose(h)
-		return nil, Info{}, fmt.Errorf("%s (%s) is not OpenBLAS (no openblas_get_config); the reference BLAS is slower than gonum", name, info.File)
+		return nil, Info{}, fmt.Errorf("%s (%s) is not OpenBLAS (no openblas_get_config): %w; the reference BLAS is slower than gonum", name, info.File, ErrNotInstalled)
 	}
 	purego.RegisterFunc(&l.ddot, ddot)
 	purego.RegisterFunc(&l.dnrm2, dnrm2)

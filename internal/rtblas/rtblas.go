@@ -19,6 +19,7 @@
 package rtblas
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -31,6 +32,10 @@ import (
 
 // EnvVar is the environment variable that overrides the choice.
 const EnvVar = "HESSMON_BLAS"
+
+// ErrNotInstalled marks a library that is absent (or is not OpenBLAS when
+// OpenBLAS is asked for): in auto mode that is a normal, silent fallback.
+var ErrNotInstalled = errors.New("not installed")
 
 // Info says which BLAS the process uses.
 type Info struct {
@@ -71,8 +76,9 @@ var (
 // its own BLAS should do so after Init (or not use hessmon's trainer).
 func Init() Info {
 	once.Do(func() {
-		chosen = choose(os.Getenv(EnvVar), defaultRequest)
-		if chosen.Fallback != "" && chosen.Request != "auto" {
+		var broken bool
+		chosen, broken = choose(os.Getenv(EnvVar), defaultRequest)
+		if chosen.Fallback != "" && (chosen.Request != "auto" || broken) {
 			slog.Warn("hessmon: BLAS requested by "+EnvVar+" is not available; using pure-Go gonum",
 				"request", chosen.Request, "reason", chosen.Fallback)
 		}
@@ -81,24 +87,25 @@ func Init() Info {
 }
 
 // choose resolves a request and installs the implementation. It is
-// separate from Init so tests can drive every branch.
-func choose(req, def string) Info {
+// separate from Init so tests can drive every branch. broken reports a
+// library that exists but failed to load (always worth a warning).
+func choose(req, def string) (info Info, broken bool) {
 	req = strings.TrimSpace(req)
 	if req == "" {
 		req = def
 	}
-	info := Info{Name: "gonum", Request: req}
+	info = Info{Name: "gonum", Request: req}
 	candidates, requireOpenBLAS := openBLASSonames(), true
 	switch strings.ToLower(req) {
 	case "gonum", "go", "native":
 		blas64.Use(gonum.Implementation{})
-		return info
+		return info, false
 	case "auto", "openblas":
 	default:
 		if !strings.ContainsAny(req, "/.") {
 			info.Fallback = fmt.Sprintf("unknown %s=%q (want auto, openblas, gonum or a library path)", EnvVar, req)
 			blas64.Use(gonum.Implementation{})
-			return info
+			return info, false
 		}
 		candidates, requireOpenBLAS = []string{req}, false
 	}
@@ -107,15 +114,16 @@ func choose(req, def string) Info {
 		impl, li, err := Load(c, requireOpenBLAS)
 		if err != nil {
 			reasons = append(reasons, err.Error())
+			broken = broken || !errors.Is(err, ErrNotInstalled)
 			continue
 		}
 		li.Request = req
 		blas64.Use(impl)
-		return li
+		return li, false
 	}
 	info.Fallback = strings.Join(reasons, "; ")
 	blas64.Use(gonum.Implementation{})
-	return info
+	return info, broken
 }
 
 // openBLASSonames are the names Debian's libopenblas0 installs, in the

@@ -158,7 +158,10 @@ func TestAllocations(t *testing.T) {
 // and say why; none of them crash.
 func TestChooseFallsBack(t *testing.T) {
 	for _, req := range []string{"gonum", "nonsense", "/nonexistent/libblas.so", "libc.so.6"} {
-		info := choose(req, "auto")
+		info, broken := choose(req, "auto")
+		if want := req == "libc.so.6"; broken != want {
+			t.Errorf("%q: broken=%v, want %v (a library that exists but lacks BLAS is worth a warning)", req, broken, want)
+		}
 		if info.Name != "gonum" || info.Loaded() {
 			t.Errorf("%q: chose %v, want gonum", req, info)
 		}
