@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,6 +91,7 @@ func Load(name string, requireOpenBLAS bool) (*Implementation, Info, error) {
 		}
 	}
 	if len(missing) > 0 {
+		slices.Sort(missing)
 		purego.Dlclose(h)
 		return nil, Info{}, fmt.Errorf("%s has no Fortran BLAS symbols %s", name, strings.Join(missing, ", "))
 	}

@@ -139,6 +139,9 @@ func TestBadArgumentsPanicLikeGonum(t *testing.T) {
 // variadic argument slice (it is go:uintptrescapes, so the slice escapes);
 // the scalars come from a pool.
 func TestAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
 	ob := openBLAS(t)
 	a, b, c := make([]float64, 128*128), make([]float64, 128*128), make([]float64, 128*128)
 	x := make([]float64, 1<<14)
