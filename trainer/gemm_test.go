@@ -188,3 +188,24 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// TestHasNonFinite covers NaN, both infinities, and a finite vector whose
+// squared norm overflows (the dot product's false alarm).
+func TestHasNonFinite(t *testing.T) {
+	for _, c := range []struct {
+		x    []float64
+		want bool
+	}{
+		{nil, false},
+		{[]float64{1, 2, 3}, false},
+		{[]float64{1, math.NaN(), 3}, true},
+		{[]float64{math.Inf(1), 0}, true},
+		{[]float64{0, math.Inf(-1)}, true},
+		{[]float64{1e200, -1e200, 5}, false},
+	} {
+		x := append(make([]float64, 5000), c.x...) // long enough for the library path
+		if got := hasNonFinite(x); got != c.want {
+			t.Errorf("hasNonFinite(%v) = %v, want %v", c.x, got, c.want)
+		}
+	}
+}
