@@ -11,7 +11,10 @@ weights, in float64:
             graph built once: the analogue of hessmon's hvp_seconds (whose
             forward pass is cached);
   hvp_full  forward, create_graph backward and the double backward each
-            time: the analogue of hvp_with_forward_seconds;
+            time (the usual double-backward recipe): the analogue of
+            hvp_with_forward_seconds;
+  functional  torch.autograd.functional.hvp, torch's own HVP API (also a
+            fresh forward pass each call);
   grad      forward and backward.
 
 It prints one JSON object with medians and the relative difference between
@@ -95,6 +98,17 @@ def main():
         g = torch.autograd.grad(loss_fn(), params, create_graph=True)
         return torch.autograd.grad(g, params, vs)
 
+    def loss_of(*ps):
+        h = x
+        for i in range(layers):
+            h = F.linear(h, ps[2 * i], ps[2 * i + 1])
+            if i < layers - 1:
+                h = act(h)
+        return F.cross_entropy(h, labels)
+
+    def functional():
+        return torch.autograd.functional.hvp(loss_of, tuple(p.detach() for p in params), tuple(vs))
+
     g_graph = torch.autograd.grad(loss_fn(), params, create_graph=True)
 
     def hvp():
@@ -119,6 +133,7 @@ def main():
         "grad_seconds": timeit(grad),
         "hvp_seconds": timeit(hvp),
         "hvp_full_seconds": timeit(hvp_full),
+        "functional_hvp_seconds": timeit(functional),
     }
     hv = torch.cat([h.reshape(-1) for h in hvp()])
     if "hv" in t:

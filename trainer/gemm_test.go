@@ -12,8 +12,9 @@ import (
 	"gonum.org/v1/gonum/blas/gonum"
 )
 
-// TestGemmTiles checks the tiled serial path against one blas64.Gemm call
-// for every transpose combination and shapes that cut tiles unevenly.
+// TestGemmTiles checks the tiled serial path and the goroutine split
+// against one blas64.Gemm call for every transpose combination and shapes
+// that cut tiles unevenly (tall and wide, so both split directions run).
 func TestGemmTiles(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	randm := func(r, c int) blas64.General {
@@ -23,7 +24,7 @@ func TestGemmTiles(t *testing.T) {
 		}
 		return g
 	}
-	for _, sz := range [][3]int{{1, 1, 1}, {63, 191, 5}, {64, 192, 7}, {130, 400, 33}, {200, 97, 129}} {
+	for _, sz := range [][3]int{{1, 1, 1}, {63, 191, 5}, {64, 192, 7}, {130, 400, 33}, {200, 97, 129}, {33, 17, 40}} {
 		m, n, k := sz[0], sz[1], sz[2]
 		for _, tA := range []bool{false, true} {
 			for _, tB := range []bool{false, true} {
@@ -45,10 +46,15 @@ func TestGemmTiles(t *testing.T) {
 					tb = blas.Trans
 				}
 				blas64.Gemm(ta, tb, 0.7, a, b, 0.3, want)
+				c2 := blas64.General{Rows: m, Cols: n, Stride: n, Data: append([]float64(nil), c.Data...)}
 				gemm(tA, tB, 0.7, a, b, 0.3, c)
+				splitGemm(ta, tb, 0.7, a, b, 0.3, c2)
 				for i := range c.Data {
 					if d := math.Abs(c.Data[i] - want.Data[i]); d > 1e-12*(1+math.Abs(want.Data[i])) {
 						t.Fatalf("m=%d n=%d k=%d tA=%v tB=%v: entry %d is %v, want %v", m, n, k, tA, tB, i, c.Data[i], want.Data[i])
+					}
+					if d := math.Abs(c2.Data[i] - want.Data[i]); d > 1e-12*(1+math.Abs(want.Data[i])) {
+						t.Fatalf("splitGemm m=%d n=%d k=%d tA=%v tB=%v: entry %d is %v, want %v", m, n, k, tA, tB, i, c2.Data[i], want.Data[i])
 					}
 				}
 			}

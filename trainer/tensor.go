@@ -2,6 +2,8 @@ package trainer
 
 import (
 	"fmt"
+	"runtime"
+	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
@@ -74,7 +76,20 @@ func gemm(tA, tB bool, alpha float64, a blas64.General, b blas64.General, beta f
 	if tA {
 		k = a.Rows
 	}
-	if _, native := blas64.Implementation().(gonum.Implementation); !native || c.Rows*c.Cols*k >= serialGemmBelow {
+	switch impl := blas64.Implementation().(type) {
+	case gonum.Implementation:
+		if c.Rows*c.Cols*k >= serialGemmBelow {
+			blas64.Gemm(ta, tb, alpha, a, b, beta, c) // gonum's own goroutines
+			return
+		}
+	case interface{ Threads() int }:
+		if impl.Threads() == 1 && c.Rows*c.Cols*k >= splitGemmAbove {
+			splitGemm(ta, tb, alpha, a, b, beta, c)
+			return
+		}
+		blas64.Gemm(ta, tb, alpha, a, b, beta, c)
+		return
+	default:
 		blas64.Gemm(ta, tb, alpha, a, b, beta, c)
 		return
 	}
@@ -101,6 +116,59 @@ func gemm(tA, tB bool, alpha float64, a blas64.General, b blas64.General, beta f
 			blas64.Gemm(ta, tb, alpha, as, bs, beta, cs)
 		}
 	}
+}
+
+// splitGemmAbove is the size m·n·k above which a product on a one-thread
+// library is split over GOMAXPROCS goroutines (a 64·128·128 product takes
+// about 20 µs; a goroutine costs about 1 µs).
+const splitGemmAbove = 1 << 20
+
+// splitGemm computes C = alpha·op(A)·op(B) + beta·C as GOMAXPROCS
+// independent products on row (or column) blocks of C, one per goroutine.
+// The split changes which thread computes each entry of C and, at most,
+// its rounding.
+func splitGemm(ta, tb blas.Transpose, alpha float64, a, b blas64.General, beta float64, c blas64.General) {
+	parts := runtime.GOMAXPROCS(0)
+	byRows := c.Rows >= c.Cols
+	n := c.Cols
+	if byRows {
+		n = c.Rows
+	}
+	parts = min(parts, n/16)
+	if parts < 2 {
+		blas64.Gemm(ta, tb, alpha, a, b, beta, c)
+		return
+	}
+	var wg sync.WaitGroup
+	for p := range parts {
+		lo, hi := p*n/parts, (p+1)*n/parts
+		as, bs, cs := a, b, c
+		if byRows {
+			if ta == blas.Trans {
+				as = blas64.General{Rows: a.Rows, Cols: hi - lo, Stride: a.Stride, Data: a.Data[lo:]}
+			} else {
+				as = blas64.General{Rows: hi - lo, Cols: a.Cols, Stride: a.Stride, Data: a.Data[lo*a.Stride:]}
+			}
+			cs = blas64.General{Rows: hi - lo, Cols: c.Cols, Stride: c.Stride, Data: c.Data[lo*c.Stride:]}
+		} else {
+			if tb == blas.Trans {
+				bs = blas64.General{Rows: hi - lo, Cols: b.Cols, Stride: b.Stride, Data: b.Data[lo*b.Stride:]}
+			} else {
+				bs = blas64.General{Rows: b.Rows, Cols: hi - lo, Stride: b.Stride, Data: b.Data[lo:]}
+			}
+			cs = blas64.General{Rows: c.Rows, Cols: hi - lo, Stride: c.Stride, Data: c.Data[lo:]}
+		}
+		if p == parts-1 {
+			blas64.Gemm(ta, tb, alpha, as, bs, beta, cs)
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			blas64.Gemm(ta, tb, alpha, as, bs, beta, cs)
+		}()
+	}
+	wg.Wait()
 }
 
 // gonum's Dgemm runs serially when the output has fewer than 4 blocks of

@@ -20,3 +20,6 @@ func Load(name string, _ bool) (*Implementation, Info, error) {
 
 // ForwardAll returns impl.
 func (impl *Implementation) ForwardAll() *Implementation { return impl }
+
+// Threads is 0: no library.
+func (impl *Implementation) Threads() int { return 0 }

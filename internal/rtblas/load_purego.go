@@ -32,7 +32,12 @@ type Implementation struct {
 	// few hundred nanoseconds, and OpenBLAS's threads only pay off on
 	// large operands.
 	minGemm, minLevel2, minLevel1 int
+	threads                       int // the library's own threads (OpenBLAS), 0 if unknown
 }
+
+// Threads is the number of threads the library runs one call on; the
+// trainer splits large products over goroutines when it is 1.
+func (impl *Implementation) Threads() int { return impl.threads }
 
 // ForwardAll returns a copy that sends every call to the library whatever
 // its size, so tests can run small problems through it.
@@ -113,23 +118,27 @@ func Load(name string, requireOpenBLAS bool) (*Implementation, Info, error) {
 	}
 	purego.RegisterFunc(&l.ddot, ddot)
 	purego.RegisterFunc(&l.dnrm2, dnrm2)
-	return &Implementation{l: l, minGemm: 1 << 15, minLevel2: 1 << 14, minLevel1: 1 << 12}, info, nil
+	return &Implementation{l: l, minGemm: 1 << 15, minLevel2: 1 << 14, minLevel1: 1 << 12, threads: info.Threads}, info, nil
 }
 
-// threadRequest returns the OpenBLAS thread count hessmon asks for, unless
-// the user set OpenBLAS's own variables.
+// threadRequest returns the OpenBLAS thread count hessmon asks for:
+// HESSMON_BLAS_THREADS if set, else nothing when the user set OpenBLAS's
+// own variables, else 1. One thread per call lets Go's scheduler share the
+// cores: the trainer splits large products over goroutines, which block
+// instead of spinning, so a training loop and an asynchronous probe (or
+// other processes) do not fight OpenBLAS's busy-waiting workers.
 func threadRequest() (int, bool) {
-	for _, v := range []string{"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"} {
-		if os.Getenv(v) != "" {
-			return 0, false
-		}
-	}
 	if s := os.Getenv(EnvVar + "_THREADS"); s != "" {
 		if n, err := strconv.Atoi(s); err == nil && n > 0 {
 			return n, true
 		}
 	}
-	return 0, false
+	for _, v := range []string{"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"} {
+		if os.Getenv(v) != "" {
+			return 0, false
+		}
+	}
+	return 1, true
 }
 
 // mappedFile finds the file that holds address p in /proc/self/maps, so the

@@ -14,6 +14,12 @@
 //	gonum     pure-Go gonum, never load a library
 //	/path/x.so  a specific shared library with the Fortran BLAS symbols
 //
+// OpenBLAS runs each call on one thread unless HESSMON_BLAS_THREADS (or
+// OpenBLAS's own OPENBLAS_NUM_THREADS) says otherwise; the trainer splits
+// large products over GOMAXPROCS goroutines instead. Goroutines block
+// where OpenBLAS's workers spin, so a training loop, an asynchronous probe
+// and other processes share the cores under Go's scheduler.
+//
 // The package is internal: which BLAS runs is a deployment matter, and
 // users see it through trainer.BLAS.
 package rtblas
@@ -49,7 +55,8 @@ type Info struct {
 	Fallback string `json:"fallback,omitempty"`
 }
 
-// String is a one-line description for logs: "openblas (/usr/lib/…/libopenblasp-r0.3.21.so, 2 threads)".
+// String is a one-line description for logs:
+// "openblas (/usr/lib/…/libopenblasp-r0.3.21.so, 1 thread per call)".
 func (i Info) String() string {
 	if i.File == "" {
 		if i.Fallback != "" {
@@ -57,7 +64,11 @@ func (i Info) String() string {
 		}
 		return i.Name
 	}
-	return fmt.Sprintf("%s (%s, %d threads)", i.Name, i.File, i.Threads)
+	threads := fmt.Sprintf("%d threads", i.Threads)
+	if i.Threads == 1 {
+		threads = "1 thread per call"
+	}
+	return fmt.Sprintf("%s (%s, %s)", i.Name, i.File, threads)
 }
 
 // Loaded reports whether a run-time library serves the BLAS calls.
