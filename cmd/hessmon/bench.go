@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +48,7 @@ type hvpBench struct {
 	Params       int              `json:"params"`
 	Batch        int              `json:"batch"`
 	BLAS         trainer.BLASInfo `json:"blas"`
+	GOMAXPROCS   int              `json:"gomaxprocs"`
 	Reps         int              `json:"reps"`
 	GradSeconds  float64          `json:"grad_seconds"`
 	HVPSeconds   float64          `json:"hvp_seconds"`
@@ -190,7 +192,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 			tpb = append(tpb, pgt.Seconds())
 		}
 	}
-	res := hvpBench{Model: net.String(), Params: n, Batch: b.Len(), BLAS: trainer.BLAS(), Reps: *reps,
+	res := hvpBench{Model: net.String(), Params: n, Batch: b.Len(), BLAS: trainer.BLAS(), GOMAXPROCS: runtime.GOMAXPROCS(0), Reps: *reps,
 		GradSeconds: median(tg), HVPSeconds: median(th), HVPFull: median(tf), BLASSeconds: median(tb)}
 	res.HVPOverGrad = res.HVPSeconds / res.GradSeconds
 	res.FullOverGrad = res.HVPFull / res.GradSeconds
@@ -215,7 +217,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 		return enc.Encode(res)
 	}
 	fmt.Fprintf(e.stdout, "%s, %d params, batch %d (medians of %d)\n", res.Model, res.Params, res.Batch, res.Reps)
-	fmt.Fprintf(e.stdout, "  BLAS                %s\n", res.BLAS)
+	fmt.Fprintf(e.stdout, "  BLAS                %s, GOMAXPROCS %d\n", res.BLAS, res.GOMAXPROCS)
 	fmt.Fprintf(e.stdout, "  gradient            %8.2f ms\n", res.GradSeconds*1e3)
 	fmt.Fprintf(e.stdout, "  HVP (cached fwd)    %8.2f ms   %.2f× gradient   %.1f GFLOP/s\n", res.HVPSeconds*1e3, res.HVPOverGrad, res.HVPGFlops)
 	fmt.Fprintf(e.stdout, "  HVP (with forward)  %8.2f ms   %.2f× gradient\n", res.HVPFull*1e3, res.FullOverGrad)
