@@ -163,12 +163,14 @@ func splitGemm(ta, tb blas.Transpose, alpha float64, a, b blas64.General, beta f
 			break
 		}
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			blas64.Gemm(ta, tb, alpha, as, bs, beta, cs)
-		}()
+		go gemmPart(&wg, ta, tb, alpha, as, bs, beta, cs) // a function, not a closure: no allocation per part
 	}
 	wg.Wait()
+}
+
+func gemmPart(wg *sync.WaitGroup, ta, tb blas.Transpose, alpha float64, a, b blas64.General, beta float64, c blas64.General) {
+	defer wg.Done()
+	blas64.Gemm(ta, tb, alpha, a, b, beta, c)
 }
 
 // gonum's Dgemm runs serially when the output has fewer than 4 blocks of
