@@ -49,3 +49,19 @@ func BenchmarkHVP(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTrainStep times SGD steps of the benchmark MLP at batch 64, as
+// hessmon train runs them (profile it to see the training loop's split
+// between GEMMs and the rest).
+func BenchmarkTrainStep(b *testing.B) {
+	net, err := NewMLP(MLPConfig{Sizes: []int{784, 128, 128, 10}, Activation: Tanh}, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := Synthetic(6400, Shape{H: 1, W: 1, C: 784}, 10, 2)
+	b.ResetTimer()
+	if _, err := Train(b.Context(), Config{Model: net, Loss: CrossEntropy{}, Optimizer: &SGD{LR: 0.01, Momentum: 0.9},
+		Data: data, BatchSize: 64, Steps: int64(b.N), Seed: 1}); err != nil {
+		b.Fatal(err)
+	}
+}

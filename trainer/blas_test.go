@@ -113,3 +113,41 @@ func TestBLASChoice(t *testing.T) {
 		t.Errorf("Info says loaded=%v but blas64 has %T", info.Loaded(), blas64.Implementation())
 	}
 }
+
+// TestSGDMatchesPyTorchRule checks the BLAS-vector SGD step against
+// PyTorch's rule written out per element (g += wd·p; buf = μ·buf + g with
+// buf = g on the first step; p −= η·buf), on a vector long enough for the
+// library path.
+func TestSGDMatchesPyTorchRule(t *testing.T) {
+	for _, o := range []*SGD{{LR: 0.1}, {LR: 0.05, Momentum: 0.9}, {LR: 0.02, Momentum: 0.8, WeightDecay: 1e-3}} {
+		n := 5000
+		p, ref, buf := make([]float64, n), make([]float64, n), make([]float64, n)
+		for i := range p {
+			p[i] = math.Sin(float64(i))
+			ref[i] = p[i]
+		}
+		for step := 0; step < 3; step++ {
+			g, rg := make([]float64, n), make([]float64, n)
+			for i := range g {
+				g[i] = math.Cos(float64(i*(step+2))) + 0.1*p[i]
+				rg[i] = math.Cos(float64(i*(step+2))) + 0.1*ref[i]
+			}
+			o.Step(p, g)
+			for i := range ref {
+				d := rg[i] + o.WeightDecay*ref[i]
+				if o.Momentum != 0 {
+					if step == 0 {
+						buf[i] = d
+					} else {
+						buf[i] = o.Momentum*buf[i] + d
+					}
+					d = buf[i]
+				}
+				ref[i] -= o.LR * d
+			}
+		}
+		if r := relErr(p, ref); !(r <= 1e-14) {
+			t.Errorf("%+v: parameters differ from the per-element rule by %.3g relative", *o, r)
+		}
+	}
+}
