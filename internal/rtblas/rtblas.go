@@ -53,13 +53,17 @@ type Info struct {
 	// Fallback is why a requested or found library is not used; empty when
 	// the choice is what was asked for.
 	Fallback string `json:"fallback,omitempty"`
+	absent   bool   // every candidate was absent (the normal case without OpenBLAS)
 }
 
 // String is a one-line description for logs:
 // "openblas (/usr/lib/…/libopenblasp-r0.3.21.so, 1 thread per call)".
 func (i Info) String() string {
 	if i.File == "" {
-		if i.Fallback != "" {
+		switch {
+		case i.absent:
+			return i.Name + " (no OpenBLAS found)"
+		case i.Fallback != "":
 			return i.Name + " (fallback: " + i.Fallback + ")"
 		}
 		return i.Name
@@ -133,6 +137,7 @@ func choose(req, def string) (info Info, broken bool) {
 		return li, false
 	}
 	info.Fallback = strings.Join(reasons, "; ")
+	info.absent = !broken && requireOpenBLAS
 	blas64.Use(gonum.Implementation{})
 	return info, broken
 }
