@@ -115,7 +115,44 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 		"Certificate of each eigenvalue: the residual norm of its Ritz pair. Small residuals mean converged eigenvalues.",
 		"none", 12, 9,
 		target{run(metrics.EigenvalueResidual), "rank {{" + metrics.LabelRank + "}}"},
+		target{run(metrics.MinEigenvalueResidual), "λmin"},
 	).ScaleDistribution(common.NewScaleDistributionConfigBuilder().Type(common.ScaleDistributionLog).Log(10))
+
+	lmin := run(metrics.MinEigenvalue)
+	negative := timeSeries(ids, "Both ends: λmin and negative curvature",
+		"The smallest eigenvalue λmin (from the same Krylov space as the top-k, with its residual as certificate), "+
+			"the ratio |λmin|/λ1 (right axis; above 1 the loss curves down more steeply than up, as in a diverging run) "+
+			"and the share of the spectral density below zero.",
+		"none", 12, 9,
+		target{lmin, "λmin"},
+		target{run(metrics.NegativeCurvature), "|λmin|/λ1"},
+		target{run(metrics.ESDNegativeMass), "ESD mass below 0"},
+	).
+		OverrideByName("|λmin|/λ1", []dashboard.DynamicConfigValue{prop("custom.axisPlacement", "right"), fixedColor("red")}).
+		OverrideByName("ESD mass below 0", []dashboard.DynamicConfigValue{prop("custom.axisPlacement", "right"), dotted()})
+
+	sharpness := timeSeries(ids, "Sharpness vs the optimiser's threshold",
+		"The sharpness the edge-of-stability threshold refers to: λ1(P⁻¹H) with Adam's diagonal preconditioner P "+
+			"(Cohen et al. 2022), λ1 for SGD, against the optimiser's threshold ((2+2β1)/(η(1−β1)) for Adam).",
+		"none", 12, 9,
+		target{run(metrics.PreconditionedTopEigenvalue) + " or max without(" + metrics.LabelRank + ") (" +
+			run(metrics.TopEigenvalue, metrics.LabelRank+`="1"`) + ")", "sharpness"},
+		target{run(metrics.SharpnessThreshold), "threshold"},
+	).
+		OverrideByName("threshold", []dashboard.DynamicConfigValue{dashed(), fixedColor("red")})
+
+	mass := timeSeries(ids, "Top eigenvector mass per layer",
+		"‖v1[layer]‖²: how the top eigenvector of H splits over the parameter tensors (stacked; sums to 1).",
+		"percentunit", 12, 9,
+		target{run(metrics.EigenvectorBlockMass), "{{" + metrics.LabelBlock + "}}"},
+	).Stacking(common.NewStackingConfigBuilder().Mode(common.StackingModeNormal)).FillOpacity(40)
+
+	blockEig := timeSeries(ids, "Layer-wise sharpness λ1(H_bb)",
+		"Top eigenvalue of each layer's diagonal Hessian block, probed every --block-eigen-every probes. "+
+			"By interlacing each is at most λ1 of the whole H.",
+		"none", 12, 9,
+		target{run(metrics.BlockTopEigenvalue), "{{" + metrics.LabelBlock + "}}"},
+	)
 
 	trainingRow := dashboard.NewRowBuilder("Training").Id(ids.next())
 	loss := timeSeries(ids, "Training loss", "Loss at the probed steps.", "none", 12, 8,
@@ -172,6 +209,10 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 		WithPanel(esd).
 		WithPanel(blocks).
 		WithPanel(residuals).
+		WithPanel(negative).
+		WithPanel(sharpness).
+		WithPanel(mass).
+		WithPanel(blockEig).
 		WithRow(trainingRow).
 		WithPanel(loss).
 		WithPanel(lr).

@@ -41,6 +41,7 @@ func trainArgs(listen, db string) []string {
 		"--top", "3",
 		"--probe-batch", "32",
 		"--esd-steps", "10",
+		"--block-eigen-every", "1", // the layer-wise sharpness panel needs data
 		"--progress", "off",
 		"--run", itestRun,
 		"--db", db,

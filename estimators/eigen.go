@@ -80,6 +80,31 @@ type EigenOptions struct {
 	// relation at no HVP cost (exact up to ~1e-12·‖H‖). Pass them with the
 	// vectors to Trace as DeflateProducts to save K HVPs.
 	KeepProducts bool
+	// Subspace holds directions whose exact products another estimator has
+	// already paid for (SubspaceProducts[i] = H·Subspace[i]), typically the
+	// ESD's Lanczos basis: the solve starts from them at no HVP cost. A
+	// random Krylov basis of 30 steps already holds good approximations of
+	// the extreme eigenvectors, both ends.
+	Subspace, SubspaceProducts [][]float64
+	// WarmMaxHVPs, when > 0, caps the warm (subspace) refinement: a warm
+	// start that needs more has lost track of the eigenvectors, and the
+	// solve restarts cold (Krylov–Schur from a random block), counting the
+	// HVPs of both. By default the refinement runs to MaxHVPs.
+	WarmMaxHVPs int
+	// KeepBasis returns the refinement's whole orthonormal basis with its
+	// exact products (EigenResult.Basis), when the solve ended there: it
+	// holds the eigenvectors and every Subspace direction, a free deflation
+	// space for Trace.
+	KeepBasis bool
+	// NoRefine warm-starts with Krylov–Schur from a combination of the
+	// previous eigenvectors (round 1's method, cheaper when H moved a lot
+	// relative to Tol) instead of the subspace refinement. Subspace is then
+	// ignored.
+	NoRefine bool
+	// MinTol, when > 0, also refines the smallest Ritz pair (λmin) to
+	// MinTol·‖H‖est in a warm or subspace solve. Without it λmin is reported
+	// as found, with its residual.
+	MinTol float64
 }
 
 // EigenResult holds eigenpairs with their certificates.
@@ -103,6 +128,18 @@ type EigenResult struct {
 	Warm      bool
 	BlockSize int
 	Restarts  int
+	// Min is the smallest Ritz value of the final basis, λmin's estimate
+	// from the same space (for the algebraic order, the other end of the
+	// spectrum), and MinResidual its certificate ‖Hv−λv‖: some eigenvalue
+	// lies within MinResidual of Min. Only a Residual small next to the gap
+	// to the next Ritz value makes it the smallest one.
+	Min, MinResidual float64
+	// Refined reports that the subspace refinement (warm vectors plus
+	// Subspace) converged without Krylov–Schur.
+	Refined bool
+	// Basis and BasisProducts are the refinement's orthonormal basis and H
+	// times it (KeepBasis, refined solves only).
+	Basis, BasisProducts [][]float64
 }
 
 // EigenWarm is the warm state of TopEigen: the previous eigenpairs.
@@ -206,8 +243,81 @@ func TopEigen(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *Eige
 	}
 	maxBasis = min(max(maxBasis, k+2*b), n)
 
+	var pre refineResult
+	preHVPs := 0
+	// The subspace refinement pays when it has a free Subspace, or for a
+	// single pair (it is then Lanczos from the previous vector). For k > 1
+	// previous vectors alone, Lanczos from their combination (Krylov–Schur)
+	// is cheaper unless H barely moved: measured along an MNIST MLP run, a
+	// probe every 2 SGD steps at tolerance 1e-4, 735 against 905 HVPs.
+	refine := !opt.NoRefine && (len(opt.Subspace) > 0 || (isWarm && k == 1))
+	if refine {
+		// A free Subspace alone may already hold the pairs: a random
+		// Krylov basis is what a cold solve would build. The previous
+		// eigenvectors are paid for only when it does not.
+		lazyWarm := isWarm && len(opt.Subspace) >= k
+		sp, err := refineStart(ctx, op, opt, warm, isWarm && !lazyWarm)
+		if err != nil {
+			return EigenResult{Warm: isWarm}, nil, err
+		}
+		if lazyWarm {
+			pre, err = sp.refine(ctx, k, opt.Order, tol, opt.MinTol, 0, sp.m, 0)
+			if err != nil && !errors.Is(err, ErrNotConverged) {
+				return EigenResult{Warm: isWarm}, nil, err
+			}
+			if pre.converged {
+				return refinedResult(opt, pre, sp, false, nil)
+			}
+			if err := sp.addWarm(ctx, warm); err != nil {
+				return EigenResult{Warm: isWarm, HVPs: sp.hvps}, nil, err
+			}
+		}
+		warmMax := opt.WarmMaxHVPs
+		if warmMax == 0 {
+			warmMax = maxHVPs
+		}
+		basis := min(n, max(sp.m+k+10, 4*k, 20))
+		// Without a free subspace, a warm start that moved far is better
+		// corrected by Lanczos from a combination of the refined vectors.
+		giveUp := 0.0
+		if len(opt.Subspace) == 0 {
+			giveUp = blockRoundFactor
+		}
+		if sp.m >= k {
+			pre, err = sp.refine(ctx, k, opt.Order, tol, opt.MinTol, min(warmMax, maxHVPs), basis, giveUp)
+			if err != nil && !errors.Is(err, ErrNotConverged) {
+				return EigenResult{Warm: isWarm, HVPs: sp.hvps}, nil, err
+			}
+		}
+		if pre.converged {
+			return refinedResult(opt, pre, sp, isWarm, nil)
+		}
+		if sp.hvps >= maxHVPs {
+			return refinedResult(opt, pre, sp, isWarm, ErrNotConverged)
+		}
+		preHVPs = sp.hvps
+		switch {
+		case opt.WarmMaxHVPs > 0 && sp.hvps >= opt.WarmMaxHVPs:
+			// Lost track: a cold Krylov–Schur solve with what is left.
+			isWarm = false
+			if opt.BlockSize == 0 {
+				b = min(k, 3, n)
+			}
+		case len(pre.vectors) == k:
+			// Moved far: Krylov–Schur from the refined vectors.
+			warm, isWarm = &EigenWarm{Values: pre.values, Vectors: pre.vectors}, true
+			if opt.BlockSize == 0 {
+				b = max(1, maxCluster(pre.values))
+			}
+		}
+		if opt.MaxBasis == 0 {
+			maxBasis = min(max(3*k, k+6*b, 30), n)
+		}
+	}
+
 	rng := stream(opt.Seed, streamEigen)
 	ks := newBlockKS(op, b, maxBasis, rng)
+	ks.hvps = preHVPs
 
 	var startBlock [][]float64
 	if isWarm {
@@ -288,6 +398,7 @@ func TopEigen(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *Eige
 	res.HVPs = ks.hvps
 	res.Converged = converged
 	res.Restarts = ks.restarts
+	res.Min, res.MinResidual = ks.theta[0], ks.residual(0)
 	if !converged {
 		return res, nw, fmt.Errorf("%w: %d HVPs, largest relative residual %.3g > %.3g",
 			ErrNotConverged, ks.hvps, slices.Max(res.Residuals)/math.Max(ks.normEst, math.SmallestNonzeroFloat64), tol)
@@ -337,4 +448,66 @@ func warmStart(old [][]float64, b int, r *rand.Rand) [][]float64 {
 		out[l] = x
 	}
 	return out
+}
+
+// refineStart builds the refinement basis: the free Subspace directions
+// first, then the previous eigenvectors (one HVP each).
+func refineStart(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *EigenWarm, isWarm bool) (*subspace, error) {
+	if len(opt.SubspaceProducts) != len(opt.Subspace) {
+		return nil, fmt.Errorf("estimators: %d subspace vectors with %d products", len(opt.Subspace), len(opt.SubspaceProducts))
+	}
+	n := op.Dim()
+	sp := newSubspace(op, stream(opt.Seed, streamEigen+1))
+	for i, x := range opt.Subspace {
+		if len(x) != n || len(opt.SubspaceProducts[i]) != n {
+			return nil, fmt.Errorf("%w: subspace vector %d", hvp.ErrDim, i)
+		}
+		if _, err := sp.add(ctx, slices.Clone(x), slices.Clone(opt.SubspaceProducts[i])); err != nil {
+			return nil, err
+		}
+	}
+	if isWarm {
+		if err := sp.addWarm(ctx, warm); err != nil {
+			return nil, err
+		}
+	}
+	return sp, nil
+}
+
+// addWarm adds the previous eigenvectors (one HVP each).
+func (sp *subspace) addWarm(ctx context.Context, warm *EigenWarm) error {
+	for _, v := range warm.Vectors {
+		if _, err := sp.add(ctx, slices.Clone(v), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refinedResult packages a refinement as TopEigen's result; err is nil for
+// a converged one.
+func refinedResult(opt EigenOptions, r refineResult, sp *subspace, isWarm bool, err error) (EigenResult, *EigenWarm, error) {
+	res := EigenResult{
+		Values: r.values, Residuals: r.residuals, NormEstimate: sp.normEst, HVPs: sp.hvps,
+		Converged: err == nil, Warm: isWarm, BlockSize: 1, Min: r.min, MinResidual: r.minResidual, Refined: true,
+	}
+	nw := &EigenWarm{Values: slices.Clone(r.values), Vectors: r.vectors}
+	if opt.KeepVectors {
+		for _, x := range r.vectors {
+			res.Vectors = append(res.Vectors, slices.Clone(x))
+		}
+	}
+	if opt.KeepProducts {
+		res.Products = r.products
+	}
+	if opt.KeepBasis {
+		for i := range sp.m {
+			res.Basis = append(res.Basis, slices.Clone(sp.row(i)))
+			res.BasisProducts = append(res.BasisProducts, slices.Clone(sp.hrow(i)))
+		}
+	}
+	if err != nil {
+		return res, nw, fmt.Errorf("%w: %d HVPs in the warm refinement", err, sp.hvps)
+	}
+	return res, nw, nil
 }

@@ -320,7 +320,9 @@ func TestTopEigenWarmKeepsMultiplicity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.BlockSize != 3 {
+	// The warm refinement holds all previous vectors at once (it resolves
+	// any multiplicity up to K); Krylov–Schur sizes its block by the cluster.
+	if !res.Refined && res.BlockSize != 3 {
 		t.Errorf("warm block size %d, want 3", res.BlockSize)
 	}
 	want := pick(exact, Algebraic, 5)

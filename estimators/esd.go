@@ -26,6 +26,10 @@ type ESDOptions struct {
 	// at most Dim). Memory is Steps·Dim floats.
 	Steps int
 	Seed  uint64
+	// KeepBasis returns the Lanczos vectors and their exact products in the
+	// result, so that an eigen solve can start from the same Krylov space
+	// at no HVP cost (EigenOptions.Subspace).
+	KeepBasis bool
 }
 
 // ESDResult is a stochastic Lanczos quadrature of the spectral density
@@ -44,6 +48,9 @@ type ESDResult struct {
 	// Warm reports that the probes were those of the warm state (common
 	// random numbers).
 	Warm bool
+	// Basis and Products (with KeepBasis) are the unit Lanczos vectors of
+	// every probe and H times each, exact products.
+	Basis, Products [][]float64
 }
 
 // ESDWarm makes successive ESDs use the same probe vectors, so that
@@ -102,6 +109,10 @@ func ESD(ctx context.Context, op hvp.Operator, opt ESDOptions, warm *ESDWarm) (E
 			nw := floats.Norm(w, 2)
 			if math.IsNaN(nw) || math.IsInf(nw, 0) {
 				return res, nil, ErrNonFinite
+			}
+			if opt.KeepBasis {
+				res.Basis = append(res.Basis, slices.Clone(vj))
+				res.Products = append(res.Products, slices.Clone(w))
 			}
 			normEst = math.Max(normEst, nw)
 			alpha[j] = floats.Dot(vj, w)

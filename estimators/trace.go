@@ -583,9 +583,12 @@ func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]floa
 		if n0 == 0 || math.IsNaN(n0) || math.IsInf(n0, 0) {
 			continue
 		}
-		// Two passes of modified Gram–Schmidt; products follow the same
-		// linear combinations so that they stay H times the vectors.
-		for pass := 0; pass < 2; pass++ {
+		// Modified Gram–Schmidt, repeated while a pass removes most of what
+		// is left (DGKS: a nearly dependent set needs more than two);
+		// products follow the same linear combinations so that they stay H
+		// times the vectors.
+		nrm := n0
+		for pass := 0; pass < 5; pass++ {
 			for j, u := range df.q {
 				c := floats.Dot(u, x)
 				floats.AddScaled(x, -c, u)
@@ -593,8 +596,12 @@ func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]floa
 					floats.AddScaled(hx, -c, df.hq[j])
 				}
 			}
+			prev := nrm
+			nrm = floats.Norm(x, 2)
+			if pass >= 1 && nrm > prev/math.Sqrt2 {
+				break
+			}
 		}
-		nrm := floats.Norm(x, 2)
 		if nrm <= 1e-8*n0 {
 			continue // dependent
 		}

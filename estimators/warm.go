@@ -14,6 +14,8 @@ type Warm struct {
 	Eigen *EigenWarm
 	Trace *TraceWarm
 	ESD   *ESDWarm
+	// Precond is the preconditioned sharpness solve's (λ1(P⁻¹H)).
+	Precond *EigenWarm
 }
 
 // ErrBadWarm reports bytes that are not a serialised Warm.
@@ -24,6 +26,7 @@ const (
 	flagEigen   = 1
 	flagTrace   = 2
 	flagESD     = 4
+	flagPrecond = 8
 	maxBlockLen = 1 << 16 // longest block name accepted
 )
 
@@ -42,15 +45,13 @@ func (w *Warm) MarshalBinary() ([]byte, error) {
 	if w.ESD != nil {
 		flags |= flagESD
 	}
+	if w.Precond != nil {
+		flags |= flagPrecond
+	}
 	e.b = append(e.b, flags)
 	if ew := w.Eigen; ew != nil {
-		if len(ew.Values) != len(ew.Vectors) {
-			return nil, fmt.Errorf("estimators: eigen warm state has %d values for %d vectors", len(ew.Values), len(ew.Vectors))
-		}
-		e.floats(ew.Values)
-		e.u64(uint64(len(ew.Vectors)))
-		for _, v := range ew.Vectors {
-			e.floats(v)
+		if err := e.eigen(ew); err != nil {
+			return nil, err
 		}
 	}
 	if tw := w.Trace; tw != nil {
@@ -76,6 +77,11 @@ func (w *Warm) MarshalBinary() ([]byte, error) {
 		e.u64(uint64(sw.Dim))
 		e.u64(sw.Seed)
 	}
+	if pw := w.Precond; pw != nil {
+		if err := e.eigen(pw); err != nil {
+			return nil, err
+		}
+	}
 	return binary.LittleEndian.AppendUint32(e.b, crc32.ChecksumIEEE(e.b)), nil
 }
 
@@ -92,21 +98,14 @@ func (w *Warm) UnmarshalBinary(data []byte) error {
 	}
 	d := dec{b: body[len(warmMagic):]}
 	flags := d.byte()
-	if flags&^(flagEigen|flagTrace|flagESD) != 0 {
+	if flags&^(flagEigen|flagTrace|flagESD|flagPrecond) != 0 {
 		return fmt.Errorf("%w: unknown section flags %#x", ErrBadWarm, flags)
 	}
 	var out Warm
 	if flags&flagEigen != 0 {
-		ew := &EigenWarm{Values: d.floats()}
-		nv := d.count(8)
-		ew.Vectors = make([][]float64, 0, nv)
-		for i := 0; i < nv && d.err == nil; i++ {
-			ew.Vectors = append(ew.Vectors, d.floats())
-		}
-		if d.err == nil {
-			if err := ew.validate(); err != nil {
-				return err
-			}
+		ew, err := d.eigen()
+		if err != nil {
+			return err
 		}
 		out.Eigen = ew
 	}
@@ -136,6 +135,13 @@ func (w *Warm) UnmarshalBinary(data []byte) error {
 	if flags&flagESD != 0 {
 		out.ESD = &ESDWarm{Dim: d.int(), Seed: d.u64()}
 	}
+	if flags&flagPrecond != 0 {
+		pw, err := d.eigen()
+		if err != nil {
+			return err
+		}
+		out.Precond = pw
+	}
 	if d.err != nil {
 		return d.err
 	}
@@ -144,6 +150,35 @@ func (w *Warm) UnmarshalBinary(data []byte) error {
 	}
 	*w = out
 	return nil
+}
+
+// eigen writes an eigen warm section.
+func (e *enc) eigen(ew *EigenWarm) error {
+	if len(ew.Values) != len(ew.Vectors) {
+		return fmt.Errorf("estimators: eigen warm state has %d values for %d vectors", len(ew.Values), len(ew.Vectors))
+	}
+	e.floats(ew.Values)
+	e.u64(uint64(len(ew.Vectors)))
+	for _, v := range ew.Vectors {
+		e.floats(v)
+	}
+	return nil
+}
+
+// eigen reads an eigen warm section.
+func (d *dec) eigen() (*EigenWarm, error) {
+	ew := &EigenWarm{Values: d.floats()}
+	nv := d.count(8)
+	ew.Vectors = make([][]float64, 0, nv)
+	for i := 0; i < nv && d.err == nil; i++ {
+		ew.Vectors = append(ew.Vectors, d.floats())
+	}
+	if d.err == nil {
+		if err := ew.validate(); err != nil {
+			return nil, err
+		}
+	}
+	return ew, nil
 }
 
 func (ew *EigenWarm) validate() error {

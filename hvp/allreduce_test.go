@@ -112,6 +112,87 @@ func TestInProcAllreduceLengthMismatch(t *testing.T) {
 	}
 }
 
+// Broadcast must deliver root's bytes exactly (every byte value, any
+// length, any root), interleave with AllreduceSum, and leave root's buffer
+// as it was.
+func TestInProcBroadcast(t *testing.T) {
+	for _, size := range []int{1, 2, 3} {
+		for _, n := range []int{0, 1, 7, 256, 1 << 16} {
+			for root := range size {
+				src := make([]byte, n)
+				for i := range src {
+					src[i] = byte(i*131 + i>>8 + 7)
+				}
+				got, errs := runRanks(size, func(c hvp.Comm) ([]byte, error) {
+					buf := make([]byte, n)
+					for i := range buf {
+						buf[i] = byte(c.Rank() + 1) // garbage on the other ranks
+					}
+					if c.Rank() == root {
+						copy(buf, src)
+					}
+					if err := c.Broadcast(buf, root); err != nil {
+						return nil, err
+					}
+					sum := []float64{1}
+					if err := c.AllreduceSum(sum); err != nil || sum[0] != float64(size) {
+						return nil, fmt.Errorf("AllreduceSum after Broadcast: %v, %v", sum, err)
+					}
+					return buf, nil
+				})
+				if err := errors.Join(errs...); err != nil {
+					t.Fatalf("size %d n %d root %d: %v", size, n, root, err)
+				}
+				for r, b := range got {
+					if !slices.Equal(b, src) {
+						t.Fatalf("size %d n %d root %d: rank %d received different bytes", size, n, root, r)
+					}
+				}
+			}
+		}
+	}
+}
+
+// Ranks that disagree on a collective must all get an error, not hang or
+// receive a wrong result.
+func TestInProcCollectiveMismatch(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		call func(c hvp.Comm) error
+		want error
+	}{
+		{"length", func(c hvp.Comm) error { return c.Broadcast(make([]byte, 4+c.Rank()/2), 0) }, hvp.ErrDim},
+		{"root", func(c hvp.Comm) error { return c.Broadcast(make([]byte, 4), c.Rank()/2) }, nil},
+		{"root out of range", func(c hvp.Comm) error { return c.Broadcast(make([]byte, 4), 3) }, nil},
+		{"kind", func(c hvp.Comm) error {
+			if c.Rank() == 2 {
+				return c.AllreduceSum(make([]float64, 4))
+			}
+			return c.Broadcast(make([]byte, 4), 0)
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next, errs := runRanks(3, func(c hvp.Comm) (string, error) {
+				err := tc.call(c)
+				// The group is usable again after a failed round.
+				b := []byte{byte(c.Rank()), 9}
+				if berr := c.Broadcast(b, 1); berr != nil || b[0] != 1 {
+					return fmt.Sprintf("next Broadcast: %v, %v", b, berr), err
+				}
+				return "", err
+			})
+			for r, err := range errs {
+				if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
+					t.Errorf("rank %d: err = %v, want an error (%v) on every rank", r, err, tc.want)
+				}
+				if next[r] != "" {
+					t.Errorf("rank %d: %s", r, next[r])
+				}
+			}
+		})
+	}
+}
+
 func randomSym(n int, seed uint64) *mat.SymDense {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	s := mat.NewSymDense(n, nil)

@@ -7,15 +7,22 @@ import "fmt"
 // and a message-passing engine: hvp/mpi implements it over MPI, and
 // NewInProcGroup over goroutines for tests.
 //
-// AllreduceSum replaces buf, on every rank, by the elementwise sum of the
-// bufs of all ranks. It is collective: every rank must call it the same
-// number of times, in the same order, with equally long buffers. On return
-// every rank must hold bit-identical values, or estimators running in
-// lockstep could take different branches and deadlock.
+// Both collectives must be called by every rank the same number of times,
+// in the same order, with equally long buffers (and, for Broadcast, the
+// same root):
+//
+//   - AllreduceSum replaces buf, on every rank, by the elementwise sum of
+//     the bufs of all ranks. On return every rank must hold bit-identical
+//     values, or estimators running in lockstep could take different
+//     branches and deadlock.
+//   - Broadcast copies root's buf into every other rank's buf, byte for
+//     byte. It is how one rank's state (a warm start, a decision) reaches
+//     the others exactly; a sum cannot carry raw bits (−0 + 0 = +0).
 type Comm interface {
 	Rank() int
 	Size() int
 	AllreduceSum(buf []float64) error
+	Broadcast(buf []byte, root int) error
 }
 
 // Shard returns the contiguous block [from, to) of n samples that rank

@@ -36,6 +36,23 @@ type Config struct {
 	// turns that off.
 	ColdEvery      int
 	NoColdRestarts bool
+	// LambdaMinTol, when > 0, refines λmin (reported at every probe from
+	// the eigen solve's Krylov space, with its residual) to this residual
+	// relative to ‖H‖, at the cost of extra HVPs; 0 reports it as found.
+	LambdaMinTol float64
+	// SeparateESD runs the ESD's Lanczos apart from the eigen solve, as
+	// round 1 did; by default the eigen solve starts from the ESD's Krylov
+	// basis and its products. WarmKrylovSchur warm-starts the eigen solve
+	// with round 1's Krylov–Schur instead of the subspace refinement.
+	// Both exist to measure what the defaults save (hessmon bench probe).
+	SeparateESD, WarmKrylovSchur bool
+
+	// BlockEigenEvery, when > 0, adds λ1 of each diagonal Hessian block
+	// (layer-wise sharpness) every so many probes; each costs a small
+	// eigen solve of full HVPs. BlockGroups merge blocks by name first
+	// (e.g. all attention projections), unmatched blocks stay alone.
+	BlockEigenEvery int
+	BlockGroups     []estimators.GroupRule
 
 	// NoTrace switches the trace (and the per-block traces) off.
 	NoTrace bool
@@ -137,6 +154,8 @@ func (c Config) validate() error {
 	neg("EigenTol", c.EigenTol < 0)
 	neg("EigenMaxHVPs", c.EigenMaxHVPs < 0)
 	neg("ColdEvery", c.ColdEvery < 0)
+	neg("LambdaMinTol", c.LambdaMinTol < 0)
+	neg("BlockEigenEvery", c.BlockEigenEvery < 0)
 	neg("TraceRelTol", c.TraceRelTol < 0)
 	neg("TraceMaxHVPs", c.TraceMaxHVPs < 0)
 	neg("ESDProbes", c.ESDProbes < 0)

@@ -44,6 +44,11 @@ type StepInfo struct {
 	// traces. Nil uses the operator's own Blocks() if it has that method,
 	// else no blocks.
 	Blocks []estimators.Block
+	// Preconditioner is the diagonal of an adaptive optimiser's
+	// preconditioner P at this step (Adam: (1−β1^t)(√(v̂_t)+ε)); with it a
+	// probe adds λ1(P⁻¹H), the sharpness Adam's threshold refers to. Step
+	// copies it only when a probe is due.
+	Preconditioner []float64
 }
 
 // OperatorFunc builds the Hessian operator of a probe. Step calls it only
@@ -375,6 +380,7 @@ func (m *Monitor) Probe(ctx context.Context, step int64, op hvp.Operator, info S
 	m.lastProbe = max(m.lastProbe, step)
 	warm := m.warm
 	cold := !m.cfg.NoColdRestarts && m.stats.Probes > 0 && m.stats.Probes%m.cfg.ColdEvery == 0
+	blockEigen := m.cfg.BlockEigenEvery > 0 && m.stats.Probes%m.cfg.BlockEigenEvery == 0
 	m.mu.Unlock()
 
 	blocks := info.Blocks
@@ -387,7 +393,7 @@ func (m *Monitor) Probe(ctx context.Context, step int64, op hvp.Operator, info S
 		info.Loss = l.Loss()
 	}
 	start := m.now()
-	s, newWarm := m.probe(ctx, step, op, info, blocks, warm, cold)
+	s, newWarm := m.probe(ctx, step, op, info, blocks, warm, cold, blockEigen)
 	elapsed := m.now().Sub(start)
 	s.Seconds = elapsed.Seconds()
 	if err := ctx.Err(); err != nil && s.Failure != "" {
@@ -481,7 +487,7 @@ func (m *Monitor) adaptLocked() {
 }
 
 // probe runs the pipeline with panic, NaN, budget and time isolation.
-func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, info StepInfo, blocks []estimators.Block, warm *estimators.Warm, cold bool) (s snapshot.Snapshot, newWarm *estimators.Warm) {
+func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, info StepInfo, blocks []estimators.Block, warm *estimators.Warm, cold, blockEigen bool) (s snapshot.Snapshot, newWarm *estimators.Warm) {
 	s = snapshot.Snapshot{
 		Run: m.run, Step: step, Time: time.Now().UTC(),
 		Loss: info.Loss, LearningRate: info.LearningRate, Optimizer: info.Optimizer, Beta1: info.Beta1,
@@ -498,7 +504,11 @@ func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, info S
 	}()
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.MaxDuration)
 	defer cancel()
-	newWarm, _, err := Analyze(ctx, &s, counted, m.cfg, blocks, warm, cold)
+	in := Inputs{Blocks: blocks, Warm: warm, Cold: cold, BlockEigen: blockEigen}
+	if info.Optimizer.Adaptive() {
+		in.Preconditioner = info.Preconditioner
+	}
+	newWarm, _, err := Analyze(ctx, &s, counted, m.cfg, in)
 	s.HVPs = counted.Count()
 	s.Failure, s.Detail = classify(err)
 	if s.Failure == "" && !finiteSnapshot(&s) {
@@ -550,10 +560,12 @@ func SharpnessThreshold(optimizer snapshot.Optimizer, lr, beta1 float64) float64
 	}
 }
 
+// setSharpness sets the threshold and the ratio of the sharpness it refers
+// to: λ1(P⁻¹H) for an adaptive optimiser (when probed), λ1 otherwise.
 func setSharpness(s *snapshot.Snapshot) {
 	s.SharpnessThreshold = SharpnessThreshold(s.Optimizer, s.LearningRate, s.Beta1)
-	if l1, ok := s.Lambda1(); ok && s.SharpnessThreshold > 0 {
-		s.SharpnessRatio = l1 / s.SharpnessThreshold
+	if l, ok := s.SharpnessLambda(); ok && s.SharpnessThreshold > 0 {
+		s.SharpnessRatio = l / s.SharpnessThreshold
 	}
 }
 
@@ -568,6 +580,9 @@ func finite(xs ...float64) bool {
 
 func finiteSnapshot(s *snapshot.Snapshot) bool {
 	if !finite(s.Eigenvalues...) || !finite(s.Residuals...) {
+		return false
+	}
+	if p := s.LambdaMin; p != nil && !finite(p.Value, p.Residual) {
 		return false
 	}
 	if s.Trace != nil && !finite(s.Trace.Value, s.Trace.StdErr) {

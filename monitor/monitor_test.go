@@ -152,7 +152,7 @@ func TestFailureIsolation(t *testing.T) {
 		{"nan", nanOp{60}, Config{}, snapshot.FailNaN},
 		{"panic", panicOp{60}, Config{}, snapshot.FailPanic},
 		{"timeout", slowOp{dense}, Config{MaxDuration: 50 * time.Millisecond}, snapshot.FailTimeout},
-		{"budget", dense, Config{MaxHVPs: 40, EigenTol: 1e-14}, snapshot.FailBudget},
+		{"budget", dense, Config{MaxHVPs: 40, EigenTol: 1e-14, NoESD: true}, snapshot.FailBudget},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

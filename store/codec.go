@@ -99,22 +99,95 @@ func EncodeSnapshot(s snapshot.Snapshot) ([]byte, error) {
 	}
 	b = appendString(b, 18, string(s.Failure))
 	b = appendString(b, 19, s.Detail)
+	b = appendPair(b, 20, s.LambdaMin)
+	b = appendPair(b, 21, s.PreconditionedLambda1)
+	for _, bv := range s.BlockMass {
+		b = appendBlockValue(b, 22, bv)
+	}
+	for _, bv := range s.BlockLambda1 {
+		b = appendBlockValue(b, 23, bv)
+	}
 	return b, nil
+}
+
+// appendPair writes an optional eigenpair as a nested message.
+func appendPair(b []byte, num protowire.Number, p *snapshot.Eigenpair) []byte {
+	if p == nil {
+		return b
+	}
+	var m []byte
+	m = appendFloat(m, 1, p.Value)
+	m = appendFloat(m, 2, p.Residual)
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, m)
+}
+
+func appendBlockValue(b []byte, num protowire.Number, v snapshot.BlockValue) []byte {
+	var m []byte
+	m = appendString(m, 1, v.Name)
+	m = appendFloat(m, 2, v.Value)
+	m = appendFloat(m, 3, v.Residual)
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, m)
+}
+
+func (f field) pair() (*snapshot.Eigenpair, error) {
+	m, err := f.bytes()
+	if err != nil {
+		return nil, err
+	}
+	p := new(snapshot.Eigenpair)
+	err = walk(m, func(f field) error {
+		var err error
+		switch f.num {
+		case 1:
+			p.Value, err = f.float()
+		case 2:
+			p.Residual, err = f.float()
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (f field) blockValue() (snapshot.BlockValue, error) {
+	var v snapshot.BlockValue
+	m, err := f.bytes()
+	if err != nil {
+		return v, err
+	}
+	err = walk(m, func(f field) error {
+		var err error
+		switch f.num {
+		case 1:
+			v.Name, err = f.str()
+		case 2:
+			v.Value, err = f.float()
+		case 3:
+			v.Residual, err = f.float()
+		}
+		return err
+	})
+	return v, err
 }
 
 // DecodeSnapshot decodes a stored snapshot. It never panics: any malformed
 // input yields an error wrapping ErrCorrupt.
 func DecodeSnapshot(b []byte) (snapshot.Snapshot, error) {
 	var s snapshot.Snapshot
-	if err := decodeSnapshot(&s, b, false); err != nil {
+	if err := decodeSnapshot(&s, b, AllFields); err != nil {
 		return snapshot.Snapshot{}, err
 	}
 	return s, nil
 }
 
-// decodeSnapshot decodes b into s. With light set it skips the bulky fields
-// (eigenvectors, trace, ESD) that run summaries do not need.
-func decodeSnapshot(s *snapshot.Snapshot, b []byte, light bool) error {
+// decodeSnapshot decodes b into s, skipping the bulky fields (eigenvectors,
+// trace, ESD) that want leaves out: skipped fields are framed but not decoded,
+// nor are their pages touched.
+func decodeSnapshot(s *snapshot.Snapshot, b []byte, want Fields) error {
 	if len(b) == 0 {
 		return fmt.Errorf("%w: empty snapshot record", ErrCorrupt)
 	}
@@ -154,18 +227,18 @@ func decodeSnapshot(s *snapshot.Snapshot, b []byte, light bool) error {
 		case 11:
 			s.Residuals, err = f.floats()
 		case 12:
-			if !light {
+			if want&WithVectors != 0 {
 				var v []float64
 				if v, err = f.floats(); err == nil {
 					s.Eigenvectors = append(s.Eigenvectors, v)
 				}
 			}
 		case 13:
-			if !light {
+			if want&WithTrace != 0 {
 				s.Trace, err = f.trace()
 			}
 		case 14:
-			if !light {
+			if want&WithESD != 0 {
 				s.ESD, err = f.esd()
 			}
 		case 15:
@@ -180,6 +253,23 @@ func decodeSnapshot(s *snapshot.Snapshot, b []byte, light bool) error {
 			s.Failure = snapshot.Failure(r)
 		case 19:
 			s.Detail, err = f.str()
+		case 20:
+			s.LambdaMin, err = f.pair()
+		case 21:
+			s.PreconditionedLambda1, err = f.pair()
+		case 22:
+			var v snapshot.BlockValue
+			if v, err = f.blockValue(); err == nil {
+				s.BlockMass = append(s.BlockMass, v)
+			}
+		case 23:
+			if want&WithTrace == 0 {
+				return nil
+			}
+			var v snapshot.BlockValue
+			if v, err = f.blockValue(); err == nil {
+				s.BlockLambda1 = append(s.BlockLambda1, v)
+			}
 		}
 		return err
 	})

@@ -83,3 +83,84 @@ func ExampleOpenReadOnly() {
 	}
 	// Output: no such store
 }
+
+// A long run is read in pieces: Scan decodes only the parts asked for (here
+// no ESD and no eigenvectors), SnapshotsPage one page at a time.
+func ExampleStore_Scan() {
+	dir, err := os.MkdirTemp("", "hessmon")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	st, err := store.Open(filepath.Join(dir, "hessmon.db"), store.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer st.Close()
+	for step := int64(100); step <= 500; step += 100 {
+		if err := st.PutSnapshot(snapshot.Snapshot{
+			Run: "r", Step: step, Eigenvalues: []float64{float64(step) / 100},
+			Trace:        &snapshot.Trace{Value: 20, StdErr: 1},
+			ESD:          &snapshot.ESD{Nodes: make([]float64, 30), Weights: make([]float64, 30), Probes: 1, Steps: 30},
+			Eigenvectors: [][]float64{make([]float64, 1000)},
+		}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	err = st.Scan("r", 0, -1, store.WithTrace, func(s snapshot.Snapshot) error {
+		fmt.Println(s.Step, s.Eigenvalues[0], s.Trace.Value, s.ESD == nil, s.Eigenvectors == nil)
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	page, err := st.SnapshotsPage("r", 250, -1, 2, false)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("page:", page[0].Step, page[1].Step)
+	// Output:
+	// 100 1 20 true true
+	// 200 2 20 true true
+	// 300 3 20 true true
+	// 400 4 20 true true
+	// 500 5 20 true true
+	// page: 300 400
+}
+
+// A finished store shrinks to its live size; the warm state survives.
+func ExampleCompactInPlace() {
+	dir, err := os.MkdirTemp("", "hessmon")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "hessmon.db")
+	st, err := store.Open(path, store.Options{NoSync: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := range 20 {
+		if err := st.PutWarm("r", make([]byte, (20-i)<<20)); err != nil { // 20 MB, 19 MB, … 1 MB
+			log.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		log.Fatal(err)
+	}
+	before, after, err := store.CompactInPlace(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := store.OpenReadOnly(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	w, err := r.Warm("r")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(after < before/4, len(w))
+	// Output: true 1048576
+}

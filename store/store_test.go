@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 		childHold(os.Getenv("HESSMON_STORE_PATH"))
 	case "write":
 		childWrite(os.Getenv("HESSMON_STORE_PATH"))
+	case "warm":
+		childWarm(os.Getenv("HESSMON_STORE_PATH"))
 	}
 	os.Exit(m.Run())
 }

@@ -90,15 +90,57 @@ func (o *Adam) Beta1() float64 {
 	return o.B1
 }
 
-// Step applies one Adam update.
-func (o *Adam) Step(p, g []float64) {
-	b1, b2, eps := o.Beta1(), o.B2, o.Eps
+// Preconditioned is an optimiser whose update is θ ← θ − η·P⁻¹·m with a
+// positive diagonal preconditioner P, such as Adam. Its edge-of-stability
+// threshold holds for the preconditioned sharpness λ1(P⁻¹H), not λ1(H)
+// (Cohen et al. 2022), so a monitor needs P.
+type Preconditioned interface {
+	// Preconditioner writes the diagonal of P as used by the last step into
+	// dst (len(dst) = number of parameters) and reports whether there is
+	// one: false before the first step or when len(dst) does not match.
+	Preconditioner(dst []float64) bool
+}
+
+// hyper returns β1, β2 and ε with their defaults.
+func (o *Adam) hyper() (b1, b2, eps float64) {
+	b1, b2, eps = o.Beta1(), o.B2, o.Eps
 	if b2 == 0 {
 		b2 = 0.999
 	}
 	if eps == 0 {
 		eps = 1e-8
 	}
+	return b1, b2, eps
+}
+
+// Preconditioner writes Adam's diagonal preconditioner after the last step,
+//
+//	P_t = (1−β1^t)·(√(v_t/(1−β2^t)) + ε),
+//
+// the P for which Step is θ ← θ − η·P_t⁻¹·m_t (m_t and v_t without bias
+// correction; both corrections sit in P). It reports false before the
+// first step or when len(dst) is not the number of parameters. With
+// WeightDecay ≠ 0 the update descends L + ½·wd·‖θ‖², whose Hessian is
+// H + wd·I: add wd to the loss Hessian for the stability analysis.
+func (o *Adam) Preconditioner(dst []float64) bool {
+	if o.t == 0 || len(dst) != len(o.v) {
+		return false
+	}
+	_, b2, eps := o.hyper()
+	c1 := 1 - math.Pow(o.Beta1(), float64(o.t))
+	c2 := 1 - math.Pow(b2, float64(o.t))
+	for i, v := range o.v {
+		dst[i] = c1 * (math.Sqrt(v/c2) + eps)
+	}
+	return true
+}
+
+// Steps returns the number of steps taken, t.
+func (o *Adam) Steps() int { return o.t }
+
+// Step applies one Adam update.
+func (o *Adam) Step(p, g []float64) {
+	b1, b2, eps := o.hyper()
 	if len(o.m) != len(p) {
 		o.m, o.v, o.t = make([]float64, len(p)), make([]float64, len(p)), 0
 	}

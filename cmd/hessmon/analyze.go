@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -32,9 +33,11 @@ type analyzeResult struct {
 	TraceMethod string             `json:"trace_method,omitempty"`
 	BlockTraces map[string]float64 `json:"block_traces,omitempty"`
 	ESD         *esdJSON           `json:"esd,omitempty"`
-	HVPs        hvpCounts          `json:"hvps"`
-	Seconds     float64            `json:"seconds"`
-	Ranks       int                `json:"ranks,omitempty"`
+	// BlockLambda1 is λ1 of each diagonal block H_bb (--blocks).
+	BlockLambda1 []blockEigenJSON `json:"block_lambda1,omitempty"`
+	HVPs         hvpCounts        `json:"hvps"`
+	Seconds      float64          `json:"seconds"`
+	Ranks        int              `json:"ranks,omitempty"`
 }
 
 type esdJSON struct {
@@ -45,9 +48,21 @@ type esdJSON struct {
 }
 
 type hvpCounts struct {
-	Eigen int `json:"eigen"`
-	Trace int `json:"trace"`
-	ESD   int `json:"esd"`
+	Eigen  int `json:"eigen"`
+	Trace  int `json:"trace"`
+	ESD    int `json:"esd"`
+	Blocks int `json:"blocks,omitempty"` // full HVPs of all block λ1 solves
+}
+
+// blockEigenJSON is one block's λ1 with its residual certificate and cost
+// in full HVPs.
+type blockEigenJSON struct {
+	Name      string  `json:"name"`
+	Dim       int     `json:"dim"`
+	Value     float64 `json:"value"`
+	Residual  float64 `json:"residual"`
+	HVPs      int     `json:"hvps"`
+	Converged bool    `json:"converged"`
 }
 
 // analyzeChunk bounds the samples per forward pass: larger batches are
@@ -62,7 +77,7 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 		"density by stochastic Lanczos quadrature. Without --weights it first trains --train-steps SGD steps from a seeded init.",
 		"hessmon analyze --model mlp --hidden 128,128 --act tanh --batch 1000 --top 5 --trace --esd --json")
 	var mf modelFlags
-	mf.register(fs, "128,128", "tanh")
+	registerAnalyzeModelFlags(fs, &mf)
 	weights := fs.String("weights", "", "load parameters from a .safetensors file (PyTorch state_dict names and shapes)")
 	batch := fs.Int("batch", 1000, "analyse the first B training images")
 	top := fs.Int("top", 5, "top-k eigenvalues (0: none)")
@@ -79,6 +94,17 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 	bnMode := fs.String("bn-mode", "eval", "BatchNorm in the Hessian: eval (running statistics, as PyHessian) or train")
 	asJSON := fs.Bool("json", false, "print JSON")
 	plotPath := fs.String("plot", "", "write the ESD plot (log density, as PyHessian's density_plot) to this PNG")
+	doBlocks := fs.Bool("blocks", false, "also λ1 of each parameter block's diagonal Hessian block H_bb (layer-wise sharpness, "+
+		"algebraic order, --tol and --max-hvps per block; each product costs one full HVP)")
+	var groupRules []estimators.GroupRule
+	fs.Func("block-group", "with --blocks: merge the blocks whose name matches a regexp into one, as name=regexp (repeatable; "+
+		"e.g. weights=\\.weight$); unmatched blocks stay on their own", func(s string) error {
+		r, err := estimators.ParseGroupRule(s)
+		if err == nil {
+			groupRules = append(groupRules, r)
+		}
+		return err
+	})
 	distributed := fs.Bool("distributed", false, "shard the batch over MPI ranks (needs a binary built with -tags mpi, run under mpirun)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -158,7 +184,7 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 		Seed:    mf.seed,
 	}
 	var sn snapshot.Snapshot
-	_, cost, err := monitor.Analyze(ctx, &sn, op, cfg, hessian.Blocks(net), nil, false)
+	_, cost, err := monitor.Analyze(ctx, &sn, op, cfg, monitor.Inputs{Blocks: hessian.Blocks(net)})
 	if err != nil && !errors.Is(err, estimators.ErrNotConverged) {
 		return fmt.Errorf("analysis: %w", err)
 	}
@@ -175,6 +201,17 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 	}
 	if e := sn.ESD; e != nil {
 		res.ESD = &esdJSON{Nodes: e.Nodes, Weights: e.Weights, Probes: e.Probes, Steps: e.Steps}
+	}
+	if *doBlocks {
+		groups := estimators.GroupBlocks(hessian.Blocks(net), groupRules)
+		be, _, err := estimators.BlockEigen(ctx, op, groups, estimators.EigenOptions{Tol: *tol, MaxHVPs: *maxHVPs, Seed: mf.seed + 7}, nil)
+		if err != nil {
+			return fmt.Errorf("block λ1: %w", err)
+		}
+		for _, b := range be {
+			res.BlockLambda1 = append(res.BlockLambda1, blockEigenJSON{Name: b.Name, Dim: b.Dim, Value: b.Value, Residual: b.Residual, HVPs: b.HVPs, Converged: b.Converged})
+			res.HVPs.Blocks += b.HVPs
+		}
 	}
 	res.Seconds = time.Since(start).Seconds()
 	if rank != 0 {
@@ -195,6 +232,21 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+// registerAnalyzeModelFlags registers the model flags with resnet's
+// --blocks renamed --resnet-blocks, because in analyze --blocks asks for
+// λ1 per parameter block.
+func registerAnalyzeModelFlags(fs *flag.FlagSet, mf *modelFlags) {
+	tmp := flag.NewFlagSet("model", flag.ContinueOnError)
+	mf.register(tmp, "128,128", "tanh")
+	tmp.VisitAll(func(f *flag.Flag) {
+		name := f.Name
+		if name == "blocks" {
+			name = "resnet-blocks"
+		}
+		fs.Var(f.Value, name, f.Usage)
+	})
+}
+
 func printAnalysis(w io.Writer, r analyzeResult) {
 	fmt.Fprintf(w, "%s, %d params, batch %d, loss %.5f\n", r.Model, r.Params, r.Batch, r.Loss)
 	for i, v := range r.Eigenvalues {
@@ -213,5 +265,19 @@ func printAnalysis(w io.Writer, r analyzeResult) {
 		}
 		fmt.Fprintf(w, "  ESD: %d probe(s) × %d Lanczos steps, nodes in [%.4g, %.4g]\n", r.ESD.Probes, r.ESD.Steps, lo, hi)
 	}
-	fmt.Fprintf(w, "  HVPs: eigen %d, trace %d, ESD %d; %.2fs\n", r.HVPs.Eigen, r.HVPs.Trace, r.HVPs.ESD, r.Seconds)
+	if len(r.BlockLambda1) > 0 {
+		fmt.Fprintln(w, "  λ1 per block (diagonal block H_bb; ≤ λ1 by interlacing):")
+		for _, b := range r.BlockLambda1 {
+			note := ""
+			if !b.Converged {
+				note = "  (HVP budget reached)"
+			}
+			fmt.Fprintf(w, "    %-24s dim %8d  λ1 = %14.8g   residual %.2e   %d HVPs%s\n", b.Name, b.Dim, b.Value, b.Residual, b.HVPs, note)
+		}
+	}
+	fmt.Fprintf(w, "  HVPs: eigen %d, trace %d, ESD %d", r.HVPs.Eigen, r.HVPs.Trace, r.HVPs.ESD)
+	if len(r.BlockLambda1) > 0 {
+		fmt.Fprintf(w, ", blocks %d", r.HVPs.Blocks)
+	}
+	fmt.Fprintf(w, "; %.2fs\n", r.Seconds)
 }

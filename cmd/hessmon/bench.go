@@ -25,10 +25,12 @@ func runBench(ctx context.Context, e *env, args []string) error {
   hessmon bench hvp       HVP time ÷ gradient time on one model and batch
   hessmon bench warm      HVPs per probe with and without warm starts along a training run
   hessmon bench overhead  training time with the monitor ÷ without
+  hessmon bench probe     HVPs per probe by estimate, round 1's estimators against the current ones
+  hessmon bench store     store file size and write/read times of a long run
 
 Run 'hessmon bench <kind> --help' for flags.`)
 		if len(args) == 0 {
-			return usageErr("bench needs a kind: hvp, warm or overhead")
+			return usageErr("bench needs a kind: hvp, warm, overhead, probe or store")
 		}
 		return nil
 	}
@@ -39,8 +41,12 @@ Run 'hessmon bench <kind> --help' for flags.`)
 		return benchWarm(ctx, e, args[1:])
 	case "overhead":
 		return benchOverhead(ctx, e, args[1:])
+	case "probe":
+		return benchProbe(ctx, e, args[1:])
+	case "store":
+		return benchStore(ctx, e, args[1:])
 	}
-	return usageErr("unknown bench %q: want hvp, warm or overhead", args[0])
+	return usageErr("unknown bench %q: want hvp, warm, overhead, probe or store", args[0])
 }
 
 type hvpBench struct {
@@ -59,12 +65,12 @@ type hvpBench struct {
 	BLASSeconds  float64          `json:"blas_seconds"`
 	BLASGFlops   float64          `json:"blas_gflops"`
 	HVPOverBLAS  float64          `json:"hvp_gflops_over_blas_gflops"`
-	Probe        probeBench       `json:"probe"`
+	Probe        hvpProbeBench    `json:"probe"`
 	Torch        *torchBench      `json:"torch,omitempty"`
 }
 
-// probeBench is the monitor's real workload: HVPs on the probe batch.
-type probeBench struct {
+// hvpProbeBench is the monitor's real workload: HVPs on the probe batch.
+type hvpProbeBench struct {
 	Batch       int     `json:"batch"`
 	HVPSeconds  float64 `json:"hvp_seconds"`
 	HVPGFlops   float64 `json:"hvp_gflops"`
@@ -199,7 +205,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 	res.HVPGFlops = gemms.Flops() / res.HVPSeconds / 1e9
 	res.BLASGFlops = gemms.Flops() / res.BLASSeconds / 1e9
 	res.HVPOverBLAS = res.HVPGFlops / res.BLASGFlops
-	res.Probe = probeBench{Batch: pb.Len(), HVPSeconds: median(tp)}
+	res.Probe = hvpProbeBench{Batch: pb.Len(), HVPSeconds: median(tp)}
 	res.Probe.HVPGFlops = pgemms.Flops() / res.Probe.HVPSeconds / 1e9
 	res.Probe.BLASGFlops = pgemms.Flops() / median(tpb) / 1e9
 	res.Probe.HVPOverBLAS = res.Probe.HVPGFlops / res.Probe.BLASGFlops

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -85,14 +86,12 @@ func runIDs(runs []snapshot.RunSummary) string {
 }
 
 // loadSnapshots reads run's snapshots with from ≤ step ≤ to (to < 0: no
-// bound). Eigenvectors (Dim floats each) are dropped unless asked for, so
-// that a long run of a big model still fits in memory.
-func loadSnapshots(st *store.Store, run string, from, to int64, vectors bool) ([]snapshot.Snapshot, error) {
+// bound), decoding only the parts in f: eigenvectors (Dim floats each) are
+// not even decoded unless asked for, so that a long run of a big model
+// still reads fast and fits in memory.
+func loadSnapshots(st *store.Store, run string, from, to int64, f store.Fields) ([]snapshot.Snapshot, error) {
 	var out []snapshot.Snapshot
-	err := st.Range(run, from, to, func(s snapshot.Snapshot) error {
-		if !vectors {
-			s.Eigenvectors = nil
-		}
+	err := st.Scan(run, from, to, f, func(s snapshot.Snapshot) error {
 		out = append(out, s)
 		return nil
 	})
@@ -102,7 +101,7 @@ func loadSnapshots(st *store.Store, run string, from, to int64, vectors bool) ([
 // knownSteps lists run's steps for an "unknown step" error.
 func knownSteps(st *store.Store, run string) string {
 	var steps []string
-	_ = st.Range(run, 0, -1, func(s snapshot.Snapshot) error {
+	_ = st.Scan(run, 0, -1, store.Headers, func(s snapshot.Snapshot) error {
 		steps = append(steps, strconv.FormatInt(s.Step, 10))
 		return nil
 	})
@@ -253,7 +252,11 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		}
 		return printSnapshot(e.stdout, s)
 	}
-	snaps, err := loadSnapshots(st, sum.ID, *from, *to, false)
+	fields := store.WithTrace // the table's columns
+	if *asJSON {
+		fields |= store.WithESD
+	}
+	snaps, err := loadSnapshots(st, sum.ID, *from, *to, fields)
 	if err != nil {
 		return err
 	}
@@ -273,13 +276,22 @@ func runShow(ctx context.Context, e *env, args []string) error {
 // table splits on whitespace.
 func printTable(w io.Writer, snaps []snapshot.Snapshot) error {
 	k := 0
+	hasMin, hasPre := false, false
 	for _, s := range snaps {
 		k = max(k, len(s.Eigenvalues))
+		hasMin = hasMin || s.LambdaMin != nil
+		hasPre = hasPre || s.PreconditionedLambda1 != nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	head := []string{"STEP", "LOSS"}
 	for i := 1; i <= k; i++ {
 		head = append(head, fmt.Sprintf("λ%d", i), fmt.Sprintf("RES%d", i))
+	}
+	if hasMin {
+		head = append(head, "λMIN", "RESMIN")
+	}
+	if hasPre {
+		head = append(head, "λ1(P⁻¹H)", "RESP")
 	}
 	head = append(head, "TRACE±SE", "RATIO", "HVPS", "SECONDS", "START", "FAILURE")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
@@ -294,6 +306,18 @@ func printTable(w io.Writer, snaps []snapshot.Snapshot) error {
 				r = short(s.Residuals[i])
 			}
 			row = append(row, l, r)
+		}
+		pair := func(p *snapshot.Eigenpair) []string {
+			if p == nil {
+				return []string{"-", "-"}
+			}
+			return []string{num(p.Value), short(p.Residual)}
+		}
+		if hasMin {
+			row = append(row, pair(s.LambdaMin)...)
+		}
+		if hasPre {
+			row = append(row, pair(s.PreconditionedLambda1)...)
 		}
 		tr := "-"
 		if s.Trace != nil {
@@ -335,7 +359,14 @@ func printSnapshot(w io.Writer, s snapshot.Snapshot) error {
 		p("\n")
 	}
 	if s.SharpnessThreshold > 0 {
-		p("sharpness: λ1/threshold = %s, threshold %s\n", num(s.SharpnessRatio), num(s.SharpnessThreshold))
+		which := "λ1"
+		if s.Optimizer.Adaptive() && s.PreconditionedLambda1 != nil {
+			which = "λ1(P⁻¹H)"
+		}
+		p("sharpness: %s/threshold = %s, threshold %s\n", which, num(s.SharpnessRatio), num(s.SharpnessThreshold))
+	}
+	if pr := s.PreconditionedLambda1; pr != nil {
+		p("preconditioned sharpness λ1(P⁻¹H) %s (residual %s), the level Adam's threshold refers to\n", num(pr.Value), short(pr.Residual))
 	}
 	if len(s.Eigenvalues) > 0 {
 		p("top eigenvalues (residual ‖Hv−λv‖):\n")
@@ -346,6 +377,19 @@ func printSnapshot(w io.Writer, s snapshot.Snapshot) error {
 			}
 			p("  λ%-2d %14s   residual %s\n", i+1, num(l), r)
 		}
+	}
+	if m := s.LambdaMin; m != nil {
+		p("  λmin %14s   residual %s", num(m.Value), short(m.Residual))
+		if r, ok := s.NegativeCurvatureRatio(); ok {
+			p("   |λmin|/λ1 = %s", num(r))
+		}
+		p("\n")
+	}
+	if err := printBlockValues(w, "top eigenvector mass per block ‖v1[b]‖²:", s.BlockMass, false); err != nil {
+		return err
+	}
+	if err := printBlockValues(w, "block λ1 (layer-wise sharpness, residual):", s.BlockLambda1, true); err != nil {
+		return err
 	}
 	if t := s.Trace; t != nil {
 		p("trace: %s ± %s (%s, %d probes)\n", num(t.Value), short(t.StdErr), cmp.Or(t.Method, "method unknown"), t.Probes)
@@ -376,15 +420,35 @@ func printSnapshot(w io.Writer, s snapshot.Snapshot) error {
 	return nil
 }
 
+// printBlockValues prints a per-block section, if any.
+func printBlockValues(w io.Writer, title string, bs []snapshot.BlockValue, residuals bool) error {
+	if len(bs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, title)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, b := range bs {
+		if residuals {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", b.Name, num(b.Value), short(b.Residual))
+		} else {
+			fmt.Fprintf(tw, "  %s\t%s\n", b.Name, num(b.Value))
+		}
+	}
+	return tw.Flush()
+}
+
 // ---- hessmon export ----
 
 func runExport(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "export", "export a run's snapshots as tidy data for pandas, R or a spreadsheet.\n\n"+
 		"  csv:   one row per snapshot with columns step, time, loss, lr, optimizer, sharpness_threshold,\n"+
-		"         sharpness_ratio, lambda_1..lambda_k, residual_1..residual_k, trace, trace_stderr, trace_probes,\n"+
+		"         sharpness_ratio, lambda_1..lambda_k, residual_1..residual_k, lambda_min, residual_min,\n"+
+		"         preconditioned_lambda1, preconditioned_residual, trace, trace_stderr, trace_probes,\n"+
 		"         trace_method, hvps, seconds, warm, failure, failure_detail. With --out F.csv two long-format\n"+
 		"         files go next to it: F.esd.csv (step, probe, node, weight: the SLQ quadrature) and\n"+
-		"         F.blocks.csv (step, block, value, stderr: per-layer traces). Missing or NaN values are empty cells.\n"+
+		"         F.blocks.csv (step, block, value, stderr: per-layer traces), and when the run has them F.mass.csv\n"+
+		"         (the top eigenvector's mass per block) and F.block-lambda1.csv (layer-wise λ1 with residuals).\n"+
+		"         Missing or NaN values are empty cells.\n"+
 		"  json:  one array of snapshots (ESD and block traces included), NaN as null.\n"+
 		"  jsonl: one snapshot per line (pandas.read_json(F, lines=True)).",
 		"hessmon export --db hessmon.db --run mnist-sgd --format csv --out run.csv   # also run.esd.csv, run.blocks.csv")
@@ -415,7 +479,11 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	snaps, err := loadSnapshots(st, sum.ID, *from, *to, *vectors && *format != "csv")
+	fields := store.WithTrace | store.WithESD
+	if *vectors && *format != "csv" {
+		fields |= store.WithVectors
+	}
+	snaps, err := loadSnapshots(st, sum.ID, *from, *to, fields)
 	if err != nil {
 		return err
 	}
@@ -445,6 +513,20 @@ func runExport(ctx context.Context, e *env, args []string) error {
 			}
 			if export.HasBlocks(snaps) {
 				if err := write(base+".blocks.csv", func(w io.Writer) error { return export.WriteBlocksCSV(w, snaps) }); err != nil {
+					return err
+				}
+			}
+			for _, side := range []struct {
+				suffix string
+				get    func(*snapshot.Snapshot) []snapshot.BlockValue
+			}{
+				{".mass.csv", func(s *snapshot.Snapshot) []snapshot.BlockValue { return s.BlockMass }},
+				{".block-lambda1.csv", func(s *snapshot.Snapshot) []snapshot.BlockValue { return s.BlockLambda1 }},
+			} {
+				if !slices.ContainsFunc(snaps, func(s snapshot.Snapshot) bool { return len(side.get(&s)) > 0 }) {
+					continue
+				}
+				if err := write(base+side.suffix, func(w io.Writer) error { return export.WriteBlockValuesCSV(w, snaps, side.get) }); err != nil {
 					return err
 				}
 			}

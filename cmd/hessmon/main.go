@@ -46,6 +46,7 @@ func commands() []command {
 		{"export", "export a run's snapshots as CSV, JSON or JSON lines", runExport},
 		{"plot", "plot eigenvalues, trace, ESD or block traces to PNG", runPlot},
 		{"serve", "serve a finished store read-only over HTTP (JSON API and /metrics)", runServe},
+		{"compact", "rewrite a finished store without its free pages", runCompact},
 		{"dashboards", "write the Grafana dashboard JSON files", runDashboards},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/hessmon/hessmon/monitor/plot"
+	"github.com/hessmon/hessmon/store"
 )
 
 func runPlot(ctx context.Context, e *env, args []string) error {
@@ -86,13 +87,19 @@ func runPlot(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer st.Close()
+	// Decode only what the kind draws: a long run's spectral densities are
+	// most of its bytes.
+	fields := store.WithTrace
+	if k == plot.KindESD || k == plot.KindESDHeatmap {
+		fields |= store.WithESD
+	}
 	series := make([]plot.Series, 0, len(ids))
 	for _, id := range ids {
 		sum, err := resolveRun(st, id)
 		if err != nil {
 			return err
 		}
-		snaps, err := loadSnapshots(st, sum.ID, *from, *to, false)
+		snaps, err := loadSnapshots(st, sum.ID, *from, *to, fields)
 		if err != nil {
 			return err
 		}

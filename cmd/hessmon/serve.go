@@ -46,8 +46,8 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	fmt.Fprintf(e.stdout, "serving %s read-only (%d runs) on http://%s: /metrics /api/runs /healthz; Ctrl-C stops\n",
-		st.Path(), len(runs), ln.Addr())
+	fmt.Fprintf(e.stdout, "serving %s read-only (%d runs) on http://%s: live page %s, /metrics /api/runs /healthz; Ctrl-C stops\n",
+		st.Path(), len(runs), ln.Addr(), pageURL(ln))
 	h, err := httpHandler(exp, st)
 	if err != nil {
 		return err
@@ -56,11 +56,11 @@ func runServe(ctx context.Context, e *env, args []string) error {
 }
 
 // httpHandler is what train and serve serve: exp's metrics on a registry of
-// their own, and the JSON API over src.
+// their own, the JSON API over src, and the live page at /.
 func httpHandler(exp *metrics.Exporter, src metrics.Source) (http.Handler, error) {
 	reg, err := metrics.NewRegistry(exp)
 	if err != nil {
 		return nil, err
 	}
-	return metrics.NewServer(reg, src), nil
+	return withPage(metrics.NewServer(reg, src)), nil
 }

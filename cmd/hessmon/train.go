@@ -12,9 +12,9 @@ import (
 	"math"
 	"net"
 	"os"
+	"strings"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
 	"github.com/hessmon/hessmon/estimators"
@@ -41,6 +41,8 @@ type monitorFlags struct {
 	probeBatch int
 	async      bool
 	overhead   float64
+	blockEvery int
+	groups     groupFlags
 	bnMode     string
 }
 
@@ -58,6 +60,10 @@ func (m *monitorFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&m.probeBatch, "probe-batch", 128, "size of the fixed, seeded probe batch")
 	fs.BoolVar(&m.async, "async", true, "probe a frozen copy of the weights in the background while training continues")
 	fs.Float64Var(&m.overhead, "overhead", 0, "adapt the probe interval to keep probing under this fraction of training time (e.g. 0.05; 0: fixed interval)")
+	fs.IntVar(&m.blockEvery, "block-eigen-every", 0, "every k-th probe, also λ1 of each layer's diagonal Hessian block (layer-wise sharpness; "+
+		"a small eigen solve of full HVPs per block; 0: off)")
+	fs.Var(&m.groups, "block-group", "name=regexp: merge the parameter blocks whose names match into one block for --block-eigen-every "+
+		"(repeatable; e.g. attention=attn\\.)")
 	fs.StringVar(&m.bnMode, "bn-mode", "eval", "BatchNorm in the probed Hessian: eval (running statistics, as PyHessian) or train (batch statistics)")
 }
 
@@ -65,6 +71,9 @@ func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error)
 	order, err := estimators.ParseOrder(m.order)
 	if err != nil {
 		return monitor.Config{}, 0, usageErr("--order: %v", err)
+	}
+	if m.blockEvery < 0 {
+		return monitor.Config{}, 0, usageErr("--block-eigen-every must be ≥ 0")
 	}
 	if m.every <= 0 || m.top < 0 || m.maxHVPs <= 0 || m.traceHVPs <= 0 || m.probeBatch <= 0 || m.esdSteps <= 0 || m.timeout <= 0 {
 		return monitor.Config{}, 0, usageErr("--every, --max-hvps, --trace-hvps, --probe-batch, --esd-steps and --probe-timeout must be positive, --top non-negative")
@@ -78,6 +87,7 @@ func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error)
 		NoTrace: !m.trace, NoESD: !m.esd, ESDSteps: m.esdSteps,
 		MaxHVPs: m.maxHVPs, TraceMaxHVPs: m.traceHVPs, MaxDuration: m.timeout, Async: m.async,
 		OverheadTarget: m.overhead, Seed: seed,
+		BlockEigenEvery: m.blockEvery, BlockGroups: m.groups,
 	}, mode, nil
 }
 
@@ -94,6 +104,7 @@ type optFlags struct {
 
 func (o *optFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.name, "opt", "sgd", "optimiser: sgd or adam")
+	fs.StringVar(&o.name, "optimizer", "sgd", "the same as --opt")
 	fs.Float64Var(&o.lr, "lr", 0.05, "learning rate η")
 	fs.Float64Var(&o.momentum, "momentum", 0.9, "SGD momentum, or Adam's β1")
 	fs.Float64Var(&o.wd, "wd", 0, "L2 weight decay")
@@ -158,7 +169,8 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return trainDistributed(ctx, e, trainOpts{model: mf, opt: of, mon: monf, db: *db, run: *runID, listen: *listen,
 			logLevel: *logLevel, progress: *progress, explicit: setFlags(fs)}, newComm)
 	}
-	log, err := logger(e.stderr, *logLevel)
+	con := newConsole(e.stderr)
+	log, err := logger(con.logs(), *logLevel)
 	if err != nil {
 		return err
 	}
@@ -218,7 +230,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 			return err
 		}
 		go func() { srvDone <- metrics.ServeListener(srvCtx, ln, h) }()
-		log.Info("serving", "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
+		log.Info("serving", "page", pageURL(ln), "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
 	} else {
 		srvDone <- nil
 	}
@@ -227,7 +239,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	log.Info("training", "run", *runID, "model", net.String(), "params", net.Dim(), "data", describeData(train),
 		"optimizer", opt.Name(), "lr", of.lr, "steps", steps, "probe_every", cfg.Every, "probe_batch", probeBatch.Len(), "db", *db)
 
-	bar := progressBar(e, *progress, steps)
+	bar := con.progressBar(*progress, steps)
 	var lastSnap snapshot.Snapshot
 	hooks := []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probeBatch, Mode: bnMode, Logger: log})}
 	hooks = append(hooks, func(_ context.Context, info trainer.StepInfo) error {
@@ -304,22 +316,22 @@ func putRun(st *store.Store, meta snapshot.Run, log *slog.Logger) error {
 	return st.PutRun(meta)
 }
 
-// progressBar returns the training progress bar that --progress asks for
-// (auto: on a terminal), or nil.
-func progressBar(e *env, mode string, steps int64) *progressbar.ProgressBar {
-	if mode != "on" && (mode != "auto" || !isTerminal(e.stderr)) {
-		return nil
-	}
-	return progressbar.NewOptions64(steps, progressbar.OptionSetWriter(e.stderr), progressbar.OptionSetDescription("training"),
-		progressbar.OptionShowCount(), progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
-}
-
 // printSummaryTail ends a training summary: the last probe's λ1 and trace,
 // and where the snapshots are.
 func printSummaryTail(w io.Writer, last snapshot.Snapshot, db, run string) {
 	if l1, ok := last.Lambda1(); ok {
-		fmt.Fprintf(w, "last probe (step %d): λ1 = %.5g (residual %.2g), sharpness ratio λ1/threshold = %.3f",
-			last.Step, l1, last.Residuals[0], last.SharpnessRatio)
+		fmt.Fprintf(w, "last probe (step %d): λ1 = %.5g (residual %.2g)", last.Step, l1, last.Residuals[0])
+		if p := last.PreconditionedLambda1; p != nil && last.Optimizer.Adaptive() {
+			fmt.Fprintf(w, ", λ1(P⁻¹H) = %.5g (residual %.2g), sharpness ratio λ1(P⁻¹H)/threshold = %.3f", p.Value, p.Residual, last.SharpnessRatio)
+		} else {
+			fmt.Fprintf(w, ", sharpness ratio λ1/threshold = %.3f", last.SharpnessRatio)
+		}
+		if last.LambdaMin != nil {
+			fmt.Fprintf(w, ", λmin = %.5g", last.LambdaMin.Value)
+			if r, ok := last.NegativeCurvatureRatio(); ok && r > 1 {
+				fmt.Fprintf(w, " (|λmin|/λ1 = %.3g: negative curvature dominates)", r)
+			}
+		}
 		if last.Trace != nil {
 			fmt.Fprintf(w, ", trace = %.5g ± %.2g", last.Trace.Value, last.Trace.StdErr)
 		}
@@ -335,6 +347,12 @@ func logSnapshot(log *slog.Logger, s snapshot.Snapshot) {
 	attrs := []any{"step", s.Step, "loss", fmt.Sprintf("%.4f", s.Loss), "hvps", s.HVPs, "seconds", fmt.Sprintf("%.2f", s.Seconds), "warm", s.Warm}
 	if l1, ok := s.Lambda1(); ok {
 		attrs = append(attrs, "lambda1", fmt.Sprintf("%.5g", l1), "sharpness_ratio", fmt.Sprintf("%.3f", s.SharpnessRatio))
+	}
+	if s.LambdaMin != nil {
+		attrs = append(attrs, "lambda_min", fmt.Sprintf("%.4g", s.LambdaMin.Value))
+	}
+	if p := s.PreconditionedLambda1; p != nil {
+		attrs = append(attrs, "preconditioned_lambda1", fmt.Sprintf("%.5g", p.Value))
 	}
 	if s.Trace != nil {
 		attrs = append(attrs, "trace", fmt.Sprintf("%.4g±%.2g", s.Trace.Value, s.Trace.StdErr))
@@ -355,3 +373,23 @@ func isTerminal(w io.Writer) bool {
 }
 
 func listenTCP(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// groupFlags collects repeated --block-group name=regexp flags.
+type groupFlags []estimators.GroupRule
+
+func (g *groupFlags) String() string {
+	var parts []string
+	for _, r := range *g {
+		parts = append(parts, r.Name+"="+r.Pattern.String())
+	}
+	return strings.Join(parts, ",")
+}
+
+func (g *groupFlags) Set(s string) error {
+	r, err := estimators.ParseGroupRule(s)
+	if err != nil {
+		return err
+	}
+	*g = append(*g, r)
+	return nil
+}

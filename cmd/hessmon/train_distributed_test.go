@@ -10,12 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor/snapshot"
 	"github.com/hessmon/hessmon/store"
-	"github.com/hessmon/hessmon/trainer"
-	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // rankOutput is what one rank of an in-process distributed run printed.
@@ -243,140 +240,5 @@ func TestTrainDistributedInterruptedRank(t *testing.T) {
 	}
 	if snaps := readSnapshots(t, db, "i"); len(snaps) != 0 {
 		t.Errorf("%d snapshots stored; want none (the run stopped before its first probe)", len(snaps))
-	}
-}
-
-// lockstepOp stops a probe on every rank at the same product when one rank
-// is interrupted or over its wall-time budget, so no rank waits for a
-// product the others will not compute.
-func TestLockstepOpStopsTogether(t *testing.T) {
-	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{6, 5, 3}, Activation: trainer.Tanh}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := trainer.Synthetic(40, trainer.Shape{H: 1, W: 1, C: 6}, 3, 2)
-	for _, tc := range []struct {
-		name     string
-		slowRank int  // this rank is interrupted or over time
-		timeout  bool // over time rather than interrupted
-		want     error
-	}{
-		{"interrupted", 1, false, context.Canceled},
-		{"timeout", 0, true, context.DeadlineExceeded},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			comms := hvp.NewInProcGroup(2)
-			type result struct {
-				hvps    int
-				err     error
-				stopped bool
-			}
-			res := make([]result, 2)
-			var wg sync.WaitGroup
-			for r, c := range comms {
-				wg.Go(func() {
-					shard, err := shardBatch(data.Head(0), c)
-					if err != nil {
-						res[r].err = err
-						return
-					}
-					local, err := hessian.NewExact(net, shard, trainer.CrossEntropy{}, trainer.ModeEval)
-					if err != nil {
-						res[r].err = err
-						return
-					}
-					ar, err := hvp.NewAllReduce(c, local, shard.Len())
-					if err != nil {
-						res[r].err = err
-						return
-					}
-					ctx, cancelTrain := context.WithCancel(context.Background())
-					defer cancelTrain()
-					probeCtx, cancel := context.WithCancel(context.Background())
-					defer cancel()
-					ls := &lockstep{comm: c, failed: -1}
-					op := &lockstepOp{ls: ls, ar: ar, ctx: ctx, cancel: cancel, deadline: time.Now().Add(time.Hour), timeout: time.Hour}
-					// After 5 products the slow rank is interrupted or over time.
-					counted := &hvp.Counting{Op: &trigger{op: op, after: 5, fire: func() {
-						if r != tc.slowRank {
-							return
-						}
-						if tc.timeout {
-							op.deadline = time.Now().Add(-time.Second)
-						} else {
-							cancelTrain()
-						}
-					}}}
-					_, _, err = estimators.TopEigen(probeCtx, counted, estimators.EigenOptions{K: 2, Tol: 1e-14, MaxHVPs: 200, Seed: 1}, nil)
-					res[r] = result{hvps: counted.Count(), err: err, stopped: ls.left}
-				})
-			}
-			wg.Wait()
-			for r, x := range res {
-				if !errors.Is(x.err, tc.want) {
-					t.Errorf("rank %d: err = %v, want %v", r, x.err, tc.want)
-				}
-				if x.hvps != res[0].hvps {
-					t.Errorf("rank %d stopped after %d products, rank 0 after %d", r, x.hvps, res[0].hvps)
-				}
-				if x.stopped != !tc.timeout {
-					t.Errorf("rank %d: left the lockstep = %v; want %v (an interruption ends the run, a timeout only the probe)", r, x.stopped, !tc.timeout)
-				}
-			}
-		})
-	}
-}
-
-// trigger calls fire before its after-th product (counting every Apply).
-type trigger struct {
-	op    hvp.Operator
-	after int
-	fire  func()
-	n     int
-}
-
-func (g *trigger) Dim() int { return g.op.Dim() }
-
-func (g *trigger) Apply(dst, v []float64) error {
-	g.n++
-	if g.n == g.after {
-		g.fire()
-	}
-	return g.op.Apply(dst, v)
-}
-
-// broadcastBytes must deliver rank 0's bytes exactly, whatever their
-// values and length (across chunk boundaries too).
-func TestBroadcastBytes(t *testing.T) {
-	for _, n := range []int{0, 1, 5, 6, 7, 255, 6*broadcastChunk + 7} {
-		src := make([]byte, n)
-		for i := range src {
-			src[i] = byte(i*131 + i>>8 + 7)
-		}
-		if n > 0 {
-			src[n-1] = 0xff
-		}
-		comms := hvp.NewInProcGroup(3)
-		got := make([][]byte, 3)
-		errs := make([]error, 3)
-		var wg sync.WaitGroup
-		for r, c := range comms {
-			wg.Go(func() {
-				var b []byte
-				if r == 0 {
-					b = src
-				}
-				got[r], errs[r] = broadcastBytes(c, b, n)
-			})
-		}
-		wg.Wait()
-		for r := range got {
-			if errs[r] != nil {
-				t.Fatalf("n=%d rank %d: %v", n, r, errs[r])
-			}
-			if string(got[r]) != string(src) {
-				t.Fatalf("n=%d: rank %d received different bytes", n, r)
-			}
-		}
 	}
 }

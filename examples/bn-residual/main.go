@@ -288,7 +288,7 @@ func analyse(ctx context.Context, cfg Config, row *Row, net *trainer.Network, da
 		TopK: cfg.TopK, EigenTol: cfg.EigenTol, EigenMaxHVPs: 2000,
 		TraceRelTol: cfg.TraceRelTol, TraceMaxHVPs: 400, ESDSteps: cfg.ESDSteps,
 		MaxHVPs: 2000 + 400 + cfg.ESDSteps + 10, Seed: cfg.Seed,
-	}, nil, nil, false)
+	}, monitor.Inputs{})
 	if err != nil {
 		return fmt.Errorf("final analysis: %w", err)
 	}

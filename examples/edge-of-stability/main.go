@@ -11,10 +11,21 @@
 // at which λ1 > 2/η (when the HessianEdgeOfStability alert of
 // dashboards/rules.yml would fire, modulo its `for: 2m`) and whether λ1
 // then stays within ±20% of 2/η. It writes a markdown table and two plots
-// (λ1 against 2/η, and the loss) into docs/findings/:
+// (λ1 against 2/η, and the loss) into docs/findings/.
+//
+// The same data and model then train with full-batch Adam, for the
+// adaptive edge of stability (Cohen et al. 2022): the preconditioned
+// sharpness λ1(P⁻¹H), with Adam's diagonal preconditioner P_t
+// (trainer.Adam.Preconditioner), rises to (2+2β1)/(η(1−β1)) = 38/η and
+// hovers there, while the raw λ1(H) stays orders of magnitude below it.
+// λ1(P⁻¹H) is the top eigenvalue of the symmetric P^{-1/2}·H·P^{-1/2}
+// (hvp.NewInversePreconditioned), warm-started probe to probe. The Adam
+// runs write their own table and plots (…-adam.md, …-adam-sharpness.png,
+// …-adam-loss.png):
 //
 //	go run ./examples/edge-of-stability --quick   # a few minutes on 2 cores
 //	go run ./examples/edge-of-stability           # the full setting
+//	go run ./examples/edge-of-stability --quick --no-sgd   # only the Adam runs
 package main
 
 import (
@@ -63,18 +74,24 @@ type Config struct {
 	// (0: none).
 	ESDSteps int
 	Seed     uint64
+	// AdamLRs are the step sizes of the full-batch Adam runs on the same
+	// data and model (none: no Adam runs), AdamSteps their length and
+	// AdamEvery their probe interval (0: Every).
+	AdamLRs   []float64
+	AdamSteps int64
+	AdamEvery int64
 }
 
 // Quick is the setting of --quick.
 func Quick() Config {
 	return Config{Name: "quick", Images: 1000, Hidden: []int{64, 64}, LRs: []float64{0.6, 0.8},
-		Steps: 400, Every: 10, ESDSteps: 30, Seed: 1}
+		Steps: 400, Every: 10, ESDSteps: 30, Seed: 1, AdamLRs: []float64{1e-3, 2e-3}, AdamSteps: 400, AdamEvery: 10}
 }
 
 // Full is the default setting.
 func Full() Config {
 	return Config{Name: "full", Images: 2000, Hidden: []int{64, 64}, LRs: []float64{0.4, 0.6, 0.8},
-		Steps: 1000, Every: 10, ESDSteps: 60, Seed: 1}
+		Steps: 1000, Every: 10, ESDSteps: 60, Seed: 1, AdamLRs: []float64{5e-4, 1e-3, 2e-3}, AdamSteps: 1000, AdamEvery: 10}
 }
 
 // OneHotMSE is trainer.MSE (PyTorch's nn.MSELoss: the mean over samples
@@ -155,14 +172,16 @@ func (r Run) Stays() bool { return r.ProbesAfter >= MinProbesAfter && r.InBand >
 
 // Result is the whole study.
 type Result struct {
-	Config Config
-	Runs   []Run
+	Config   Config
+	Runs     []Run
+	AdamRuns []AdamRun
 }
 
 // Study runs full-batch GD at each step size of cfg on the first
 // cfg.Images images of train, with the monitor writing to st.
 func Study(ctx context.Context, cfg Config, train *trainer.Dataset, st *store.Store, log *slog.Logger) (Result, error) {
-	if cfg.Images <= 0 || cfg.Steps <= 0 || cfg.Every <= 0 || len(cfg.LRs) == 0 {
+	if cfg.Images <= 0 || cfg.Every <= 0 || (len(cfg.LRs) > 0 && cfg.Steps <= 0) || (len(cfg.AdamLRs) > 0 && cfg.AdamSteps <= 0) ||
+		len(cfg.LRs)+len(cfg.AdamLRs) == 0 || cfg.AdamEvery < 0 {
 		return Result{}, fmt.Errorf("edge-of-stability: bad config %+v", cfg)
 	}
 	data, err := train.Subset(0, min(cfg.Images, train.Len()))
@@ -177,6 +196,9 @@ func Study(ctx context.Context, cfg Config, train *trainer.Dataset, st *store.St
 			return res, fmt.Errorf("η = %g: %w", lr, err)
 		}
 		res.Runs = append(res.Runs, r)
+	}
+	if res.AdamRuns, err = studyAdam(ctx, cfg, data, st, log); err != nil {
+		return res, err
 	}
 	return res, nil
 }
@@ -415,12 +437,36 @@ func (r Result) Write(dir string) ([]string, error) {
 	if r.Config.Name == "quick" {
 		flagText = " --quick"
 	}
-	md := "<!-- written by: go run ./examples/edge-of-stability" + flagText + " -->\n\n" + r.Config.Setting() + "\n\n" +
-		r.Table() + "\n" + r.Verdict()
-	files := []string{base + ".md"}
-	if err := os.WriteFile(files[0], []byte(md), 0o644); err != nil {
-		return nil, err
+	header := "<!-- written by: go run ./examples/edge-of-stability" + flagText + " -->\n\n"
+	var files []string
+	if len(r.AdamRuns) > 0 {
+		// The Adam runs have their own files, so that either study can be
+		// rerun alone (--no-sgd, --adam-lrs none) without touching the other's.
+		md := header + r.Config.AdamSetting() + "\n\n" + r.AdamTable() + "\n" + r.AdamVerdict()
+		name := base + "-adam.md"
+		if err := os.WriteFile(name, []byte(md), 0o644); err != nil {
+			return files, err
+		}
+		files = append(files, name)
+		name = base + "-adam-sharpness.png"
+		if err := r.adamPlot(name); err != nil {
+			return files, err
+		}
+		files = append(files, name)
+		name = base + "-adam-loss.png"
+		if err := lossPlot(name, "Full-batch Adam on MNIST: training loss", adamLosses(r.AdamRuns)); err != nil {
+			return files, err
+		}
+		files = append(files, name)
 	}
+	if len(r.Runs) == 0 {
+		return files, nil
+	}
+	name := base + ".md"
+	if err := os.WriteFile(name, []byte(header+r.Config.Setting()+"\n\n"+r.Table()+"\n"+r.Verdict()), 0o644); err != nil {
+		return files, err
+	}
+	files = append(files, name)
 	var series, esds []plot.Series
 	for _, run := range r.Runs {
 		label := "η=" + strconv.FormatFloat(run.LR, 'g', -1, 64)
@@ -429,14 +475,14 @@ func (r Result) Write(dir string) ([]string, error) {
 			esds = append(esds, plot.Series{Label: label, Snapshots: []snapshot.Snapshot{{Run: runID(run.LR), Step: int64(len(run.Losses)), ESD: run.ESD}}})
 		}
 	}
-	name := base + "-sharpness.png"
+	name = base + "-sharpness.png"
 	if err := plot.Save(name, plot.KindEigen, series, plot.Options{
 		Title: "Full-batch GD on MNIST: sharpness λ1 against 2/η"}); err != nil {
 		return files, err
 	}
 	files = append(files, name)
 	name = base + "-loss.png"
-	if err := r.lossPlot(name); err != nil {
+	if err := lossPlot(name, "Full-batch GD on MNIST: training loss (non-monotone at the edge of stability)", gdLosses(r.Runs)); err != nil {
 		return files, err
 	}
 	files = append(files, name)
@@ -450,15 +496,42 @@ func (r Result) Write(dir string) ([]string, error) {
 	return files, nil
 }
 
-// lossPlot draws the full-batch training loss of every run on a log axis.
-func (r Result) lossPlot(path string) error {
+// lossCurve is one run's full-batch losses (Losses[i] after step i) and
+// the step to mark (0: none).
+type lossCurve struct {
+	LR     float64
+	Losses []float64
+	Mark   int64
+}
+
+func gdLosses(runs []Run) []lossCurve {
+	out := make([]lossCurve, len(runs))
+	for i, r := range runs {
+		out[i] = lossCurve{LR: r.LR, Losses: r.Losses, Mark: r.FirstAbove}
+	}
+	return out
+}
+
+func adamLosses(runs []AdamRun) []lossCurve {
+	out := make([]lossCurve, len(runs))
+	for i, r := range runs {
+		out[i] = lossCurve{LR: r.LR, Losses: r.Losses, Mark: r.FirstAbove}
+	}
+	return out
+}
+
+// lossPlot draws the full-batch training loss of every run on a log axis,
+// marking the probe at which the sharpness first exceeded its threshold.
+func lossPlot(path, title string, runs []lossCurve) error {
 	p := gplot.New()
-	p.Title.Text = "Full-batch GD on MNIST: training loss (non-monotone at the edge of stability)"
+	p.Title.Text = title
 	p.X.Label.Text = "step"
 	p.Y.Label.Text = "full-batch loss"
+	p.Y.Scale = gplot.LogScale{}
+	p.Y.Tick.Marker = gplot.LogTicks{Prec: -1}
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
-	for i, run := range r.Runs {
+	for i, run := range runs {
 		pts := make(plotter.XYs, 0, len(run.Losses))
 		for s, l := range run.Losses {
 			if l > 0 && !math.IsInf(l, 0) && !math.IsNaN(l) {
@@ -476,9 +549,8 @@ func (r Result) lossPlot(path string) error {
 		l.Width = vg.Points(1.2)
 		p.Add(l)
 		p.Legend.Add("η="+strconv.FormatFloat(run.LR, 'g', -1, 64), l)
-		if run.FirstAbove > 0 {
-			// Mark the probe at which λ1 first exceeded 2/η.
-			m, err := plotter.NewScatter(plotter.XYs{{X: float64(run.FirstAbove), Y: run.Losses[min(len(run.Losses), int(run.FirstAbove))-1]}})
+		if run.Mark > 0 && run.Mark <= int64(len(run.Losses)) && run.Losses[run.Mark-1] > 0 {
+			m, err := plotter.NewScatter(plotter.XYs{{X: float64(run.Mark), Y: run.Losses[run.Mark-1]}})
 			if err != nil {
 				return err
 			}
@@ -500,6 +572,9 @@ func main() {
 	lrs := flag.String("lrs", "", "override the setting's step sizes, e.g. 0.6,0.8")
 	steps := flag.Int64("steps", 0, "override the setting's number of GD steps")
 	every := flag.Int64("every", 0, "override the setting's probe interval")
+	adamLRs := flag.String("adam-lrs", "", "override the setting's Adam step sizes, e.g. 1e-3,2e-3 (\"none\": no Adam runs)")
+	adamSteps := flag.Int64("adam-steps", 0, "override the setting's number of Adam steps")
+	noSGD := flag.Bool("no-sgd", false, "skip the GD runs (only Adam; the GD files stay as they are)")
 	flag.Parse()
 	level := slog.LevelWarn
 	if *verbose {
@@ -510,7 +585,11 @@ func main() {
 	if *quick {
 		cfg = Quick()
 	}
-	if err := override(&cfg, *images, *hidden, *lrs, *steps, *every); err != nil {
+	err := override(&cfg, *images, *hidden, *lrs, *steps, *every)
+	if err == nil {
+		err = overrideAdam(&cfg, *adamLRs, *adamSteps, *noSGD)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "edge-of-stability:", err)
 		os.Exit(2)
 	}
@@ -546,19 +625,60 @@ func override(cfg *Config, images int, hidden, lrs string, steps, every int64) e
 		cfg.Hidden = h
 	}
 	if lrs != "" {
-		cfg.LRs = nil
-		for _, f := range strings.Split(lrs, ",") {
-			lr, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
-			if err != nil || !(lr > 0) || math.IsInf(lr, 0) {
-				return fmt.Errorf("--lrs: bad step size %q", f)
-			}
-			cfg.LRs = append(cfg.LRs, lr)
+		l, err := parseLRs(lrs)
+		if err != nil {
+			return fmt.Errorf("--lrs: %w", err)
 		}
+		cfg.LRs = l
 	}
 	if changed {
 		cfg.Name = "custom"
 	}
 	return nil
+}
+
+// overrideAdam applies the Adam flags, renaming the setting "custom" too.
+func overrideAdam(cfg *Config, lrs string, steps int64, noSGD bool) error {
+	if steps < 0 {
+		return errors.New("--adam-steps must be positive")
+	}
+	if lrs != "" || steps != 0 {
+		cfg.Name = "custom"
+	}
+	if steps > 0 {
+		cfg.AdamSteps = steps
+	}
+	if noSGD {
+		cfg.LRs = nil
+	}
+	switch lrs {
+	case "":
+	case "none":
+		cfg.AdamLRs = nil
+	default:
+		l, err := parseLRs(lrs)
+		if err != nil {
+			return fmt.Errorf("--adam-lrs: %w", err)
+		}
+		cfg.AdamLRs = l
+	}
+	if len(cfg.LRs)+len(cfg.AdamLRs) == 0 {
+		return errors.New("no runs left: both --no-sgd and --adam-lrs none")
+	}
+	return nil
+}
+
+// parseLRs parses comma-separated positive step sizes.
+func parseLRs(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		lr, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || !(lr > 0) || math.IsInf(lr, 0) {
+			return nil, fmt.Errorf("bad step size %q", f)
+		}
+		out = append(out, lr)
+	}
+	return out, nil
 }
 
 func run(ctx context.Context, cfg Config, out, dbPath string, log *slog.Logger) error {
@@ -584,11 +704,21 @@ func run(ctx context.Context, cfg Config, out, dbPath string, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	fmt.Println(cfg.Setting())
-	fmt.Println()
-	fmt.Print(res.Table())
-	fmt.Println()
-	fmt.Print(res.Verdict())
+	if len(res.Runs) > 0 {
+		fmt.Println(cfg.Setting())
+		fmt.Println()
+		fmt.Print(res.Table())
+		fmt.Println()
+		fmt.Print(res.Verdict())
+	}
+	if len(res.AdamRuns) > 0 {
+		fmt.Println()
+		fmt.Println(cfg.AdamSetting())
+		fmt.Println()
+		fmt.Print(res.AdamTable())
+		fmt.Println()
+		fmt.Print(res.AdamVerdict())
+	}
 	if out != "" {
 		files, err := res.Write(out)
 		if err != nil {

@@ -55,18 +55,8 @@ func (m mlp) init(p []float64, uniform func() float64) {
 // calls it too.
 func (m mlp) lossGrad(grad, p, x []float64, y []int) float64 {
 	n := len(y)
-	w1, b1, w2, b2 := m.views(p)
-	a1 := make([]float64, n*m.hidden) // tanh(x·W1ᵀ + b1)
-	z2 := make([]float64, n*m.out)    // a1·W2ᵀ + b2
-	for i := range n {
-		copy(a1[i*m.hidden:], b1)
-		copy(z2[i*m.out:], b2)
-	}
-	gemm(blas.NoTrans, blas.Trans, n, m.hidden, m.in, x, w1, 1, a1)
-	for i, v := range a1 {
-		a1[i] = math.Tanh(v)
-	}
-	gemm(blas.NoTrans, blas.Trans, n, m.out, m.hidden, a1, w2, 1, z2)
+	_, _, w2, _ := m.views(p)
+	a1, z2 := m.forward(p, x, n)
 	var loss float64
 	inv := 1 / float64(n)
 	for i := range n {
@@ -104,11 +94,12 @@ func (m mlp) lossGrad(grad, p, x []float64, y []int) float64 {
 	return loss * inv
 }
 
-// predict returns the index of the largest logit of each sample.
-func (m mlp) predict(p, x []float64, n int) []int {
+// forward returns the hidden activations a1 = tanh(x·W1ᵀ + b1) and the
+// logits z2 = a1·W2ᵀ + b2 of the n samples in x.
+func (m mlp) forward(p, x []float64, n int) (a1, z2 []float64) {
 	w1, b1, w2, b2 := m.views(p)
-	a1 := make([]float64, n*m.hidden)
-	z2 := make([]float64, n*m.out)
+	a1 = make([]float64, n*m.hidden)
+	z2 = make([]float64, n*m.out)
 	for i := range n {
 		copy(a1[i*m.hidden:], b1)
 		copy(z2[i*m.out:], b2)
@@ -118,6 +109,12 @@ func (m mlp) predict(p, x []float64, n int) []int {
 		a1[i] = math.Tanh(v)
 	}
 	gemm(blas.NoTrans, blas.Trans, n, m.out, m.hidden, a1, w2, 1, z2)
+	return a1, z2
+}
+
+// predict returns the index of the largest logit of each sample.
+func (m mlp) predict(p, x []float64, n int) []int {
+	_, z2 := m.forward(p, x, n)
 	out := make([]int, n)
 	for i := range n {
 		row := z2[i*m.out : (i+1)*m.out]

@@ -1,6 +1,6 @@
 // Package mpi runs hessmon's distributed Hessian-vector products over MPI:
 // Comm implements hvp.Comm on MPI_COMM_WORLD through a thin cgo binding of
-// Open MPI (MPI_Init_thread, MPI_Comm_rank/size, MPI_Allreduce, MPI_Barrier,
+// Open MPI (MPI_Init_thread, MPI_Comm_rank/size, MPI_Allreduce, MPI_Bcast, MPI_Barrier,
 // MPI_Abort, MPI_Finalize).
 //
 // The binding is behind the build tag "mpi", so the default build stays pure

@@ -21,6 +21,9 @@ static int hm_size(int *s) { return MPI_Comm_size(MPI_COMM_WORLD, s); }
 static int hm_allreduce_sum(double *buf, int n) {
 	return MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 }
+static int hm_bcast(void *buf, int n, int root) {
+	return MPI_Bcast(buf, n, MPI_BYTE, root, MPI_COMM_WORLD);
+}
 static int hm_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
 static int hm_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }
 static int hm_finalize(void) { return MPI_Finalize(); }
@@ -45,7 +48,7 @@ var ErrClosed = errors.New("mpi: communicator closed (MPI finalised)")
 
 // Comm is MPI_COMM_WORLD. It implements hvp.Comm. Its methods may be called
 // from any goroutine; they are executed one at a time on the thread that
-// initialised MPI. Collective calls (AllreduceSum, Barrier, Close) must be
+// initialised MPI. Collective calls (AllreduceSum, Broadcast, Barrier, Close) must be
 // made by every rank in the same order.
 type Comm struct {
 	rank, size int
@@ -152,6 +155,28 @@ func (c *Comm) AllreduceSum(buf []float64) error {
 			n := min(len(buf)-off, math.MaxInt32)
 			if rc := C.hm_allreduce_sum((*C.double)(unsafe.Pointer(&buf[off])), C.int(n)); rc != C.MPI_SUCCESS {
 				return mpiError("MPI_Allreduce", rc)
+			}
+		}
+		return nil
+	}, false)
+}
+
+// Broadcast copies root's buf into every other rank's buf (MPI_Bcast of
+// MPI_BYTE). Every rank must pass a buffer of the same length and the same
+// root; an empty buffer returns at once on every rank.
+func (c *Comm) Broadcast(buf []byte, root int) error {
+	if root < 0 || root >= c.size {
+		// The same on every rank (the arguments are), so no rank waits.
+		return fmt.Errorf("mpi: Broadcast from root %d in a group of %d", root, c.size)
+	}
+	if len(buf) == 0 {
+		return nil
+	}
+	return c.call(func() error {
+		for off := 0; off < len(buf); off += math.MaxInt32 {
+			n := min(len(buf)-off, math.MaxInt32)
+			if rc := C.hm_bcast(unsafe.Pointer(&buf[off]), C.int(n), C.int(root)); rc != C.MPI_SUCCESS {
+				return mpiError("MPI_Bcast", rc)
 			}
 		}
 		return nil

@@ -80,6 +80,36 @@ func TestAllreduceSum(t *testing.T) {
 	}
 }
 
+// Broadcast must deliver every root's bytes exactly, whatever their values
+// (a float64 sum could not carry them) and length.
+func TestBroadcast(t *testing.T) {
+	rank, size := world.Rank(), world.Size()
+	for _, n := range []int{0, 1, 7, 1 << 20} {
+		for root := range size {
+			src := make([]byte, n)
+			for i := range src {
+				src[i] = byte(i*131 + i>>8 + 7 + root)
+			}
+			buf := make([]byte, n)
+			for i := range buf {
+				buf[i] = byte(rank + 1)
+			}
+			if rank == root {
+				copy(buf, src)
+			}
+			if err := world.Broadcast(buf, root); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(buf, src) {
+				t.Fatalf("n=%d root=%d: rank %d received different bytes", n, root, rank)
+			}
+		}
+	}
+	if err := world.Broadcast(make([]byte, 1), size); err == nil {
+		t.Fatal("Broadcast from a root outside the group succeeded")
+	}
+}
+
 // identical checks that x has the same bits on every rank, by gathering
 // it into per-rank rows (one non-zero term per entry: exact).
 func identical(t *testing.T, x []float64) {

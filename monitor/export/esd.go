@@ -64,19 +64,11 @@ func SummarizeESD(e *snapshot.ESD) *ESDSummary {
 
 	type nw struct{ n, w float64 }
 	var pts []nw
-	var total, neg, scale float64
+	var total float64
 	for i, x := range e.Nodes {
 		if w := e.Weights[i]; w > 0 && !math.IsNaN(x) {
 			pts = append(pts, nw{x, w})
-			scale = max(scale, math.Abs(x))
-		}
-	}
-	// Negative mass counts nodes below −0.1% of the spectral radius: the
-	// spike at zero lands a hair either side of it and is not curvature.
-	for _, p := range pts {
-		total += p.w
-		if p.n < -NegativeTol*scale {
-			neg += p.w
+			total += w
 		}
 	}
 	if len(pts) == 0 || !(total > 0) {
@@ -88,7 +80,7 @@ func SummarizeESD(e *snapshot.ESD) *ESDSummary {
 		xs[i], ws[i] = p.n, p.w
 	}
 	out.MinNode, out.MaxNode = metrics.Float(xs[0]), metrics.Float(xs[len(xs)-1])
-	out.NegativeMass = metrics.Float(neg / total)
+	out.NegativeMass = metrics.Float(e.NegativeMass(NegativeTol))
 	for _, p := range Quantiles() {
 		out.Quantiles = append(out.Quantiles, QuantileValue{P: p, Value: metrics.Float(stat.Quantile(p, stat.Empirical, xs, ws))})
 	}

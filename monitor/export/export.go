@@ -46,6 +46,25 @@ func HasESD(snaps []snapshot.Snapshot) bool {
 	return slices.ContainsFunc(snaps, func(s snapshot.Snapshot) bool { return s.ESD != nil && len(s.ESD.Nodes) > 0 })
 }
 
+// WriteBlockValuesCSV writes a per-block quantity (the top eigenvector's
+// mass, block λ1) in long format: step, block, value, residual.
+func WriteBlockValuesCSV(w io.Writer, snaps []snapshot.Snapshot, get func(*snapshot.Snapshot) []snapshot.BlockValue) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write([]string{"step", "block", "value", "residual"}); err != nil {
+		return err
+	}
+	for i := range snaps {
+		step := strconv.FormatInt(snaps[i].Step, 10)
+		for _, b := range get(&snaps[i]) {
+			if err := cw.Write([]string{step, b.Name, Cell(b.Value), Cell(b.Residual)}); err != nil {
+				return err
+			}
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
 // HasBlocks reports whether any snapshot carries per-block traces.
 func HasBlocks(snaps []snapshot.Snapshot) bool {
 	return slices.ContainsFunc(snaps, func(s snapshot.Snapshot) bool { return s.Trace != nil && len(s.Trace.Blocks) > 0 })
@@ -74,7 +93,8 @@ func Header(k int) []string {
 	for i := 1; i <= k; i++ {
 		h = append(h, fmt.Sprintf("residual_%d", i))
 	}
-	return append(h, "trace", "trace_stderr", "trace_probes", "trace_method", "hvps", "seconds", "warm", "failure", "failure_detail")
+	return append(h, "lambda_min", "residual_min", "preconditioned_lambda1", "preconditioned_residual",
+		"trace", "trace_stderr", "trace_probes", "trace_method", "hvps", "seconds", "warm", "failure", "failure_detail")
 }
 
 // WriteCSV writes one row per snapshot (the columns of Header for the
@@ -111,6 +131,13 @@ func WriteCSV(w io.Writer, snaps []snapshot.Snapshot) error {
 				v = Cell(s.Residuals[i])
 			}
 			row = append(row, v)
+		}
+		for _, p := range []*snapshot.Eigenpair{s.LambdaMin, s.PreconditionedLambda1} {
+			if p != nil {
+				row = append(row, Cell(p.Value), Cell(p.Residual))
+			} else {
+				row = append(row, "", "")
+			}
 		}
 		if tr := s.Trace; tr != nil {
 			row = append(row, Cell(tr.Value), Cell(tr.StdErr), strconv.Itoa(tr.Probes), tr.Method)

@@ -103,7 +103,8 @@ func testSnapshots() []snapshot.Snapshot {
 			Eigenvalues: []float64{10.0 / 3, -1e-300}, Residuals: []float64{1e-9, 2e-9},
 			Trace: &snapshot.Trace{Value: 42.125, StdErr: 0.5, Probes: 7, Method: "hutch++",
 				Blocks: []snapshot.BlockTrace{{Name: "fc1.weight", Value: 40, StdErr: 0.4}, {Name: "fc1.bias", Value: 2.125, StdErr: 0.1}}},
-			ESD: knownESD(), HVPs: 60, Seconds: 1.25, Warm: true},
+			ESD: knownESD(), HVPs: 60, Seconds: 1.25, Warm: true,
+			LambdaMin: &snapshot.Eigenpair{Value: -0.75, Residual: 3e-5}},
 		{Run: "r", Step: 20, Time: t0.Add(time.Minute), Loss: math.NaN(), LearningRate: math.Inf(1),
 			Eigenvalues: []float64{7}, Residuals: []float64{math.Inf(-1)}, HVPs: 3, Failure: snapshot.FailBudget, Detail: "out of HVPs, with a comma"},
 	}
@@ -132,7 +133,7 @@ func TestWriteCSVRoundTrips(t *testing.T) {
 	}
 	r := rows[1]
 	for name, want := range map[string]float64{"lambda_1": 10.0 / 3, "lambda_2": -1e-300, "residual_1": 1e-9, "trace": 42.125,
-		"sharpness_ratio": 0.5 / 3, "loss": 0.5, "seconds": 1.25} {
+		"sharpness_ratio": 0.5 / 3, "loss": 0.5, "seconds": 1.25, "lambda_min": -0.75, "residual_min": 3e-5} {
 		if got := parse(col(r, name)); got != want {
 			t.Errorf("%s = %v, want %v exactly", name, got, want)
 		}
@@ -141,6 +142,9 @@ func TestWriteCSVRoundTrips(t *testing.T) {
 		t.Errorf("row 1: %v", r)
 	}
 	f := rows[2]
+	if col(r, "preconditioned_lambda1") != "" || col(f, "lambda_min") != "" {
+		t.Errorf("missing eigenpairs are not empty cells: %q %q", col(r, "preconditioned_lambda1"), col(f, "lambda_min"))
+	}
 	if col(f, "loss") != "" || col(f, "lr") != "inf" || col(f, "residual_1") != "-inf" || col(f, "lambda_2") != "" || col(f, "trace") != "" {
 		t.Errorf("NaN/Inf/missing cells: %v", f)
 	}

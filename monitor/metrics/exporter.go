@@ -84,9 +84,17 @@ type runState struct {
 	esdCum           []float64 // per edge, then +Inf
 	hasSharpness     bool
 	ratio, threshold float64
-	trainStep        int64
-	loss, lr         float64
-	hasLoss, hasLR   bool
+
+	hasMin                bool
+	lmin, lminRes, negRat float64
+	hasNegMass            bool
+	negMass               float64
+	hasPrecond            bool
+	precond               float64
+	mass, blockEig        []snapshot.BlockValue
+	trainStep             int64
+	loss, lr              float64
+	hasLoss, hasLR        bool
 }
 
 // NewExporter returns an exporter with no runs yet.
@@ -224,6 +232,40 @@ func (e *Exporter) Observe(s snapshot.Snapshot) {
 	if s.SharpnessThreshold > 0 {
 		st.hasSharpness, st.ratio, st.threshold = true, s.SharpnessRatio, s.SharpnessThreshold
 	}
+	if p := s.LambdaMin; p != nil {
+		st.hasMin, st.lmin, st.lminRes = true, p.Value, p.Residual
+		st.negRat, _ = s.NegativeCurvatureRatio()
+	}
+	if s.ESD != nil {
+		if m := s.ESD.NegativeMass(1e-3); finite(m) {
+			st.hasNegMass, st.negMass = true, m
+		}
+	}
+	if p := s.PreconditionedLambda1; p != nil {
+		st.hasPrecond, st.precond = true, p.Value
+	}
+	if len(s.BlockMass) > 0 {
+		st.mass = dedupBlocks(s.BlockMass)
+	}
+	if len(s.BlockLambda1) > 0 {
+		st.blockEig = dedupBlocks(s.BlockLambda1)
+	}
+}
+
+// dedupBlocks sanitises block names and drops duplicates, which would fail
+// the whole scrape.
+func dedupBlocks(bs []snapshot.BlockValue) []snapshot.BlockValue {
+	seen := make(map[string]bool, len(bs))
+	out := make([]snapshot.BlockValue, 0, len(bs))
+	for _, b := range bs {
+		name := label(b.Name)
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		out = append(out, snapshot.BlockValue{Name: name, Value: b.Value, Residual: b.Residual})
+	}
+	return out
 }
 
 // cumulative returns the ESD quadrature's distribution function at every
@@ -312,7 +354,8 @@ type gauges struct {
 	e *Exporter
 
 	topEig, residual, trace, traceErr, block, esd,
-	ratio, threshold, step, hvps, loss, lr *prometheus.Desc
+	ratio, threshold, step, hvps, loss, lr,
+	lmin, lminRes, negRat, negMass, precond, mass, blockEig *prometheus.Desc
 }
 
 func newGauges(e *Exporter) *gauges {
@@ -346,12 +389,28 @@ func newGauges(e *Exporter) *gauges {
 			"Training loss at the latest observed step."),
 		lr: d(TrainingLR,
 			"Learning rate η at the latest observed step."),
+		lmin: d(MinEigenvalue,
+			"Smallest Hessian eigenvalue λmin at the latest probe, from the eigen solve's Krylov space."),
+		lminRes: d(MinEigenvalueResidual,
+			"Residual norm ‖Hv−λv‖ certifying hessian_min_eigenvalue: some eigenvalue lies within it."),
+		negRat: d(NegativeCurvature,
+			"|λmin|/λ1 when λmin < 0, else 0: above 1 the loss curves down more steeply than up (e.g. a diverging run)."),
+		negMass: d(ESDNegativeMass,
+			"Share of the eigenvalue spectral density below zero (nodes below −0.1% of the largest |node|)."),
+		precond: d(PreconditionedTopEigenvalue,
+			"Top eigenvalue of P⁻¹H for an adaptive optimiser with diagonal preconditioner P (Adam): the sharpness "+
+				"its edge-of-stability threshold (2+2β1)/(η(1−β1)) refers to (Cohen et al. 2022)."),
+		mass: d(EigenvectorBlockMass,
+			"Mass ‖v1[block]‖² of the top Hessian eigenvector on one parameter tensor; sums to 1 over the blocks.", LabelBlock),
+		blockEig: d(BlockTopEigenvalue,
+			"Top eigenvalue of the Hessian's diagonal block of one parameter tensor (layer-wise sharpness), when probed.", LabelBlock),
 	}
 }
 
 func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{g.topEig, g.residual, g.trace, g.traceErr, g.block,
-		g.esd, g.ratio, g.threshold, g.step, g.hvps, g.loss, g.lr} {
+		g.esd, g.ratio, g.threshold, g.step, g.hvps, g.loss, g.lr,
+		g.lmin, g.lminRes, g.negRat, g.negMass, g.precond, g.mass, g.blockEig} {
 		ch <- d
 	}
 }
@@ -402,6 +461,23 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 		if st.hasSharpness {
 			emit(g.ratio, gauge, st.ratio, run)
 			emit(g.threshold, gauge, st.threshold, run)
+		}
+		if st.hasMin {
+			emit(g.lmin, gauge, st.lmin, run)
+			emit(g.lminRes, gauge, st.lminRes, run)
+			emit(g.negRat, gauge, st.negRat, run)
+		}
+		if st.hasNegMass {
+			emit(g.negMass, gauge, st.negMass, run)
+		}
+		if st.hasPrecond {
+			emit(g.precond, gauge, st.precond, run)
+		}
+		for _, b := range st.mass {
+			emit(g.mass, gauge, b.Value, run, b.Name)
+		}
+		for _, b := range st.blockEig {
+			emit(g.blockEig, gauge, b.Value, run, b.Name)
 		}
 	}
 }

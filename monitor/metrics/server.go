@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -32,12 +33,52 @@ type Source interface {
 	Snapshots(run string, from, to int64) ([]snapshot.Snapshot, error)
 }
 
+// PagedSource is a Source that reads one page of a run without reading the
+// rest of it. The API pages through a source that has it (*store.Store
+// does) at the cost of the page; any other Source is read whole and cut.
+// SnapshotsPage returns at most limit snapshots with from ≤ step ≤ to
+// (to < 0: no upper bound), in step order, with eigenvectors only when
+// vectors is set.
+type PagedSource interface {
+	SnapshotsPage(run string, from, to int64, limit int, vectors bool) ([]snapshot.Snapshot, error)
+}
+
+// Page sizes of GET /api/runs/{run}/snapshots.
+const (
+	// DefaultPageSize is the page size when the request gives no limit.
+	DefaultPageSize = 1000
+	// MaxPageSize is the largest limit accepted.
+	MaxPageSize = 10000
+	// With vectors=true each snapshot carries k eigenvectors of the
+	// model's size (4.7 MB of floats for a 118k-parameter MLP, more as
+	// JSON), so pages are smaller: DefaultVectorPageSize by default, at
+	// most MaxVectorPageSize.
+	DefaultVectorPageSize = 10
+	MaxVectorPageSize     = 100
+)
+
+// NextFromHeader names the response header that holds the from= of the
+// next page when more snapshots follow.
+const NextFromHeader = "X-Hessmon-Next-From"
+
 // NewAPI returns the read-only JSON API over src, for users to mount on
 // their own mux (mux.Handle("/api/", metrics.NewAPI(src))):
 //
-//	GET /api/runs                              JSON array of run summaries
-//	GET /api/runs/{run}/snapshots?from=&to=    JSON array of snapshots (inclusive
-//	                                           steps; vectors=true adds eigenvectors)
+//	GET /api/runs                                     JSON array of run summaries
+//	GET /api/runs/{run}/snapshots?from=&to=&limit=    JSON array of snapshots
+//
+// The snapshots endpoint pages: it returns the first limit snapshots with
+// from ≤ step ≤ to (inclusive; default all steps), limit defaulting to
+// DefaultPageSize (1000) and at most MaxPageSize (10000); vectors=true adds
+// the eigenvectors, in pages of 10 by default and at most 100
+// (DefaultVectorPageSize, MaxVectorPageSize). When more snapshots follow, the response says where
+// the next page starts, in two equivalent headers:
+//
+//	X-Hessmon-Next-From: 2020
+//	Link: </api/runs/r/snapshots?from=2020&limit=1000>; rel="next"
+//
+// The next link keeps the request's to, limit and vectors. The body stays
+// a plain JSON array, as before paging. A last page has neither header.
 //
 // Other methods get 405.
 func NewAPI(src Source) http.Handler {
@@ -129,8 +170,32 @@ func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
 		}
 		vectors = b
 	}
+	limit, maxLimit := DefaultPageSize, MaxPageSize
+	if vectors {
+		limit, maxLimit = DefaultVectorPageSize, MaxVectorPageSize
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxLimit {
+			with := ""
+			if vectors {
+				with = " with vectors=true"
+			}
+			writeError(w, http.StatusBadRequest, fmt.Errorf("limit=%q: want 1 to %d snapshots per page%s", v, maxLimit, with))
+			return
+		}
+		limit = n
+	}
 	run := r.PathValue("run")
-	snaps, err := src.Snapshots(run, from, to)
+	// One snapshot more than the page tells whether another page follows
+	// and where it starts.
+	var snaps []snapshot.Snapshot
+	var err error
+	if ps, ok := src.(PagedSource); ok {
+		snaps, err = ps.SnapshotsPage(run, from, to, limit+1, vectors)
+	} else {
+		snaps, err = src.Snapshots(run, from, to)
+	}
 	switch {
 	case errors.Is(err, snapshot.ErrUnknownRun):
 		writeError(w, http.StatusNotFound, fmt.Errorf("unknown run %q", run))
@@ -138,6 +203,27 @@ func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err)
 		return
+	}
+	if len(snaps) > limit {
+		next := snaps[limit].Step
+		snaps = snaps[:limit]
+		nq := url.Values{}
+		nq.Set("from", strconv.FormatInt(next, 10))
+		if q.Has("to") {
+			nq.Set("to", strconv.FormatInt(to, 10))
+		}
+		nq.Set("limit", strconv.Itoa(limit))
+		if vectors {
+			nq.Set("vectors", "true")
+		}
+		// The path as the client sent it, which a StripPrefix in front
+		// of this handler would have shortened in r.URL.
+		path := r.URL.EscapedPath()
+		if u, err := url.ParseRequestURI(r.RequestURI); err == nil {
+			path = u.EscapedPath()
+		}
+		w.Header().Set(NextFromHeader, strconv.FormatInt(next, 10))
+		w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", path, nq.Encode()))
 	}
 	out := make([]JSONSnapshot, len(snaps))
 	for i, s := range snaps {
@@ -262,6 +348,39 @@ type JSONSnapshot struct {
 	Trace              *JSONTrace `json:"trace,omitempty"`
 	ESD                *JSONESD   `json:"esd,omitempty"`
 	Seconds            Float      `json:"seconds"`
+
+	LambdaMin             *JSONEigenpair   `json:"lambda_min,omitempty"`
+	PreconditionedLambda1 *JSONEigenpair   `json:"preconditioned_lambda1,omitempty"`
+	BlockMass             []JSONBlockValue `json:"block_mass,omitempty"`
+	BlockLambda1          []JSONBlockValue `json:"block_lambda1,omitempty"`
+}
+
+// JSONEigenpair is snapshot.Eigenpair with NaN-safe floats.
+type JSONEigenpair struct {
+	Value    Float `json:"value"`
+	Residual Float `json:"residual"`
+}
+
+// JSONBlockValue is snapshot.BlockValue with NaN-safe floats.
+type JSONBlockValue struct {
+	Name     string `json:"name"`
+	Value    Float  `json:"value"`
+	Residual Float  `json:"residual,omitempty"`
+}
+
+func jsonPair(p *snapshot.Eigenpair) *JSONEigenpair {
+	if p == nil {
+		return nil
+	}
+	return &JSONEigenpair{Value: Float(p.Value), Residual: Float(p.Residual)}
+}
+
+func jsonBlocks(bs []snapshot.BlockValue) []JSONBlockValue {
+	var out []JSONBlockValue
+	for _, b := range bs {
+		out = append(out, JSONBlockValue{Name: b.Name, Value: Float(b.Value), Residual: Float(b.Residual)})
+	}
+	return out
 }
 
 // JSONTrace is snapshot.Trace with NaN-safe floats.
@@ -299,6 +418,11 @@ func NewJSONSnapshot(s snapshot.Snapshot) JSONSnapshot {
 		Eigenvalues:        floats(s.Eigenvalues),
 		Residuals:          floats(s.Residuals),
 		Seconds:            Float(s.Seconds),
+
+		LambdaMin:             jsonPair(s.LambdaMin),
+		PreconditionedLambda1: jsonPair(s.PreconditionedLambda1),
+		BlockMass:             jsonBlocks(s.BlockMass),
+		BlockLambda1:          jsonBlocks(s.BlockLambda1),
 	}
 	for _, v := range s.Eigenvectors {
 		j.Eigenvectors = append(j.Eigenvectors, floats(v))

@@ -142,6 +142,41 @@ func eigenFigure(series []Series, opt Options) (*Figure, error) {
 			}
 			drawn = true
 		}
+		// The other end of the spectrum and, for Adam, the preconditioned
+		// sharpness, each as its own dotted line.
+		for ei, extra := range []struct {
+			name string
+			get  func(*snapshot.Snapshot) *snapshot.Eigenpair
+		}{
+			{"λmin", func(sn *snapshot.Snapshot) *snapshot.Eigenpair { return sn.LambdaMin }},
+			{"λ1(P⁻¹H)", func(sn *snapshot.Snapshot) *snapshot.Eigenpair { return sn.PreconditionedLambda1 }},
+		} {
+			var pts plotter.XYs
+			for i := range snaps {
+				if e := extra.get(&snaps[i]); e != nil && finite(e.Value) {
+					pts = append(pts, plotter.XY{X: float64(snaps[i].Step), Y: e.Value})
+					eigMin, eigMax = min(eigMin, e.Value), max(eigMax, e.Value)
+				}
+			}
+			if len(pts) == 0 {
+				continue
+			}
+			c := colour(k + ei)
+			if multi {
+				c = colour(si)
+			}
+			l, err := styled(pts, c, vg.Points(1.2), []vg.Length{vg.Points(2), vg.Points(2)})
+			if err != nil {
+				return nil, err
+			}
+			d, err := dots(pts, c)
+			if err != nil {
+				return nil, err
+			}
+			p.Add(l, d)
+			leg.Add(legendText(label(series, s, extra.name)), l)
+			drawn = true
+		}
 		if t, ok := thresholdOf(snaps); ok {
 			thresholds = append(thresholds, t)
 			owners = append(owners, si)
@@ -242,6 +277,11 @@ func traceFigure(series []Series, opt Options) (*Figure, error) {
 			continue
 		}
 		c := colour(si)
+		// A long run has more probes than the figure has pixel columns:
+		// drawing each one costs seconds and shows nothing more. Keep each
+		// bucket's extremes, so spikes survive.
+		full := len(mid)
+		mid, band, lower = thin(mid, maxDrawn), thin(band, maxDrawn), thin(lower, maxDrawn)
 		slices.Reverse(lower)
 		band = append(band, lower...)
 		poly, err := plotter.NewPolygon(band)
@@ -255,11 +295,14 @@ func traceFigure(series []Series, opt Options) (*Figure, error) {
 		if err != nil {
 			return nil, err
 		}
-		d, err := dots(mid, c)
-		if err != nil {
-			return nil, err
+		p.Add(poly, l)
+		if full <= maxDots {
+			d, err := dots(mid, c)
+			if err != nil {
+				return nil, err
+			}
+			p.Add(d)
 		}
-		p.Add(poly, l, d)
 		leg.Add(legendText(label(series, s, "tr(H)")), l)
 		leg.Add(legendText(label(series, s, "± 1 stderr")), poly)
 		drawn = true
@@ -268,6 +311,45 @@ func traceFigure(series []Series, opt Options) (*Figure, error) {
 		return nil, fmt.Errorf("%w: no snapshot holds a trace", ErrNoData)
 	}
 	return &Figure{panels: []panel{{p: p, legend: leg}}}, nil
+}
+
+// maxDrawn bounds the points of one drawn line (two per bucket of thin;
+// about one bucket per two pixel columns of the default 900-px figure, since
+// freetype's rasterizer slows down with every crossing segment),
+// maxDots the probes that still get a dot each.
+const (
+	maxDrawn = 800
+	maxDots  = 500
+)
+
+// thin returns pts (in X order) reduced to at most about limit points: per
+// bucket of consecutive points the lowest and the highest, in X order.
+func thin(pts plotter.XYs, limit int) plotter.XYs {
+	if len(pts) <= limit || limit < 2 {
+		return pts
+	}
+	buckets := limit / 2
+	out := make(plotter.XYs, 0, 2*buckets)
+	for b := range buckets {
+		lo, hi := b*len(pts)/buckets, (b+1)*len(pts)/buckets
+		if lo >= hi {
+			continue
+		}
+		iMin, iMax := lo, lo
+		for i := lo; i < hi; i++ {
+			if pts[i].Y < pts[iMin].Y {
+				iMin = i
+			}
+			if pts[i].Y > pts[iMax].Y {
+				iMax = i
+			}
+		}
+		out = append(out, pts[min(iMin, iMax)])
+		if iMin != iMax {
+			out = append(out, pts[max(iMin, iMax)])
+		}
+	}
+	return out
 }
 
 // esdResult rebuilds the estimator's view of a stored ESD, or false when
@@ -438,19 +520,37 @@ func esdFigure(series []Series, opt Options) (*Figure, error) {
 }
 
 func blocksFigure(series []Series, opt Options) (*Figure, error) {
+	return blockValuesFigure(series, opt, "Per-layer Hessian trace", "tr(H_block)", "block traces",
+		func(sn *snapshot.Snapshot) []snapshot.BlockValue {
+			if sn.Trace == nil {
+				return nil
+			}
+			out := make([]snapshot.BlockValue, len(sn.Trace.Blocks))
+			for i, b := range sn.Trace.Blocks {
+				out[i] = snapshot.BlockValue{Name: b.Name, Value: b.Value}
+			}
+			return out
+		})
+}
+
+func blocksEigenFigure(series []Series, opt Options) (*Figure, error) {
+	return blockValuesFigure(series, opt, "Layer-wise sharpness λ1(H_block)", "λ1 of the diagonal block", "block eigenvalues",
+		func(sn *snapshot.Snapshot) []snapshot.BlockValue { return sn.BlockLambda1 })
+}
+
+// blockValuesFigure draws one per-block quantity over steps, the TopBlocks
+// blocks of largest |value| over every series and step, so that the same
+// layers are drawn for every run.
+func blockValuesFigure(series []Series, opt Options, subject, ylabel, what string, get func(*snapshot.Snapshot) []snapshot.BlockValue) (*Figure, error) {
 	top := opt.TopBlocks
 	if top <= 0 {
 		top = 10
 	}
-	// Rank blocks by their largest |tr| over every series and step, so
-	// that the same layers are drawn for every run.
 	score := map[string]float64{}
 	for _, s := range series {
-		for _, sn := range good(s) {
-			if sn.Trace == nil {
-				continue
-			}
-			for _, b := range sn.Trace.Blocks {
+		snaps := good(s)
+		for i := range snaps {
+			for _, b := range get(&snaps[i]) {
 				if finite(b.Value) {
 					score[b.Name] = max(score[b.Name], math.Abs(b.Value))
 				}
@@ -458,7 +558,7 @@ func blocksFigure(series []Series, opt Options) (*Figure, error) {
 		}
 	}
 	if len(score) == 0 {
-		return nil, fmt.Errorf("%w: no snapshot holds block traces", ErrNoData)
+		return nil, fmt.Errorf("%w: no snapshot holds %s", ErrNoData, what)
 	}
 	names := make([]string, 0, len(score))
 	for n := range score {
@@ -467,23 +567,20 @@ func blocksFigure(series []Series, opt Options) (*Figure, error) {
 	slices.SortFunc(names, func(a, b string) int {
 		return cmp.Or(cmp.Compare(score[b], score[a]), cmp.Compare(a, b))
 	})
-	subject := "Per-layer Hessian trace"
 	if len(names) > top {
-		subject = fmt.Sprintf("Per-layer Hessian trace (top %d of %d blocks)", top, len(names))
+		subject = fmt.Sprintf("%s (top %d of %d blocks)", subject, top, len(names))
 		names = names[:top]
 	}
-	p := newPlot(title(opt, subject, series), "training step", "tr(H_block)")
+	p := newPlot(title(opt, subject, series), "training step", ylabel)
 	leg := newLegend()
 	for bi, name := range names {
 		for si, s := range series {
 			var pts plotter.XYs
-			for _, sn := range good(s) {
-				if sn.Trace == nil {
-					continue
-				}
-				for _, b := range sn.Trace.Blocks {
+			snaps := good(s)
+			for i := range snaps {
+				for _, b := range get(&snaps[i]) {
 					if b.Name == name && finite(b.Value) {
-						pts = append(pts, plotter.XY{X: float64(sn.Step), Y: b.Value})
+						pts = append(pts, plotter.XY{X: float64(snaps[i].Step), Y: b.Value})
 						break
 					}
 				}

@@ -52,11 +52,14 @@ const (
 	KindESDHeatmap Kind = "esd-heatmap"
 	// KindBlocks: per-layer (per-tensor) trace over steps, largest first.
 	KindBlocks Kind = "blocks"
+	// KindBlocksEigen: λ1 of each layer's diagonal Hessian block over
+	// steps (probed with --block-eigen-every), largest first.
+	KindBlocksEigen Kind = "blocks-eigen"
 )
 
 // Kinds lists every Kind in a stable order, e.g. for a --help text.
 func Kinds() []Kind {
-	return []Kind{KindEigen, KindTrace, KindESD, KindESDHeatmap, KindBlocks}
+	return []Kind{KindEigen, KindTrace, KindESD, KindESDHeatmap, KindBlocks, KindBlocksEigen}
 }
 
 // ParseKind returns the Kind named s.
@@ -140,6 +143,8 @@ func New(kind Kind, series []Series, opt Options) (*Figure, error) {
 		return heatmapFigure(series, opt)
 	case KindBlocks:
 		return blocksFigure(series, opt)
+	case KindBlocksEigen:
+		return blocksEigenFigure(series, opt)
 	}
 	_, err := ParseKind(string(kind))
 	return nil, err

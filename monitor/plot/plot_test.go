@@ -3,6 +3,7 @@ package plot
 import (
 	"bytes"
 	"errors"
+	"gonum.org/v1/plot/plotter"
 	"image"
 	"image/png"
 	"math"
@@ -48,6 +49,8 @@ func testSeries(label string, scale float64) Series {
 			}},
 			ESD:  spectrumESD([]float64{-0.05 * l1, 0, 0, 0, 0.01, 0.1 * l1, 0.5 * l1, l1}),
 			HVPs: 100, Seconds: 0.5, Warm: i > 0,
+			LambdaMin:    &snapshot.Eigenpair{Value: -0.05 * l1, Residual: 1e-4},
+			BlockLambda1: []snapshot.BlockValue{{Name: "fc1.weight", Value: 0.8 * l1, Residual: 1e-5}, {Name: "fc2.weight", Value: 0.5 * l1, Residual: 1e-5}},
 		}
 		if step == 50 {
 			sn = snapshot.Snapshot{Run: label, Step: step, Loss: math.NaN(), Failure: "nan", Detail: "NaN in HVP"}
@@ -362,5 +365,32 @@ func TestThresholdScale(t *testing.T) {
 		if got := p.Y.Max >= 2/c.lr; got != c.visible {
 			t.Errorf("lr %g: y-axis ends at %g, threshold %g visible = %v, want %v", c.lr, p.Y.Max, 2/c.lr, got, c.visible)
 		}
+	}
+}
+
+// TestThinKeepsExtremes: a long series is cut to the limit, keeps its first
+// and last points' buckets and every bucket's extremes (a spike survives).
+func TestThinKeepsExtremes(t *testing.T) {
+	var pts plotter.XYs
+	for i := range 10000 {
+		pts = append(pts, plotter.XY{X: float64(i), Y: math.Sin(float64(i) / 100)})
+	}
+	pts[4321].Y = 50 // a spike
+	got := thin(pts, 1000)
+	if len(got) > 1000 || len(got) < 500 {
+		t.Fatalf("%d points", len(got))
+	}
+	spike := false
+	for i, p := range got {
+		if i > 0 && p.X <= got[i-1].X {
+			t.Fatalf("not in X order at %d", i)
+		}
+		spike = spike || p.Y == 50
+	}
+	if !spike {
+		t.Error("the spike was thinned away")
+	}
+	if short := thin(pts[:10], 1000); len(short) != 10 {
+		t.Errorf("a short series was thinned to %d", len(short))
 	}
 }

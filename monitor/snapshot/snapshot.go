@@ -5,7 +5,10 @@
 // the estimators.
 package snapshot
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Snapshot is one probe of the loss Hessian at one training step. Every
 // estimate carries its own certificate: eigenvalues their residual norms, the
@@ -31,6 +34,22 @@ type Snapshot struct {
 	Eigenvalues  []float64   `json:"eigenvalues,omitempty"`
 	Residuals    []float64   `json:"residuals,omitempty"`
 	Eigenvectors [][]float64 `json:"eigenvectors,omitempty"`
+
+	// LambdaMin is the smallest eigenvalue with its residual, from the same
+	// Krylov space as the top-k: the other end of the spectrum, where a
+	// diverging run shows its negative curvature.
+	LambdaMin *Eigenpair `json:"lambda_min,omitempty"`
+	// PreconditionedLambda1 is λ1(P⁻¹H) for an adaptive optimiser with
+	// diagonal preconditioner P (Adam's), the sharpness its
+	// edge-of-stability threshold refers to (Cohen et al. 2022).
+	PreconditionedLambda1 *Eigenpair `json:"preconditioned_lambda1,omitempty"`
+	// BlockMass is ‖v1[b]‖² for each parameter block b: how the top
+	// eigenvector's mass splits over the layers (it sums to 1 over a
+	// partition).
+	BlockMass []BlockValue `json:"block_mass,omitempty"`
+	// BlockLambda1 is λ1 of each diagonal block H_bb (layer-wise
+	// sharpness), with residuals; probed every few probes, when asked for.
+	BlockLambda1 []BlockValue `json:"block_lambda1,omitempty"`
 
 	Trace *Trace `json:"trace,omitempty"`
 	ESD   *ESD   `json:"esd,omitempty"`
@@ -76,6 +95,20 @@ const (
 // Failures lists every failure reason, in a fixed order.
 func Failures() []Failure {
 	return []Failure{FailNaN, FailPanic, FailTimeout, FailBudget, FailError}
+}
+
+// Eigenpair is an eigenvalue with its certificate ‖Hv−λv‖ (‖v‖ = 1).
+type Eigenpair struct {
+	Value    float64 `json:"value"`
+	Residual float64 `json:"residual"`
+}
+
+// BlockValue is a per-block quantity: the name of a parameter block, its
+// value and, where it has one, its certificate (a residual; 0 if none).
+type BlockValue struct {
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Residual float64 `json:"residual,omitempty"`
 }
 
 // Trace is a stochastic trace estimate with its certificate.
@@ -124,4 +157,52 @@ type Run struct {
 	Optimizer Optimizer         `json:"optimizer,omitempty"`
 	Started   time.Time         `json:"started"`
 	Config    map[string]string `json:"config,omitempty"`
+}
+
+// NegativeMass is the share of the quadrature's weight at nodes below
+// −tol·max|node|: the spectral density's negative curvature. The spike at
+// zero lands a hair either side of it, which tol keeps out (hessmon uses
+// 1e-3). It is NaN for an ESD without positive finite weight.
+func (e *ESD) NegativeMass(tol float64) float64 {
+	var scale, total, neg float64
+	n := min(len(e.Nodes), len(e.Weights))
+	for i := range n {
+		if x := e.Nodes[i]; e.Weights[i] > 0 && !math.IsNaN(x) {
+			scale = math.Max(scale, math.Abs(x))
+		}
+	}
+	for i := range n {
+		w, x := e.Weights[i], e.Nodes[i]
+		if !(w > 0) || math.IsNaN(x) || math.IsInf(w, 0) {
+			continue
+		}
+		total += w
+		if x < -tol*scale {
+			neg += w
+		}
+	}
+	if !(total > 0) {
+		return math.NaN()
+	}
+	return neg / total
+}
+
+// NegativeCurvatureRatio is |λmin|/λ1 when λmin < 0 (0 otherwise): above 1
+// the Hessian curves down more steeply than it curves up, as in a diverging
+// run. It reports false without both estimates.
+func (s *Snapshot) NegativeCurvatureRatio() (float64, bool) {
+	l1, ok := s.Lambda1()
+	if !ok || s.LambdaMin == nil || l1 == 0 {
+		return 0, false
+	}
+	return math.Max(0, -s.LambdaMin.Value) / math.Abs(l1), true
+}
+
+// SharpnessLambda is the λ1 that the sharpness threshold refers to: the
+// preconditioned one for adaptive optimisers when it was probed, else λ1.
+func (s *Snapshot) SharpnessLambda() (float64, bool) {
+	if s.Optimizer.Adaptive() && s.PreconditionedLambda1 != nil {
+		return s.PreconditionedLambda1.Value, true
+	}
+	return s.Lambda1()
 }

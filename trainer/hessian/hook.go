@@ -55,6 +55,13 @@ func Hook(mon *monitor.Monitor, opt HookOptions) trainer.Hook {
 		}
 		si := StepInfo(info)
 		si.Blocks = blocks
+		if p, ok := info.Optimizer.(trainer.Preconditioned); ok && mon.Due(info.Step) {
+			// A fresh slice: an asynchronous probe keeps it.
+			d := make([]float64, info.Model.Dim())
+			if p.Preconditioner(d) {
+				si.Preconditioner = d
+			}
+		}
 		loss := opt.Loss
 		if loss == nil {
 			loss = info.LossFn

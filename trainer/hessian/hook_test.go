@@ -124,7 +124,10 @@ func TestAsyncChunkedProbeMatchesSync(t *testing.T) {
 			t.Errorf("λ%d: async %v, sync %v (rel %g)", i+1, a.Eigenvalues[i], s.Eigenvalues[i], d)
 		}
 	}
-	if d := rel(a.Trace.Value, s.Trace.Value); d > 1e-9 {
+	// The trace deflates with the eigen solve's whole basis, whose nearly
+	// dependent corrections carry the chunks' rounding differences
+	// (1e-16) up to ~1e-8: far below the trace's standard error.
+	if d := rel(a.Trace.Value, s.Trace.Value); d > 1e-7 {
 		t.Errorf("trace: async %v, sync %v", a.Trace.Value, s.Trace.Value)
 	}
 	if d := rel(a.Loss, s.Loss); d > 1e-12 {
@@ -166,7 +169,7 @@ func TestHookProbesTheLoopsOwnLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		var s snapshot.Snapshot
-		if _, _, err := monitor.Analyze(context.Background(), &s, op, monitor.Config{TopK: 1, EigenTol: 1e-10, MaxHVPs: 2000, NoTrace: true, NoESD: true}, nil, nil, false); err != nil {
+		if _, _, err := monitor.Analyze(context.Background(), &s, op, monitor.Config{TopK: 1, EigenTol: 1e-10, MaxHVPs: 2000, NoTrace: true, NoESD: true}, monitor.Inputs{}); err != nil {
 			t.Fatal(err)
 		}
 		return s.Eigenvalues[0]

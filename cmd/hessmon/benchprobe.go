@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"gonum.org/v1/gonum/stat"
+
+	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/monitor"
+	"github.com/hessmon/hessmon/monitor/export"
+	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
+)
+
+// probeSide is one estimator configuration's figures along the trajectory.
+type probeSide struct {
+	HVPsPerProbe   float64 `json:"hvps_per_probe"`
+	EigenHVPs      float64 `json:"eigen_hvps"`
+	TraceHVPs      float64 `json:"trace_hvps"`
+	ESDHVPs        float64 `json:"esd_hvps"`
+	MaxRelResidual float64 `json:"max_rel_residual"` // max over probes and pairs of ‖Hv−λv‖/|λ1|
+	WithinTol      bool    `json:"residuals_within_tol"`
+	TraceStdErr    float64 `json:"trace_stderr"`     // mean over probes
+	TraceRelStdErr float64 `json:"trace_rel_stderr"` // mean over probes of stderr/|trace|
+	ESDMean        float64 `json:"esd_mean"`         // mean over probes of tr(H)/n from the quadrature
+	ESDMoment2     float64 `json:"esd_moment2"`      // mean over probes of tr(H²)/n
+	LambdaMinRes   float64 `json:"lambda_min_rel_residual,omitempty"`
+	Failures       int     `json:"failures"`
+	Seconds        float64 `json:"seconds"`
+	// ProbesPer1000 are the probes an asynchronous `hessmon train` with
+	// these estimators finished per 1,000 steps (the last one waited for,
+	// as train does), Skipped the due probes it skipped while one ran.
+	ProbesPer1000  float64 `json:"probes_per_1000_steps"`
+	SkippedPer1000 float64 `json:"skipped_per_1000_steps"`
+}
+
+type probeBench struct {
+	Model       string    `json:"model"`
+	Params      int       `json:"params"`
+	Steps       int64     `json:"steps"`
+	Every       int64     `json:"every"`
+	Probes      int       `json:"probes"`
+	Tol         float64   `json:"tol"`
+	Baseline    probeSide `json:"baseline"`
+	New         probeSide `json:"new"`
+	HVPRatio    float64   `json:"hvps_ratio"` // new ÷ baseline HVPs per probe
+	StdErrRatio float64   `json:"trace_stderr_ratio"`
+	// Largest |λᵢ(new) − λᵢ(baseline)| / |λ1| over probes and i ≤ k, and
+	// the same for λmin (relative to |λ1|).
+	MaxLambdaDiff    float64 `json:"max_rel_lambda_diff"`
+	MaxLambdaMinDiff float64 `json:"max_rel_lambda_min_diff"`
+	// The headline figures under the issue's names.
+	HVPsPerProbePerSide  float64 `json:"hvps_per_probe"`
+	BaselineHVPsPerProbe float64 `json:"baseline_hvps_per_probe"`
+	TraceStdErrNew       float64 `json:"trace_stderr"`
+	TraceStdErrBaseline  float64 `json:"baseline_trace_stderr"`
+}
+
+// round1Config is the monitor's estimator configuration of round 1: the ESD
+// apart from the eigen solve, a warm Krylov–Schur, a fixed trace budget.
+func round1Config(c monitor.Config) monitor.Config {
+	c.SeparateESD, c.WarmKrylovSchur = true, true
+	return c
+}
+
+func benchProbe(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "bench probe", "the default trajectory (hessmon train's model and optimiser, a probe every --every steps on the "+
+		"fixed probe batch) with two estimator configurations on the same weights and batch at every probe: round 1's (the ESD's "+
+		"Lanczos apart, warm Krylov–Schur) and the current defaults (the eigen solve starts from the ESD's Krylov basis; subspace "+
+		"refinement of the previous eigenvectors; λmin from the same space). Each keeps its own warm state. Reports HVPs per "+
+		"probe by component, eigen residuals, trace standard errors, ESD moments and the agreement of λ1..k and λmin; then "+
+		"probes completed per 1,000 steps of an asynchronous `hessmon train` run with each.",
+		"hessmon bench probe --json")
+	var mf modelFlags
+	mf.register(fs, "128,128", "tanh")
+	steps := fs.Int64("steps", 2000, "training steps")
+	every := fs.Int64("every", 20, "probe interval in steps")
+	probeBatch := fs.Int("probe-batch", 128, "size of the fixed probe batch (hessmon train's default)")
+	tol := fs.Float64("tol", 1e-4, "eigen residual tolerance relative to ‖H‖ (hessmon train's default)")
+	asyncSteps := fs.Int64("async-steps", 1000, "steps of each asynchronous training run that counts completed probes (0: skip)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *steps <= 0 || *every <= 0 || *asyncSteps < 0 {
+		return usageErr("--steps and --every must be positive, --async-steps ≥ 0")
+	}
+	if *probeBatch <= 0 || *tol <= 0 {
+		return usageErr("--probe-batch and --tol must be positive")
+	}
+	// hessmon train's defaults: top-5, trace ≤ 40 HVPs, ESD 1 × 30.
+	cfg := monitor.Config{Every: *every, EigenTol: *tol, Seed: mf.seed}
+	bnMode := trainer.ModeEval
+	newCfg, oldCfg := cfg, round1Config(cfg)
+	net, train, _, err := mf.setup()
+	if err != nil {
+		return err
+	}
+	probe := probeSubset(train, *probeBatch, mf.seed)
+	res := probeBench{Model: net.String(), Params: net.Dim(), Steps: *steps, Every: *every, Tol: cfg.EigenTol}
+	type side struct {
+		cfg              monitor.Config
+		warm             *estimators.Warm
+		probes           int
+		eig, tr, esd     []float64
+		se, rse, m1, m2  []float64
+		maxRes, minRes   float64
+		failures         int
+		seconds          float64
+		last             snapshot.Snapshot
+		lambdas, lambdaM []float64
+	}
+	sides := []*side{{cfg: oldCfg}, {cfg: newCfg}}
+	hook := func(ctx context.Context, info trainer.StepInfo) error {
+		if info.Step%*every != 0 {
+			return nil
+		}
+		op, err := hessian.NewExact(info.Model, probe, trainer.CrossEntropy{}, bnMode)
+		if err != nil {
+			return err
+		}
+		blocks := hessian.Blocks(info.Model)
+		for _, sd := range sides {
+			var s snapshot.Snapshot
+			cold := sd.cfg.ColdEvery > 0 && !sd.cfg.NoColdRestarts && sd.probes > 0 && sd.probes%sd.cfg.ColdEvery == 0
+			start := time.Now()
+			next, cost, err := monitor.Analyze(ctx, &s, op, sd.cfg, monitor.Inputs{Blocks: blocks, Warm: sd.warm, Cold: cold})
+			sd.seconds += time.Since(start).Seconds()
+			sd.probes++
+			if err != nil {
+				if !errors.Is(err, estimators.ErrNotConverged) && !errors.Is(err, monitor.ErrBudget) {
+					return fmt.Errorf("step %d: %w", info.Step, err)
+				}
+				sd.failures++
+			} else {
+				sd.warm = next
+			}
+			sd.eig = append(sd.eig, float64(cost.Eigen))
+			sd.tr = append(sd.tr, float64(cost.Trace))
+			sd.esd = append(sd.esd, float64(cost.ESD))
+			if len(s.Eigenvalues) > 0 {
+				scale := math.Abs(s.Eigenvalues[0])
+				for _, r := range s.Residuals {
+					sd.maxRes = math.Max(sd.maxRes, r/scale)
+				}
+				if s.LambdaMin != nil {
+					sd.minRes = math.Max(sd.minRes, s.LambdaMin.Residual/scale)
+				}
+			}
+			if s.Trace != nil {
+				sd.se = append(sd.se, s.Trace.StdErr)
+				sd.rse = append(sd.rse, s.Trace.StdErr/math.Abs(s.Trace.Value))
+			}
+			if es := export.SummarizeESD(s.ESD); es != nil {
+				sd.m1 = append(sd.m1, float64(es.Mean))
+				sd.m2 = append(sd.m2, float64(es.Moment2))
+			}
+			sd.last = s
+		}
+		a, b := sides[0].last, sides[1].last
+		for i := range min(len(a.Eigenvalues), len(b.Eigenvalues)) {
+			res.MaxLambdaDiff = math.Max(res.MaxLambdaDiff, math.Abs(a.Eigenvalues[i]-b.Eigenvalues[i])/math.Abs(a.Eigenvalues[0]))
+		}
+		if a.LambdaMin != nil && b.LambdaMin != nil && len(a.Eigenvalues) > 0 {
+			res.MaxLambdaMinDiff = math.Max(res.MaxLambdaMinDiff, math.Abs(a.LambdaMin.Value-b.LambdaMin.Value)/math.Abs(a.Eigenvalues[0]))
+		}
+		res.Probes++
+		return nil
+	}
+	if _, err := trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
+		Data: train, BatchSize: 64, Steps: *steps, Seed: mf.seed, Hooks: []trainer.Hook{hook}}); err != nil {
+		return err
+	}
+	summary := func(sd *side) probeSide {
+		p := probeSide{EigenHVPs: stat.Mean(sd.eig, nil), TraceHVPs: stat.Mean(sd.tr, nil), ESDHVPs: stat.Mean(sd.esd, nil),
+			MaxRelResidual: sd.maxRes, WithinTol: sd.maxRes <= sd.cfg.EigenTol*(1+1e-9) || sd.cfg.NoEigen,
+			TraceStdErr: stat.Mean(sd.se, nil), TraceRelStdErr: stat.Mean(sd.rse, nil),
+			ESDMean: stat.Mean(sd.m1, nil), ESDMoment2: stat.Mean(sd.m2, nil), LambdaMinRes: sd.minRes,
+			Failures: sd.failures, Seconds: sd.seconds}
+		p.HVPsPerProbe = p.EigenHVPs + p.TraceHVPs + p.ESDHVPs
+		return p
+	}
+	res.Baseline, res.New = summary(sides[0]), summary(sides[1])
+	if *asyncSteps > 0 {
+		for i, c := range []monitor.Config{oldCfg, newCfg} {
+			st, err := asyncProbes(ctx, mf, c, *probeBatch, bnMode, *asyncSteps)
+			if err != nil {
+				return err
+			}
+			side := &res.New
+			if i == 0 {
+				side = &res.Baseline
+			}
+			side.ProbesPer1000 = float64(st.Probes) * 1000 / float64(*asyncSteps)
+			side.SkippedPer1000 = float64(st.Skipped) * 1000 / float64(*asyncSteps)
+		}
+	}
+	res.HVPRatio = res.New.HVPsPerProbe / res.Baseline.HVPsPerProbe
+	res.StdErrRatio = res.New.TraceStdErr / res.Baseline.TraceStdErr
+	res.HVPsPerProbePerSide, res.BaselineHVPsPerProbe = res.New.HVPsPerProbe, res.Baseline.HVPsPerProbe
+	res.TraceStdErrNew, res.TraceStdErrBaseline = res.New.TraceStdErr, res.Baseline.TraceStdErr
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "%s, %d params: %d probes every %d steps, tolerance %.0e\n", res.Model, res.Params, res.Probes, res.Every, res.Tol)
+	fmt.Fprintf(w, "%-9s %8s %7s %7s %7s %10s %12s %10s %12s %9s\n", "", "HVPs", "eigen", "trace", "ESD", "max res", "trace se", "tr(H)/n", "probes/1000", "seconds")
+	// probes/1000: an asynchronous hessmon train run (probe every 50 steps).
+	for _, row := range []struct {
+		name string
+		p    probeSide
+	}{{"round 1", res.Baseline}, {"now", res.New}} {
+		fmt.Fprintf(w, "%-9s %8.1f %7.1f %7.1f %7.1f %10.2g %12.4g %10.4g %12.1f %9.1f\n", row.name, row.p.HVPsPerProbe, row.p.EigenHVPs,
+			row.p.TraceHVPs, row.p.ESDHVPs, row.p.MaxRelResidual, row.p.TraceStdErr, row.p.ESDMean, row.p.ProbesPer1000, row.p.Seconds)
+	}
+	fmt.Fprintf(w, "HVPs now/round 1 %.3f; trace stderr now/round 1 %.3f; max |Δλ|/|λ1| %.2g, max |Δλmin|/|λ1| %.2g\n",
+		res.HVPRatio, res.StdErrRatio, res.MaxLambdaDiff, res.MaxLambdaMinDiff)
+	return nil
+}
+
+// asyncProbes trains steps steps with hessmon train's defaults (a probe
+// every 50 steps, async) and the estimators of cfg, and returns the
+// monitor's counts after Close, as hessmon train reports them.
+func asyncProbes(ctx context.Context, mf modelFlags, cfg monitor.Config, probeBatch int, mode trainer.Mode, steps int64) (monitor.Stats, error) {
+	net, train, _, err := mf.setup()
+	if err != nil {
+		return monitor.Stats{}, err
+	}
+	cfg.Async, cfg.Every = true, 50
+	mon, err := monitor.New("bench-probe", cfg, monitor.WithLogger(discardLogger()))
+	if err != nil {
+		return monitor.Stats{}, err
+	}
+	_, err = trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
+		Data: train, BatchSize: 64, Steps: steps, Seed: mf.seed,
+		Hooks: []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probeSubset(train, probeBatch, mf.seed), Mode: mode, Logger: discardLogger()})}})
+	if cerr := mon.Close(ctx); err == nil {
+		err = cerr
+	}
+	return mon.Stats(), err
+}

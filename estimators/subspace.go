@@ -1,0 +1,365 @@
+package estimators
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/floats"
+	"gonum.org/v1/gonum/mat"
+
+	"github.com/hessmon/hessmon/hvp"
+)
+
+// subspace is an orthonormal basis S (rows of s) together with the exact
+// products H·S (rows of hs), so that Rayleigh–Ritz over span(S) and the
+// residual ‖Hx−θx‖ of every Ritz pair cost no HVPs. It is the engine of the
+// warm eigen solve: the previous eigenvectors, and any Krylov basis whose
+// products another estimator already paid for (the ESD's Lanczos), go in
+// first; residual directions are added while pairs are unconverged
+// (Davidson's method without a preconditioner).
+type subspace struct {
+	op   hvp.Operator
+	n    int
+	s    []float64 // m×n
+	hs   []float64 // m×n
+	g    []float64 // Sᵀ H S, m×m row-major (kept symmetric)
+	m    int
+	hvps int
+
+	coef []float64
+	eig  mat.EigenSym
+	// Ritz values ascending and vectors (columns of y) of the last rr.
+	theta   []float64
+	y       *mat.Dense
+	normEst float64
+	rng     *rand.Rand // signs of combined residual directions
+}
+
+func newSubspace(op hvp.Operator, rng *rand.Rand) *subspace {
+	return &subspace{op: op, n: op.Dim(), y: &mat.Dense{}, rng: rng}
+}
+
+func (sp *subspace) row(i int) []float64  { return sp.s[i*sp.n : (i+1)*sp.n] }
+func (sp *subspace) hrow(i int) []float64 { return sp.hs[i*sp.n : (i+1)*sp.n] }
+
+// add orthogonalises x against the basis and appends it when enough of it
+// is new. hx, when not nil, is the exact product H·x (it is transformed with
+// x, so it stays exact by linearity); otherwise one HVP computes it. x and
+// hx are overwritten. It reports whether x was added.
+func (sp *subspace) add(ctx context.Context, x, hx []float64) (bool, error) {
+	n0 := floats.Norm(x, 2)
+	if !(n0 > 0) || math.IsInf(n0, 0) {
+		return false, nil
+	}
+	if len(sp.coef) < sp.m {
+		sp.coef = make([]float64, sp.m+16)
+	}
+	c := sp.coef[:sp.m]
+	clear(c)
+	nrm := n0
+	if sp.m > 0 {
+		basis := blas64.General{Rows: sp.m, Cols: sp.n, Stride: sp.n, Data: sp.s[:sp.m*sp.n]}
+		tmp := make([]float64, sp.m)
+		for pass := 0; pass < 5; pass++ {
+			blas64.Gemv(blas.NoTrans, 1, basis, vec(x), 0, vec(tmp))
+			blas64.Gemv(blas.Trans, -1, basis, vec(tmp), 1, vec(x))
+			floats.Add(c, tmp)
+			prev := nrm
+			nrm = floats.Norm(x, 2)
+			if pass >= 1 && nrm > prev/math.Sqrt2 {
+				break
+			}
+		}
+	}
+	// A direction that is all but inside the basis adds nothing but
+	// rounding error.
+	if nrm <= 1e-10*n0 {
+		return false, nil
+	}
+	floats.Scale(1/nrm, x)
+	if hx != nil {
+		for i, ci := range c {
+			floats.AddScaled(hx, -ci, sp.hrow(i))
+		}
+		floats.Scale(1/nrm, hx)
+	} else {
+		hx = make([]float64, sp.n)
+		if err := hvp.ApplyContext(ctx, sp.op, hx, x); err != nil {
+			return false, fmt.Errorf("estimators: Hessian-vector product: %w", err)
+		}
+		sp.hvps++
+		if !finite(hx) {
+			return false, ErrNonFinite
+		}
+	}
+	m := sp.m
+	sp.s = append(sp.s, x...)
+	sp.hs = append(sp.hs, hx...)
+	// Grow G by one row and column: G[i,m] = s_iᵀ H x, symmetrised with
+	// xᵀ H s_i so that rounding keeps it symmetric.
+	g := make([]float64, (m+1)*(m+1))
+	for i := 0; i < m; i++ {
+		copy(g[i*(m+1):i*(m+1)+m], sp.g[i*m:(i+1)*m])
+	}
+	for i := 0; i < m; i++ {
+		v := (floats.Dot(sp.row(i), hx) + floats.Dot(x, sp.hrow(i))) / 2
+		g[i*(m+1)+m], g[m*(m+1)+i] = v, v
+	}
+	g[m*(m+1)+m] = floats.Dot(x, hx)
+	sp.g, sp.m = g, m+1
+	return true, nil
+}
+
+func contains(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func finite(x []float64) bool {
+	for _, v := range x {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// rr computes the Ritz values (ascending) and vectors of H on the basis.
+func (sp *subspace) rr() error {
+	if sp.m == 0 {
+		return errors.New("estimators: Rayleigh–Ritz on an empty basis")
+	}
+	a := mat.NewSymDense(sp.m, nil)
+	for i := 0; i < sp.m; i++ {
+		for j := i; j < sp.m; j++ {
+			a.SetSym(i, j, sp.g[i*sp.m+j])
+		}
+	}
+	if !sp.eig.Factorize(a, true) {
+		return errors.New("estimators: eigendecomposition of the projected matrix failed")
+	}
+	sp.theta = sp.eig.Values(nil)
+	sp.y.Reset()
+	sp.eig.VectorsTo(sp.y)
+	for _, t := range sp.theta {
+		sp.normEst = math.Max(sp.normEst, math.Abs(t))
+	}
+	return nil
+}
+
+// pair writes Ritz vector j and its exact product into x and hx (length n)
+// and returns the residual ‖Hx − θx‖.
+func (sp *subspace) pair(x, hx []float64, j int) float64 {
+	c := make([]float64, sp.m)
+	for i := range c {
+		c[i] = sp.y.At(i, j)
+	}
+	s := blas64.General{Rows: sp.m, Cols: sp.n, Stride: sp.n, Data: sp.s[:sp.m*sp.n]}
+	hs := blas64.General{Rows: sp.m, Cols: sp.n, Stride: sp.n, Data: sp.hs[:sp.m*sp.n]}
+	blas64.Gemv(blas.Trans, 1, s, vec(c), 0, vec(x))
+	blas64.Gemv(blas.Trans, 1, hs, vec(c), 0, vec(hx))
+	var ss float64
+	t := sp.theta[j]
+	for i := range x {
+		r := hx[i] - t*x[i]
+		ss += r * r
+	}
+	return math.Sqrt(ss)
+}
+
+// invariant reports whether H maps the basis into itself to working
+// precision: ‖HS − S(SᵀHS)‖_F ≤ breakRel·‖H‖est·√m.
+func (sp *subspace) invariant() bool {
+	m, n := sp.m, sp.n
+	r := slices.Clone(sp.hs[:m*n])
+	s := blas64.General{Rows: m, Cols: n, Stride: n, Data: sp.s[:m*n]}
+	g := blas64.General{Rows: m, Cols: m, Stride: m, Data: sp.g}
+	blas64.Gemm(blas.NoTrans, blas.NoTrans, -1, g, s, 1, blas64.General{Rows: m, Cols: n, Stride: n, Data: r})
+	return floats.Norm(r, 2) <= breakRel*math.Max(sp.normEst, math.SmallestNonzeroFloat64)*math.Sqrt(float64(m))*10
+}
+
+// restart replaces the basis by the Ritz vectors keep (with their
+// products), which are orthonormal: no HVPs.
+func (sp *subspace) restart(keep []int) {
+	p := len(keep)
+	s := make([]float64, p*sp.n)
+	hs := make([]float64, p*sp.n)
+	g := make([]float64, p*p)
+	for l, j := range keep {
+		sp.pair(s[l*sp.n:(l+1)*sp.n], hs[l*sp.n:(l+1)*sp.n], j)
+		g[l*p+l] = sp.theta[j]
+	}
+	sp.s, sp.hs, sp.g, sp.m = s, hs, g, p
+}
+
+// blockRoundFactor: residuals above this multiple of the tolerance need
+// more than one correction each.
+const blockRoundFactor = 30
+
+// refineResult is what refine reached.
+type refineResult struct {
+	values, residuals []float64
+	vectors, products [][]float64
+	// min is the smallest Ritz value of the final basis with its vector's
+	// residual: λmin's estimate from the same space.
+	min, minResidual float64
+	converged        bool
+}
+
+// refine runs Rayleigh–Ritz on the basis and adds the residuals of the
+// wanted pairs that are not yet within tol·‖H‖est, until all are or the
+// basis has spent maxHVPs products in total. The basis is restarted to the
+// wanted pairs (plus a few) when it would exceed maxBasis.
+//
+// With minTol > 0 the smallest Ritz pair is refined too, to minTol·‖H‖est.
+//
+// With giveUp > 0 it returns unconverged after the first Rayleigh–Ritz when
+// a wanted residual exceeds giveUp·tol·‖H‖est: the vectors moved too far for
+// corrections one at a time, and Lanczos does better.
+func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol float64, maxHVPs, maxBasis int, giveUp float64) (refineResult, error) {
+	var res refineResult
+	round := 0
+	randomised := false
+	for {
+		if err := sp.rr(); err != nil {
+			return res, err
+		}
+		if sp.m < k {
+			return res, fmt.Errorf("%w: the basis has %d directions, %d wanted", ErrNotConverged, sp.m, k)
+		}
+		wanted := keepSet(sp.theta, order, k)
+		res.values = make([]float64, k)
+		res.residuals = make([]float64, k)
+		res.vectors = make([][]float64, k)
+		res.products = make([][]float64, k)
+		lim := tol * sp.normEst
+		var open []int
+		for i, j := range wanted {
+			x, hx := make([]float64, sp.n), make([]float64, sp.n)
+			r := sp.pair(x, hx, j)
+			res.values[i], res.residuals[i], res.vectors[i], res.products[i] = sp.theta[j], r, x, hx
+			if r > lim {
+				open = append(open, i)
+			}
+		}
+		minX, minHX := make([]float64, sp.n), make([]float64, sp.n)
+		res.minResidual = sp.pair(minX, minHX, 0)
+		res.min = sp.theta[0]
+		refineMin := minTol > 0 && res.minResidual > minTol*sp.normEst && !contains(wanted, 0)
+		if len(open) == 0 && !refineMin {
+			// An invariant basis (a Krylov space that closed, as for a
+			// low-rank H) sees a repeated eigenvalue once: the wanted pairs
+			// are eigenpairs but maybe not the wanted ones. Random
+			// directions reopen it, once.
+			if !randomised && sp.m < sp.n && sp.invariant() {
+				randomised = true
+				added := 0
+				for range min(k, sp.n-sp.m) {
+					x := make([]float64, sp.n)
+					gaussian(x, sp.rng)
+					ok, err := sp.add(ctx, x, nil)
+					if err != nil {
+						return res, err
+					}
+					if ok {
+						added++
+					}
+				}
+				if added > 0 {
+					continue
+				}
+			}
+			res.converged = true
+			return res, nil
+		}
+		if giveUp > 0 && round == 0 && slices.ContainsFunc(open, func(i int) bool { return res.residuals[i] > giveUp*lim }) {
+			return res, nil
+		}
+		dirs := len(open)
+		if refineMin {
+			dirs++
+		}
+		if round > 0 || slices.ContainsFunc(open, func(i int) bool { return res.residuals[i] > blockRoundFactor*lim }) {
+			dirs = 1
+		}
+		if sp.hvps+dirs > maxHVPs {
+			return res, nil
+		}
+		if sp.m+dirs > maxBasis {
+			keep := keepSet(sp.theta, order, min(sp.m, k+max(2, (maxBasis-k)/3)))
+			if order == Algebraic && keep[len(keep)-1] != 0 {
+				keep = append(keep, 0) // keep λmin's direction too
+			}
+			sp.restart(keep)
+			if err := sp.rr(); err != nil {
+				return res, err
+			}
+			// The wanted pairs are unchanged by the restart: recompute
+			// their residual directions below from the same vectors.
+		}
+		var resid [][]float64
+		for _, i := range open {
+			r := make([]float64, sp.n)
+			floats.AddScaledTo(r, res.products[i], -res.values[i], res.vectors[i])
+			resid = append(resid, r)
+		}
+		if refineMin {
+			r := make([]float64, sp.n)
+			floats.AddScaledTo(r, minHX, -res.min, minX)
+			resid = append(resid, r)
+		}
+		// One block round of residuals pays when each pair needs about one
+		// correction (its residual within a small factor of the
+		// tolerance); otherwise single directions from the start.
+		if round == 0 && len(resid) > 1 {
+			for _, i := range open {
+				if res.residuals[i] > blockRoundFactor*lim {
+					round = 1
+					break
+				}
+			}
+		}
+		if round > 0 && len(resid) > 1 {
+			// After one block round, one direction per round: a random
+			// combination of the normalised residuals holds every one of
+			// them, so the basis grows as a single-vector Krylov space
+			// (Lanczos from a combination, the cheapest per HVP when many
+			// rounds are needed) instead of a block one.
+			c := make([]float64, sp.n)
+			for _, r := range resid {
+				w := 1.0 // unnormalised: the worst residuals dominate
+				if sp.rng.Float64() < 0.5 {
+					w = -w
+				}
+				floats.AddScaled(c, w, r)
+			}
+			resid = [][]float64{c}
+		}
+		round++
+		added := 0
+		for _, r := range resid {
+			ok, err := sp.add(ctx, r, nil)
+			if err != nil {
+				return res, err
+			}
+			if ok {
+				added++
+			}
+		}
+		if added == 0 {
+			// Every residual lies in the basis: it is invariant to working
+			// precision and the pairs are as good as they get.
+			return res, nil
+		}
+	}
+}
