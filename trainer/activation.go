@@ -97,10 +97,13 @@ type actFrame struct {
 	d1, d2     []float64
 	gx, rgx    *Tensor
 	haveSecond bool
+	// gxFresh: gx holds σ'(x)·gy for the current forward pass (set by the
+	// first RBackward after Forward; gy does not depend on v).
+	gxFresh bool
 }
 
 func (f *actFrame) Forward(x *Tensor, _ Mode) *Tensor {
-	f.x = x
+	f.x, f.gxFresh = x, false
 	f.y = ensure(f.y, x.N, x.Shape)
 	if cap(f.d1) < len(x.Data) {
 		f.d1 = make([]float64, len(x.Data))
@@ -123,6 +126,7 @@ func (f *actFrame) Backward(gy *Tensor, _ []float64, needGX bool) *Tensor {
 	for i, g := range gy.Data {
 		f.gx.Data[i] = f.d1[i] * g
 	}
+	f.gxFresh = false // gy may not be the one the HVPs propagate
 	return f.gx
 }
 
@@ -143,15 +147,26 @@ func (f *actFrame) RBackward(gy, rgy *Tensor, _, _ []float64, needGX bool) (*Ten
 	if !needGX {
 		return nil, nil
 	}
-	f.gx = ensure(f.gx, gy.N, gy.Shape)
-	f.rgx = ensure(f.rgx, gy.N, gy.Shape)
-	for i, g := range gy.Data {
-		f.gx.Data[i] = f.d1[i] * g
-		r := f.d1[i] * rgy.Data[i]
-		if f.rx != nil {
-			r += f.d2[i] * f.rx.Data[i] * g
+	if !f.gxFresh {
+		f.gx = ensure(f.gx, gy.N, gy.Shape)
+		gx := f.gx.Data[:len(gy.Data)]
+		for i, g := range gy.Data {
+			gx[i] = f.d1[i] * g
 		}
-		f.rgx.Data[i] = r
+		f.gxFresh = true
+	}
+	f.rgx = ensure(f.rgx, gy.N, gy.Shape)
+	g, rg, d1 := gy.Data, rgy.Data[:len(gy.Data)], f.d1[:len(gy.Data)]
+	rgx := f.rgx.Data[:len(g)]
+	if f.rx == nil {
+		for i := range g {
+			rgx[i] = d1[i] * rg[i]
+		}
+		return f.gx, f.rgx
+	}
+	rx, d2 := f.rx.Data[:len(g)], f.d2[:len(g)]
+	for i := range g {
+		rgx[i] = d1[i]*rg[i] + d2[i]*rx[i]*g[i]
 	}
 	return f.gx, f.rgx
 }

@@ -4,14 +4,17 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/blas/gonum"
 )
 
-// TestGemmTiles checks the tiled serial path against one blas64.Gemm call
-// for every transpose combination and shapes that cut tiles unevenly.
+// TestGemmTiles checks the tiled serial path and the goroutine split
+// against one blas64.Gemm call for every transpose combination and shapes
+// that cut tiles unevenly (tall and wide, so both split directions run).
 func TestGemmTiles(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	randm := func(r, c int) blas64.General {
@@ -21,7 +24,7 @@ func TestGemmTiles(t *testing.T) {
 		}
 		return g
 	}
-	for _, sz := range [][3]int{{1, 1, 1}, {63, 191, 5}, {64, 192, 7}, {130, 400, 33}, {200, 97, 129}} {
+	for _, sz := range [][3]int{{1, 1, 1}, {63, 191, 5}, {64, 192, 7}, {130, 400, 33}, {200, 97, 129}, {33, 17, 40}} {
 		m, n, k := sz[0], sz[1], sz[2]
 		for _, tA := range []bool{false, true} {
 			for _, tB := range []bool{false, true} {
@@ -43,10 +46,15 @@ func TestGemmTiles(t *testing.T) {
 					tb = blas.Trans
 				}
 				blas64.Gemm(ta, tb, 0.7, a, b, 0.3, want)
+				c2 := blas64.General{Rows: m, Cols: n, Stride: n, Data: append([]float64(nil), c.Data...)}
 				gemm(tA, tB, 0.7, a, b, 0.3, c)
+				splitGemm(ta, tb, 0.7, a, b, 0.3, c2)
 				for i := range c.Data {
 					if d := math.Abs(c.Data[i] - want.Data[i]); d > 1e-12*(1+math.Abs(want.Data[i])) {
 						t.Fatalf("m=%d n=%d k=%d tA=%v tB=%v: entry %d is %v, want %v", m, n, k, tA, tB, i, c.Data[i], want.Data[i])
+					}
+					if d := math.Abs(c2.Data[i] - want.Data[i]); d > 1e-12*(1+math.Abs(want.Data[i])) {
+						t.Fatalf("splitGemm m=%d n=%d k=%d tA=%v tB=%v: entry %d is %v, want %v", m, n, k, tA, tB, i, c2.Data[i], want.Data[i])
 					}
 				}
 			}
@@ -77,5 +85,133 @@ func BenchmarkGemm(b *testing.B) {
 				blas64.Gemm(blas.Trans, blas.NoTrans, 1, g, x, 0, w)
 			}
 		})
+	}
+}
+
+// TestHVPReusesGradientBackward: the R-backward keeps gy·W and σ'(x)·gy
+// from the first HVP after a forward pass. Interleaving HVPs, gradients and
+// forward passes on other batches must give what a fresh tape gives.
+func TestHVPReusesGradientBackward(t *testing.T) {
+	cases, err := StandardChecks(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		n := c.Net.Dim()
+		v1, v2 := make([]float64, n), make([]float64, n)
+		for i := range v1 {
+			v1[i], v2[i] = math.Cos(float64(i)), math.Sin(float64(3*i)+1)
+		}
+		half := c.Batch.Len() / 2
+		other := Batch{X: &Tensor{N: half, Shape: c.Batch.X.Shape, Data: c.Batch.X.Data[:half*c.Batch.X.Shape.Size()]}, Labels: c.Batch.Labels[:half]}
+		fresh := func(b Batch, v []float64) []float64 {
+			tp := c.Net.NewTape()
+			if _, err := tp.Forward(b, CrossEntropy{}, c.Mode); err != nil {
+				t.Fatal(err)
+			}
+			hv := make([]float64, n)
+			if err := tp.HVP(hv, v); err != nil {
+				t.Fatal(err)
+			}
+			return hv
+		}
+		tp := c.Net.NewTape()
+		hv, g := make([]float64, n), make([]float64, n)
+		check := func(step string, b Batch, v []float64) {
+			t.Helper()
+			if err := tp.HVP(hv, v); err != nil {
+				t.Fatal(err)
+			}
+			if r := relErr(hv, fresh(b, v)); !(r <= 1e-14) {
+				t.Errorf("%s, %s: HVP differs from a fresh tape's by %.3g", c.Name, step, r)
+			}
+		}
+		if _, err := tp.Forward(c.Batch, CrossEntropy{}, c.Mode); err != nil {
+			t.Fatal(err)
+		}
+		check("first HVP", c.Batch, v1)
+		check("second HVP", c.Batch, v2)
+		if _, err := tp.Forward(other, CrossEntropy{}, c.Mode); err != nil {
+			t.Fatal(err)
+		}
+		check("after a forward pass on another batch", other, v1)
+		if _, err := tp.Grad(g, c.Batch, CrossEntropy{}, c.Mode); err != nil {
+			t.Fatal(err)
+		}
+		check("after Grad", c.Batch, v2)
+		check("again", c.Batch, v1)
+	}
+}
+
+// recordingBLAS records the shape of every Dgemm call.
+type recordingBLAS struct {
+	gonum.Implementation
+	calls *[]GEMM
+}
+
+func (r recordingBLAS) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
+	*r.calls = append(*r.calls, GEMM{TransA: tA == blas.Trans, TransB: tB == blas.Trans, M: m, N: n, K: k})
+	r.Implementation.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// TestHVPGEMMsMatchCalls: the list bench hvp times (and GEMMFlops counts)
+// is the list of products an HVP really issues, up to order.
+func TestHVPGEMMsMatchCalls(t *testing.T) {
+	tape, _, v, hv := benchMLP(t, 50)
+	BLAS()
+	prev := blas64.Implementation()
+	defer blas64.Use(prev)
+	var calls []GEMM
+	blas64.Use(recordingBLAS{calls: &calls})
+	if err := tape.HVP(hv, v); err != nil { // first HVP: also gy·W once
+		t.Fatal(err)
+	}
+	calls = calls[:0]
+	if err := tape.HVP(hv, v); err != nil {
+		t.Fatal(err)
+	}
+	key := func(a, b GEMM) int { return cmpGEMM(a, b) }
+	want := tape.Network().HVPGEMMs(50)
+	slices.SortFunc(calls, key)
+	slices.SortFunc(want, key)
+	if !slices.Equal(calls, want) {
+		t.Errorf("HVP issues %v\nHVPGEMMs lists %v", calls, want)
+	}
+}
+
+func cmpGEMM(a, b GEMM) int {
+	for _, d := range [][2]int{{a.M, b.M}, {a.N, b.N}, {a.K, b.K}, {boolInt(a.TransA), boolInt(b.TransA)}, {boolInt(a.TransB), boolInt(b.TransB)}} {
+		if d[0] != d[1] {
+			return d[0] - d[1]
+		}
+	}
+	return 0
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestHasNonFinite covers NaN, both infinities, and a finite vector whose
+// squared norm overflows (the dot product's false alarm).
+func TestHasNonFinite(t *testing.T) {
+	for _, c := range []struct {
+		x    []float64
+		want bool
+	}{
+		{nil, false},
+		{[]float64{1, 2, 3}, false},
+		{[]float64{1, math.NaN(), 3}, true},
+		{[]float64{math.Inf(1), 0}, true},
+		{[]float64{0, math.Inf(-1)}, true},
+		{[]float64{1e200, -1e200, 5}, false},
+	} {
+		x := append(make([]float64, 5000), c.x...) // long enough for the library path
+		if got := hasNonFinite(x); got != c.want {
+			t.Errorf("hasNonFinite(%v) = %v, want %v", c.x, got, c.want)
+		}
 	}
 }

@@ -55,10 +55,14 @@ type affineFrame struct {
 	outShape     Shape
 	rows         int
 	xData, rData []float64 // the matrices the GEMMs see (x or im2col(x))
+	// gxAt is &gx[0] when that buffer holds gy·W for the current forward
+	// pass. gy is the loss gradient propagated down, fixed between two
+	// forward passes, so every HVP after the first skips that GEMM.
+	gxAt *float64
 }
 
 func (f *affineFrame) forward(rows int, x []float64, outN int, outShape Shape) *Tensor {
-	f.rows, f.xData = rows, x
+	f.rows, f.xData, f.gxAt = rows, x, nil
 	f.y = ensure(f.y, outN, outShape)
 	gemm(false, true, 1, general(rows, f.in, x), general(f.out, f.in, f.w), 0, general(rows, f.out, f.y.Data))
 	if len(f.b) > 0 {
@@ -93,11 +97,13 @@ func (f *affineFrame) backward(gy []float64, gp []float64, needGX bool, gx []flo
 	}
 	if needGX {
 		gemm(false, false, 1, general(f.rows, f.out, gy), general(f.out, f.in, f.w), 0, general(f.rows, f.in, gx))
+		f.gxAt = nil // gy may not be the one the HVPs propagate
 	}
 }
 
 // rbackward: R{gW} = R{gy}ᵀ·x + gyᵀ·R{x}, R{gb} = Σ R{gy};
-// R{gx} = R{gy}·W + gy·V_W.
+// R{gx} = R{gy}·W + gy·V_W, and gx = gy·W (computed on the first HVP after a
+// forward pass, then reused: gy does not depend on v).
 func (f *affineFrame) rbackward(gy, rgy, v, hv []float64, needGX bool, gx, rgx []float64) {
 	if hv != nil {
 		hw, hb := hv[:f.in*f.out], hv[f.in*f.out:]
@@ -111,7 +117,10 @@ func (f *affineFrame) rbackward(gy, rgy, v, hv []float64, needGX bool, gx, rgx [
 	}
 	if needGX {
 		w := general(f.out, f.in, f.w)
-		gemm(false, false, 1, general(f.rows, f.out, gy), w, 0, general(f.rows, f.in, gx))
+		if f.gxAt != &gx[0] {
+			gemm(false, false, 1, general(f.rows, f.out, gy), w, 0, general(f.rows, f.in, gx))
+			f.gxAt = &gx[0]
+		}
 		gemm(false, false, 1, general(f.rows, f.out, rgy), w, 0, general(f.rows, f.in, rgx))
 		gemm(false, false, 1, general(f.rows, f.out, gy), general(f.out, f.in, v[:f.in*f.out]), 1, general(f.rows, f.in, rgx))
 	}

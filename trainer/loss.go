@@ -56,6 +56,16 @@ func softmaxRow(p, z []float64) float64 {
 	return m + math.Log(s)
 }
 
+// probs returns scratch for one row of softmax probabilities; up to 64
+// classes it stays on the stack after inlining, so HVPs do not allocate.
+func probs(c int) []float64 {
+	if c <= 64 {
+		var buf [64]float64
+		return buf[:c]
+	}
+	return make([]float64, c)
+}
+
 // Eval computes mean −log softmax(z)_y and its gradient (p − e_y)/N.
 func (CrossEntropy) Eval(grad []float64, z *Tensor, b Batch) (float64, error) {
 	if z.H != 1 || z.W != 1 {
@@ -66,7 +76,7 @@ func (CrossEntropy) Eval(grad []float64, z *Tensor, b Batch) (float64, error) {
 	}
 	c := z.C
 	inv := 1 / float64(z.N)
-	p := make([]float64, c)
+	p := probs(c)
 	var loss float64
 	for i, y := range b.Labels {
 		if y < 0 || y >= c {
@@ -90,7 +100,7 @@ func (CrossEntropy) Eval(grad []float64, z *Tensor, b Batch) (float64, error) {
 func (CrossEntropy) HessVec(dst []float64, z *Tensor, rz []float64, _ Batch) {
 	c := z.C
 	inv := 1 / float64(z.N)
-	p := make([]float64, c)
+	p := probs(c)
 	for i := 0; i < z.N; i++ {
 		softmaxRow(p, z.Data[i*c:(i+1)*c])
 		r, d := rz[i*c:(i+1)*c], dst[i*c:(i+1)*c]

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+
+	"gonum.org/v1/gonum/blas/blas64"
 )
 
 // ParamInfo locates one named parameter tensor in the flat vector.
@@ -33,8 +35,10 @@ type Network struct {
 }
 
 // NewNetwork builds layers for inputs of shape in and initialises the
-// parameters from seed, following PyTorch's default initialisations.
+// parameters from seed, following PyTorch's default initialisations. The
+// first call also chooses the process's BLAS (see BLAS).
 func NewNetwork(desc string, in Shape, seed uint64, layers ...Named) (*Network, error) {
+	BLAS() // choose the process's BLAS before the first GEMM
 	root := Seq(layers...)
 	out, ps, bs, err := root.Build(in)
 	if err != nil {
@@ -201,12 +205,29 @@ func (t *Tape) HVP(dst, v []float64) error {
 	}
 	clear(dst)
 	t.frame.RBackward(t.gz, t.rgz, v, dst, false)
-	for _, x := range dst {
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return fmt.Errorf("%w in the HVP (the model or loss has diverged)", ErrNonFinite)
-		}
+	if hasNonFinite(dst) {
+		return fmt.Errorf("%w in the HVP (the model or loss has diverged)", ErrNonFinite)
 	}
 	return nil
+}
+
+// hasNonFinite reports a NaN or ±Inf in x. xᵀx (a vectorised BLAS call) is
+// NaN or +Inf whenever x holds one, so the element scan, which costs as
+// much as a small GEMM on 10⁵ parameters, runs only then (or on overflow).
+func hasNonFinite(x []float64) bool {
+	if len(x) == 0 {
+		return false
+	}
+	v := blas64.Vector{N: len(x), Inc: 1, Data: x}
+	if s := blas64.Dot(v, v); !math.IsNaN(s) && !math.IsInf(s, 0) {
+		return false
+	}
+	for _, e := range x {
+		if math.IsNaN(e) || math.IsInf(e, 0) {
+			return true
+		}
+	}
+	return false
 }
 
 // Loss returns the loss of the last Forward.

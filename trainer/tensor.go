@@ -2,9 +2,13 @@ package trainer
 
 import (
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/blas/gonum"
 )
 
 // Shape is the per-sample shape of an activation: height, width, channels.
@@ -73,7 +77,20 @@ func gemm(tA, tB bool, alpha float64, a blas64.General, b blas64.General, beta f
 	if tA {
 		k = a.Rows
 	}
-	if c.Rows*c.Cols*k >= serialGemmBelow {
+	switch impl := blas64.Implementation().(type) {
+	case gonum.Implementation:
+		if c.Rows*c.Cols*k >= serialGemmBelow {
+			blas64.Gemm(ta, tb, alpha, a, b, beta, c) // gonum's own goroutines
+			return
+		}
+	case interface{ Threads() int }:
+		if impl.Threads() == 1 && c.Rows*c.Cols*k >= splitGemmAbove {
+			splitGemm(ta, tb, alpha, a, b, beta, c)
+			return
+		}
+		blas64.Gemm(ta, tb, alpha, a, b, beta, c)
+		return
+	default:
 		blas64.Gemm(ta, tb, alpha, a, b, beta, c)
 		return
 	}
@@ -99,6 +116,87 @@ func gemm(tA, tB bool, alpha float64, a blas64.General, b blas64.General, beta f
 			cs := blas64.General{Rows: i1 - i0, Cols: j1 - j0, Stride: c.Stride, Data: c.Data[i0*c.Stride+j0:]}
 			blas64.Gemm(ta, tb, alpha, as, bs, beta, cs)
 		}
+	}
+}
+
+// splitGemmAbove is the size m·n·k above which a product on a one-thread
+// library is split over GOMAXPROCS goroutines (a 64·128·128 product takes
+// about 20 µs; a goroutine costs about 1 µs).
+const splitGemmAbove = 1 << 20
+
+// splitGemm computes C = alpha·op(A)·op(B) + beta·C as independent
+// products on blocks of rows (or columns) of C, handed out from a shared
+// counter to the calling goroutine and GOMAXPROCS−1 helpers. The caller
+// takes blocks too, so a helper that the OS schedules late costs nothing:
+// the caller simply takes more blocks (on a loaded machine a fixed split
+// ran at one core's speed, waiting for the helper). The split changes which
+// thread computes each entry of C and, at most, its rounding.
+func splitGemm(ta, tb blas.Transpose, alpha float64, a, b blas64.General, beta float64, c blas64.General) {
+	workers := runtime.GOMAXPROCS(0)
+	byRows := c.Rows >= c.Cols
+	n := c.Cols
+	if byRows {
+		n = c.Rows
+	}
+	parts := min(splitBlocksPerWorker*workers, n/16)
+	if workers < 2 || parts < 2 {
+		blas64.Gemm(ta, tb, alpha, a, b, beta, c)
+		return
+	}
+	job := &gemmJob{ta: ta, tb: tb, alpha: alpha, beta: beta, a: a, b: b, c: c, byRows: byRows, n: n, parts: parts}
+	helpers := min(workers, parts) - 1
+	job.wg.Add(helpers)
+	for range helpers {
+		go job.help()
+	}
+	job.run()
+	job.wg.Wait()
+}
+
+// splitBlocksPerWorker: two blocks per worker balance a late helper at the
+// price of one extra library call per worker (≈ 2 µs).
+const splitBlocksPerWorker = 2
+
+type gemmJob struct {
+	ta, tb      blas.Transpose
+	alpha, beta float64
+	a, b, c     blas64.General
+	byRows      bool
+	n, parts    int
+	next        atomic.Int64
+	wg          sync.WaitGroup
+}
+
+func (j *gemmJob) help() {
+	defer j.wg.Done()
+	j.run()
+}
+
+// run computes blocks until none is left.
+func (j *gemmJob) run() {
+	for {
+		p := int(j.next.Add(1)) - 1
+		if p >= j.parts {
+			return
+		}
+		lo, hi := p*j.n/j.parts, (p+1)*j.n/j.parts
+		a, b, c := j.a, j.b, j.c
+		if j.byRows {
+			if j.ta == blas.Trans {
+				a = blas64.General{Rows: a.Rows, Cols: hi - lo, Stride: a.Stride, Data: a.Data[lo:]}
+			} else {
+				a = blas64.General{Rows: hi - lo, Cols: a.Cols, Stride: a.Stride, Data: a.Data[lo*a.Stride:]}
+			}
+			c = blas64.General{Rows: hi - lo, Cols: c.Cols, Stride: c.Stride, Data: c.Data[lo*c.Stride:]}
+		} else {
+			if j.tb == blas.Trans {
+				b = blas64.General{Rows: hi - lo, Cols: b.Cols, Stride: b.Stride, Data: b.Data[lo*b.Stride:]}
+			} else {
+				b = blas64.General{Rows: b.Rows, Cols: hi - lo, Stride: b.Stride, Data: b.Data[lo:]}
+			}
+			c = blas64.General{Rows: c.Rows, Cols: hi - lo, Stride: c.Stride, Data: c.Data[lo:]}
+		}
+		blas64.Gemm(j.ta, j.tb, j.alpha, a, b, j.beta, c)
 	}
 }
 

@@ -729,6 +729,6 @@ func run(ctx context.Context, cfg Config, out, dbPath string, log *slog.Logger) 
 			fmt.Println("wrote", f)
 		}
 	}
-	fmt.Printf("\n%s setting: %s wall time (%s BLAS)\n", cfg.Name, time.Since(start).Round(time.Second), trainer.BLAS)
+	fmt.Printf("\n%s setting: %s wall time (%s BLAS)\n", cfg.Name, time.Since(start).Round(time.Second), trainer.BLAS())
 	return nil
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package rtblas
+
+const raceEnabled = false

@@ -1,0 +1,120 @@
+package trainer
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// GEMM is one matrix product C (M×N) = op(A)·op(B) with inner size K, as
+// the layers issue it.
+type GEMM struct {
+	TransA, TransB bool
+	M, N, K        int
+}
+
+// Flops is 2·M·N·K.
+func (g GEMM) Flops() float64 { return 2 * float64(g.M) * float64(g.N) * float64(g.K) }
+
+// passGEMMs lists the products of one gradient (forward + backward) and of
+// one HVP with a cached forward pass (R-forward + R-backward, after the
+// first HVP, which also computes gy·W once per forward pass). The first
+// GEMM layer needs no input gradient and has R{x} = 0.
+func (net *Network) passGEMMs(n int) (grad, hvp []GEMM) {
+	first := true
+	walk(net.root.Layers, func(l Layer) {
+		g, ok := l.(gemmLayer)
+		if !ok {
+			return
+		}
+		pix, in, out := g.gemmShape()
+		rows := n * pix
+		fwd := GEMM{TransB: true, M: rows, N: out, K: in}   // x·Wᵀ, x·Vᵀ, R{x}·Wᵀ
+		wgrad := GEMM{TransA: true, M: out, N: in, K: rows} // gyᵀ·x, R{gy}ᵀ·x, gyᵀ·R{x}
+		xgrad := GEMM{M: rows, N: in, K: out}               // gy·W, R{gy}·W, gy·V
+		grad = append(grad, fwd, wgrad)
+		hvp = append(hvp, fwd, wgrad)
+		if first {
+			first = false
+			return
+		}
+		grad = append(grad, xgrad)
+		hvp = append(hvp, fwd, wgrad, xgrad, xgrad)
+	})
+	return grad, hvp
+}
+
+// HVPGEMMs lists the matrix products of one HVP at batch n, the work the
+// BLAS does; bench hvp times them alone to say how close the HVP runs to
+// the BLAS's own speed.
+func (net *Network) HVPGEMMs(n int) []GEMM {
+	_, h := net.passGEMMs(n)
+	return h
+}
+
+// GEMMFlops models the floating-point work of the matrix products for a
+// batch of n samples: one gradient (forward + backward) and one HVP with a
+// cached forward pass. It is a model, used to report GFLOP/s; elementwise
+// work is not counted.
+func (net *Network) GEMMFlops(n int) (grad, hvp float64) {
+	g, h := net.passGEMMs(n)
+	for _, x := range g {
+		grad += x.Flops()
+	}
+	for _, x := range h {
+		hvp += x.Flops()
+	}
+	return grad, hvp
+}
+
+// GEMMTimer runs a list of products on scratch operands through the same
+// gemm the layers use, so its rate is the BLAS's on the model's shapes.
+type GEMMTimer struct {
+	list    []GEMM
+	a, b, c [][]float64
+	flops   float64
+}
+
+// NewGEMMTimer allocates seeded operands for every product of list.
+func NewGEMMTimer(list []GEMM) *GEMMTimer {
+	rng := rand.New(rand.NewPCG(7, 11))
+	fill := func(n int) []float64 {
+		x := make([]float64, n)
+		for i := range x {
+			x[i] = rng.Float64() - 0.5
+		}
+		return x
+	}
+	t := &GEMMTimer{list: slices.Clone(list)}
+	for _, g := range list {
+		t.a = append(t.a, fill(g.M*g.K))
+		t.b = append(t.b, fill(g.K*g.N))
+		t.c = append(t.c, fill(g.M*g.N))
+		t.flops += g.Flops()
+	}
+	return t
+}
+
+// Flops is the work of one pass over the list.
+func (t *GEMMTimer) Flops() float64 { return t.flops }
+
+// Run performs every product once and returns the elapsed time.
+func (t *GEMMTimer) Run(ctx context.Context) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	for i, g := range t.list {
+		ar, ac := g.M, g.K
+		if g.TransA {
+			ar, ac = g.K, g.M
+		}
+		br, bc := g.K, g.N
+		if g.TransB {
+			br, bc = g.N, g.K
+		}
+		gemm(g.TransA, g.TransB, 1, general(ar, ac, t.a[i]), general(br, bc, t.b[i]), 0, general(g.M, g.N, t.c[i]))
+	}
+	return time.Since(t0), nil
+}
