@@ -247,7 +247,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	}
 
 	probeBatch := probeSubset(train, monf.probeBatch, mf.seed)
-	log.Info("training", "run", *runID, "model", net.String(), "params", net.Dim(), "data", describeData(train),
+	log.Info("training", "run", *runID, "blas", trainer.BLAS().String(), "model", net.String(), "params", net.Dim(), "data", describeData(train),
 		"optimizer", opt.Name(), "lr", of.lr, "steps", steps, "probe_every", cfg.Every, "probe_batch", probeBatch.Len(), "db", *db)
 
 	bar := con.progressBar(*progress, steps)

@@ -193,7 +193,7 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 	} else {
 		srvDone <- nil
 	}
-	r.log.Info("training", "run", r.o.run, "ranks", r.size, "model", r.net.String(), "params", r.net.Dim(), "data", describeData(r.train),
+	r.log.Info("training", "run", r.o.run, "blas", trainer.BLAS().String(), "ranks", r.size, "model", r.net.String(), "params", r.net.Dim(), "data", describeData(r.train),
 		"optimizer", r.opt.Name(), "lr", r.o.opt.lr, "steps", r.steps, "probe_every", r.lcfg.Every, "probe_batch", r.probe.Len(),
 		"probe_shard", r.shard.Len(), "db", r.o.db)
 
