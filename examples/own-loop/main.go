@@ -21,7 +21,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -187,15 +186,12 @@ func serve(addr string, reg *prometheus.Registry, src metrics.Source, log *slog.
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/api/", metrics.NewAPI(src))
-	ln, err := net.Listen("tcp", addr)
+	at, halt, err := metrics.Start(addr, mux)
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- metrics.ServeListener(ctx, ln, mux) }()
-	log.Info("serving", "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
-	return func() { cancel(); <-done }, nil
+	log.Info("serving", "metrics", "http://"+at.String()+"/metrics", "api", "http://"+at.String()+"/api/runs")
+	return func() { _ = halt() }, nil
 }
 
 // gather copies the samples idx (nil: all) of d into a row-major matrix.

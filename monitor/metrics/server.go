@@ -270,6 +270,24 @@ func Serve(ctx context.Context, addr string, h http.Handler) error {
 	return ServeListener(ctx, ln, h)
 }
 
+// Start serves h on addr in the background, for a program that keeps its
+// own main loop (a training loop). It returns the address it listens on
+// (useful with port 0) and stop, which shuts the server down gracefully
+// and returns Serve's error.
+func Start(addr string, h http.Handler) (net.Addr, func() error, error) {
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics: listen: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeListener(ctx, ln, h) }()
+	return ln.Addr(), func() error { cancel(); return <-done }, nil
+}
+
 // ServeListener is Serve on a listener the caller opened, e.g. on port 0 to
 // learn the address it got.
 func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {

@@ -374,3 +374,26 @@ func TestServeShutdown(t *testing.T) {
 		t.Error("Serve on a taken port succeeded")
 	}
 }
+
+// TestStartServesUntilStopped: Start listens on a free port, serves the
+// handler, and stop shuts it down so that the port refuses connections.
+func TestStartServesUntilStopped(t *testing.T) {
+	at, stop, err := Start("127.0.0.1:0", NewServer(nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + at.String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz: %s", resp.Status)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if _, err := http.Get("http://" + at.String() + "/healthz"); err == nil {
+		t.Error("the server still answers after stop")
+	}
+}
