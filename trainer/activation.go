@@ -136,9 +136,12 @@ func (f *actFrame) RForward(rx *Tensor, _ []float64) *Tensor {
 		return nil
 	}
 	f.ry = ensure(f.ry, rx.N, rx.Shape)
-	for i, r := range rx.Data {
-		f.ry.Data[i] = f.d1[i] * r
-	}
+	ry, r, d1 := f.ry.Data[:len(rx.Data)], rx.Data, f.d1[:len(rx.Data)]
+	parallelFor(len(r), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			ry[i] = d1[i] * r[i]
+		}
+	})
 	return f.ry
 }
 
@@ -149,24 +152,30 @@ func (f *actFrame) RBackward(gy, rgy *Tensor, _, _ []float64, needGX bool) (*Ten
 	}
 	if !f.gxFresh {
 		f.gx = ensure(f.gx, gy.N, gy.Shape)
-		gx := f.gx.Data[:len(gy.Data)]
-		for i, g := range gy.Data {
-			gx[i] = f.d1[i] * g
-		}
+		gx, g, d1 := f.gx.Data[:len(gy.Data)], gy.Data, f.d1[:len(gy.Data)]
+		parallelFor(len(g), 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				gx[i] = d1[i] * g[i]
+			}
+		})
 		f.gxFresh = true
 	}
 	f.rgx = ensure(f.rgx, gy.N, gy.Shape)
 	g, rg, d1 := gy.Data, rgy.Data[:len(gy.Data)], f.d1[:len(gy.Data)]
 	rgx := f.rgx.Data[:len(g)]
 	if f.rx == nil {
-		for i := range g {
-			rgx[i] = d1[i] * rg[i]
-		}
+		parallelFor(len(g), 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				rgx[i] = d1[i] * rg[i]
+			}
+		})
 		return f.gx, f.rgx
 	}
 	rx, d2 := f.rx.Data[:len(g)], f.d2[:len(g)]
-	for i := range g {
-		rgx[i] = d1[i]*rg[i] + d2[i]*rx[i]*g[i]
-	}
+	parallelFor(len(g), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			rgx[i] = d1[i]*rg[i] + d2[i]*rx[i]*g[i]
+		}
+	})
 	return f.gx, f.rgx
 }

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -21,8 +22,13 @@ func (g GEMM) Flops() float64 { return 2 * float64(g.M) * float64(g.N) * float64
 // one HVP with a cached forward pass (R-forward + R-backward, after the
 // first HVP, which also computes gy·W once per forward pass). The first
 // GEMM layer needs no input gradient and has R{x} = 0.
-func (net *Network) passGEMMs(n int) (grad, hvp []GEMM) {
+//
+// widths, when not nil, gives for each GEMM layer in order the width of x
+// that the HVP's two products with x see (Tape.HVPGEMMs: x without its
+// all-zero columns); a width of 0 drops them.
+func (net *Network) passGEMMs(n int, widths []int) (grad, hvp []GEMM) {
 	first := true
+	i := 0
 	walk(net.root.Layers, func(l Layer) {
 		g, ok := l.(gemmLayer)
 		if !ok {
@@ -34,7 +40,14 @@ func (net *Network) passGEMMs(n int) (grad, hvp []GEMM) {
 		wgrad := GEMM{TransA: true, M: out, N: in, K: rows} // gyᵀ·x, R{gy}ᵀ·x, gyᵀ·R{x}
 		xgrad := GEMM{M: rows, N: in, K: out}               // gy·W, R{gy}·W, gy·V
 		grad = append(grad, fwd, wgrad)
-		hvp = append(hvp, fwd, wgrad)
+		kx := in
+		if i < len(widths) {
+			kx = widths[i]
+		}
+		i++
+		if kx > 0 {
+			hvp = append(hvp, GEMM{TransB: true, M: rows, N: out, K: kx}, GEMM{TransA: true, M: out, N: kx, K: rows})
+		}
 		if first {
 			first = false
 			return
@@ -49,8 +62,41 @@ func (net *Network) passGEMMs(n int) (grad, hvp []GEMM) {
 // BLAS does; bench hvp times them alone to say how close the HVP runs to
 // the BLAS's own speed.
 func (net *Network) HVPGEMMs(n int) []GEMM {
-	_, h := net.passGEMMs(n)
+	_, h := net.passGEMMs(n, nil)
 	return h
+}
+
+// HVPGEMMs lists the matrix products of one HVP on the tape's current
+// forward pass: as Network.HVPGEMMs, with the products with a layer's
+// input narrowed to the columns that are nonzero in the batch.
+func (t *Tape) HVPGEMMs() ([]GEMM, error) {
+	if !t.ready {
+		return nil, errors.New("trainer: HVPGEMMs before Forward")
+	}
+	var widths []int
+	walkFrames(t.frame, func(f *affineFrame) { widths = append(widths, f.packedWidth()) })
+	_, h := t.net.passGEMMs(t.out.N, widths)
+	return h, nil
+}
+
+// walkFrames calls fn on the affine core of every GEMM layer's frame, in
+// the order walk visits the layers.
+func walkFrames(f Frame, fn func(*affineFrame)) {
+	switch f := f.(type) {
+	case *seqFrame:
+		for _, c := range f.frames {
+			walkFrames(c, fn)
+		}
+	case *resFrame:
+		walkFrames(f.body, fn)
+		if f.short != nil {
+			walkFrames(f.short, fn)
+		}
+	case *affineFrame:
+		fn(f)
+	case *convFrame:
+		fn(&f.aff)
+	}
 }
 
 // GEMMFlops models the floating-point work of the matrix products for a
@@ -58,7 +104,7 @@ func (net *Network) HVPGEMMs(n int) []GEMM {
 // cached forward pass. It is a model, used to report GFLOP/s; elementwise
 // work is not counted.
 func (net *Network) GEMMFlops(n int) (grad, hvp float64) {
-	g, h := net.passGEMMs(n)
+	g, h := net.passGEMMs(n, nil)
 	for _, x := range g {
 		grad += x.Flops()
 	}

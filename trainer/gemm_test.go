@@ -10,6 +10,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/blas/gonum"
+	"gonum.org/v1/gonum/floats"
 )
 
 // TestGemmTiles checks the tiled serial path and the goroutine split
@@ -212,6 +213,99 @@ func TestHasNonFinite(t *testing.T) {
 		x := append(make([]float64, 5000), c.x...) // long enough for the library path
 		if got := hasNonFinite(x); got != c.want {
 			t.Errorf("hasNonFinite(%v) = %v, want %v", c.x, got, c.want)
+		}
+	}
+}
+
+// zeroColumns zeroes every second input feature below 300 of the batch,
+// as MNIST's border pixels are, and returns the feature indices.
+func zeroColumns(b Batch) []int {
+	var cols []int
+	for j := 0; j < 300; j += 2 {
+		cols = append(cols, j)
+	}
+	c := b.X.C
+	for i := 0; i < b.X.N; i++ {
+		for _, j := range cols {
+			b.X.Data[i*c+j] = 0
+		}
+	}
+	return cols
+}
+
+// TestHVPSkipsZeroInputColumns: on a batch whose input has all-zero
+// columns, the HVP (which then drops them from its products with x) equals
+// the HVP of the same batch with those columns made nonzero by 1e-200 in
+// one sample (which runs the full products), and the list of products it
+// issues is Tape.HVPGEMMs's, narrowed to the used columns.
+func TestHVPSkipsZeroInputColumns(t *testing.T) {
+	for _, act := range []Activation{Tanh, ReLU} {
+		net, err := NewMLP(MLPConfig{Sizes: []int{784, 32, 16, 10}, Activation: act}, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := Synthetic(40, Shape{H: 1, W: 1, C: 784}, 10, 5).Head(40)
+		cols := zeroColumns(b)
+		dense := Batch{X: &Tensor{N: b.X.N, Shape: b.X.Shape, Data: slices.Clone(b.X.Data)}, Labels: b.Labels, Targets: b.Targets}
+		for _, j := range cols {
+			dense.X.Data[7*784+j] = 1e-200
+		}
+		n := net.Dim()
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = math.Sin(float64(i)*0.37) + 0.1
+		}
+		hv := func(bt Batch) ([]float64, []GEMM) {
+			tape := net.NewTape()
+			if _, err := tape.Forward(bt, CrossEntropy{}, ModeEval); err != nil {
+				t.Fatal(err)
+			}
+			out := make([]float64, n)
+			if err := tape.HVP(out, v); err != nil {
+				t.Fatal(err)
+			}
+			list, err := tape.HVPGEMMs()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out, list
+		}
+		got, packedList := hv(b)
+		want, denseList := hv(dense)
+		diff := make([]float64, n)
+		floats.SubTo(diff, got, want)
+		if rel := floats.Norm(diff, 2) / floats.Norm(want, 2); !(rel <= 1e-13) {
+			t.Errorf("%v: packed HVP differs from the full one by %.3g relative", act, rel)
+		}
+		if first := packedList[0]; first.K != 784-len(cols) {
+			t.Errorf("%v: first product %+v, want K = %d used columns", act, first, 784-len(cols))
+		}
+		if first := denseList[0]; first.K != 784 {
+			t.Errorf("%v: full batch's first product %+v, want K = 784", act, first)
+		}
+		// The products really issued.
+		BLAS()
+		prev := blas64.Implementation()
+		var calls []GEMM
+		blas64.Use(recordingBLAS{calls: &calls})
+		tape := net.NewTape()
+		_, err = tape.Forward(b, CrossEntropy{}, ModeEval)
+		if err == nil {
+			err = tape.HVP(make([]float64, n), v)
+		}
+		calls = calls[:0]
+		if err == nil {
+			err = tape.HVP(make([]float64, n), v)
+		}
+		blas64.Use(prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := func(a, b GEMM) int { return cmpGEMM(a, b) }
+		slices.SortFunc(calls, key)
+		slices.SortFunc(packedList, key)
+		if !slices.Equal(calls, packedList) {
+			t.Errorf("%v: HVP issues %v\nTape.HVPGEMMs lists %v", act, calls, packedList)
 		}
 	}
 }

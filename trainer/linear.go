@@ -59,10 +59,92 @@ type affineFrame struct {
 	// pass. gy is the loss gradient propagated down, fixed between two
 	// forward passes, so every HVP after the first skips that GEMM.
 	gxAt *float64
+	// pack is x without its all-zero columns, for the HVP's two products
+	// with x; packFor is &xData[0] of the forward pass it was built for
+	// (nil after a new forward pass), pack.cols nil when x has too few zero
+	// columns to pay.
+	pack    inputPack
+	packFor *float64
+}
+
+// inputPack holds x (rows × in) restricted to the columns that are nonzero
+// somewhere in the batch. Such a column contributes nothing to x·Vᵀ, and
+// its column of gyᵀ·x is zero, so the HVP's products with x can skip it
+// exactly: on MNIST 175 of 784 pixels are zero in all of the first 1,000
+// training images and 268 in the first 128 (the probe batch), 22% and 34%
+// of the first layer's work. The batch is fixed across the HVPs of a probe,
+// so the scan and the copy are paid once per forward pass.
+type inputPack struct {
+	cols   []int     // kept columns, ascending
+	x      []float64 // rows × len(cols)
+	vw, hw []float64 // out × len(cols): V's kept columns, and R{gW}'s
+}
+
+// packMinZeroFrac is the least share of zero columns for which packing
+// pays for the gather of V and the scatter of R{gW} (out·k each).
+const packMinZeroFrac = 1.0 / 16
+
+// packed returns the pack of the current forward pass's x, building it on
+// first use, or nil when x has too few zero columns.
+func (f *affineFrame) packed() *inputPack {
+	if len(f.xData) == 0 {
+		return nil
+	}
+	if f.packFor != &f.xData[0] {
+		f.packFor = &f.xData[0]
+		f.buildPack()
+	}
+	if f.pack.cols == nil {
+		return nil
+	}
+	return &f.pack
+}
+
+func (f *affineFrame) buildPack() {
+	p := &f.pack
+	used := make([]bool, f.in)
+	x := f.xData[:f.rows*f.in]
+	for i := 0; i < len(x); i += f.in {
+		for j, v := range x[i : i+f.in] {
+			if v != 0 {
+				used[j] = true
+			}
+		}
+	}
+	p.cols = p.cols[:0]
+	for j, u := range used {
+		if u {
+			p.cols = append(p.cols, j)
+		}
+	}
+	k := len(p.cols)
+	if float64(f.in-k) < packMinZeroFrac*float64(f.in) {
+		p.cols = nil
+		return
+	}
+	if k == 0 {
+		p.cols = p.cols[:0:0] // all zero: no products with x at all
+	}
+	p.x = grow(p.x, f.rows*k)
+	for i := range f.rows {
+		row, dst := x[i*f.in:(i+1)*f.in], p.x[i*k:(i+1)*k]
+		for l, j := range p.cols {
+			dst[l] = row[j]
+		}
+	}
+	p.vw, p.hw = grow(p.vw, f.out*k), grow(p.hw, f.out*k)
+}
+
+// packedWidth is the width of x the HVP's products with x see.
+func (f *affineFrame) packedWidth() int {
+	if p := f.packed(); p != nil {
+		return len(p.cols)
+	}
+	return f.in
 }
 
 func (f *affineFrame) forward(rows int, x []float64, outN int, outShape Shape) *Tensor {
-	f.rows, f.xData, f.gxAt = rows, x, nil
+	f.rows, f.xData, f.gxAt, f.packFor = rows, x, nil, nil
 	f.y = ensure(f.y, outN, outShape)
 	gemm(false, true, 1, general(rows, f.in, x), general(f.out, f.in, f.w), 0, general(rows, f.out, f.y.Data))
 	if len(f.b) > 0 {
@@ -76,7 +158,22 @@ func (f *affineFrame) rforward(rx []float64, v []float64, outN int, outShape Sha
 	f.rData = rx
 	f.ry = ensure(f.ry, outN, outShape)
 	vw, vb := v[:f.in*f.out], v[f.in*f.out:]
-	gemm(false, true, 1, general(f.rows, f.in, f.xData), general(f.out, f.in, vw), 0, general(f.rows, f.out, f.ry.Data))
+	if p := f.packed(); p != nil {
+		k := len(p.cols)
+		for o := range f.out {
+			src, dst := vw[o*f.in:(o+1)*f.in], p.vw[o*k:(o+1)*k]
+			for l, j := range p.cols {
+				dst[l] = src[j]
+			}
+		}
+		if k > 0 {
+			gemm(false, true, 1, general(f.rows, k, p.x), general(f.out, k, p.vw), 0, general(f.rows, f.out, f.ry.Data))
+		} else {
+			clear(f.ry.Data)
+		}
+	} else {
+		gemm(false, true, 1, general(f.rows, f.in, f.xData), general(f.out, f.in, vw), 0, general(f.rows, f.out, f.ry.Data))
+	}
 	if rx != nil {
 		gemm(false, true, 1, general(f.rows, f.in, rx), general(f.out, f.in, f.w), 1, general(f.rows, f.out, f.ry.Data))
 	}
@@ -107,7 +204,19 @@ func (f *affineFrame) backward(gy []float64, gp []float64, needGX bool, gx []flo
 func (f *affineFrame) rbackward(gy, rgy, v, hv []float64, needGX bool, gx, rgx []float64) {
 	if hv != nil {
 		hw, hb := hv[:f.in*f.out], hv[f.in*f.out:]
-		gemm(true, false, 1, general(f.rows, f.out, rgy), general(f.rows, f.in, f.xData), 1, general(f.out, f.in, hw))
+		if p := f.packed(); p != nil {
+			if k := len(p.cols); k > 0 {
+				gemm(true, false, 1, general(f.rows, f.out, rgy), general(f.rows, k, p.x), 0, general(f.out, k, p.hw))
+				for o := range f.out {
+					src, dst := p.hw[o*k:(o+1)*k], hw[o*f.in:(o+1)*f.in]
+					for l, j := range p.cols {
+						dst[j] += src[l]
+					}
+				}
+			}
+		} else {
+			gemm(true, false, 1, general(f.rows, f.out, rgy), general(f.rows, f.in, f.xData), 1, general(f.out, f.in, hw))
+		}
 		if f.rData != nil {
 			gemm(true, false, 1, general(f.rows, f.out, gy), general(f.rows, f.in, f.rData), 1, general(f.out, f.in, hw))
 		}

@@ -100,18 +100,21 @@ func (CrossEntropy) Eval(grad []float64, z *Tensor, b Batch) (float64, error) {
 func (CrossEntropy) HessVec(dst []float64, z *Tensor, rz []float64, _ Batch) {
 	c := z.C
 	inv := 1 / float64(z.N)
-	p := probs(c)
-	for i := 0; i < z.N; i++ {
-		softmaxRow(p, z.Data[i*c:(i+1)*c])
-		r, d := rz[i*c:(i+1)*c], dst[i*c:(i+1)*c]
-		var pr float64
-		for j := range p {
-			pr += p[j] * r[j]
+	// A row costs c exponentials, about four elementwise passes' worth.
+	parallelFor(z.N, 4*c, func(lo, hi int) {
+		p := probs(c)
+		for i := lo; i < hi; i++ {
+			softmaxRow(p, z.Data[i*c:(i+1)*c])
+			r, d := rz[i*c:(i+1)*c], dst[i*c:(i+1)*c]
+			var pr float64
+			for j := range p {
+				pr += p[j] * r[j]
+			}
+			for j := range p {
+				d[j] = p[j] * (r[j] - pr) * inv
+			}
 		}
-		for j := range p {
-			d[j] = p[j] * (r[j] - pr) * inv
-		}
-	}
+	})
 }
 
 // MSE is the mean over all output elements of (z − t)², PyTorch's
