@@ -523,9 +523,11 @@ func refinedResult(opt EigenOptions, r refineResult, sp *subspace, isWarm bool, 
 		res.Products = r.products
 	}
 	if opt.KeepBasis {
+		// Views of the subspace's storage, which nothing changes after the
+		// solve: the trace's deflation then uses it without a copy.
 		for i := range sp.m {
-			res.Basis = append(res.Basis, slices.Clone(sp.row(i)))
-			res.BasisProducts = append(res.BasisProducts, slices.Clone(sp.hrow(i)))
+			res.Basis = append(res.Basis, sp.row(i)[:sp.n:sp.n])
+			res.BasisProducts = append(res.BasisProducts, sp.hrow(i)[:sp.n:sp.n])
 		}
 	}
 	if err != nil {

@@ -91,11 +91,18 @@ func ESD(ctx context.Context, op hvp.Operator, opt ESDOptions, warm *ESDWarm) (E
 	}
 	v := make([]float64, steps*n)
 	w := make([]float64, n)
+	var prods []float64 // KeepBasis: the products, rows back to back
+	if opt.KeepBasis {
+		prods = make([]float64, 0, probes*steps*n)
+	}
 	coef := make([]float64, steps)
 	alpha := make([]float64, steps)
 	beta := make([]float64, steps)
 	normEst := 0.0
 	for p := 0; p < probes; p++ {
+		if p > 0 && opt.KeepBasis {
+			v = make([]float64, steps*n) // the kept basis refers to the last probe's
+		}
 		v0 := v[:n]
 		rademacher(v0, seed, esdStream|uint64(p))
 		floats.Scale(1/math.Sqrt(float64(n)), v0)
@@ -111,8 +118,12 @@ func ESD(ctx context.Context, op hvp.Operator, opt ESDOptions, warm *ESDWarm) (E
 				return res, nil, ErrNonFinite
 			}
 			if opt.KeepBasis {
-				res.Basis = append(res.Basis, slices.Clone(vj))
-				res.Products = append(res.Products, slices.Clone(w))
+				// Views of the Lanczos storage, not copies: one probe's
+				// vectors and all products lie back to back, so the eigen
+				// solve and the trace's deflation use them in place.
+				prods = append(prods, w...)
+				res.Basis = append(res.Basis, vj[:n:n])
+				res.Products = append(res.Products, prods[len(prods)-n:len(prods):len(prods)])
 			}
 			normEst = math.Max(normEst, nw)
 			alpha[j] = floats.Dot(vj, w)

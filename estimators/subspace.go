@@ -57,9 +57,18 @@ func (sp *subspace) addOrthonormal(xs, hxs [][]float64) {
 	if p == 0 {
 		return
 	}
-	for i := range xs {
-		sp.s = append(sp.s, xs[i]...)
-		sp.hs = append(sp.hs, hxs[i]...)
+	// An empty basis adopts vectors that lie back to back (the ESD's
+	// Lanczos storage) without copying them; a later append copies.
+	xc, hxc := contiguous(xs, sp.n), contiguous(hxs, sp.n)
+	if m0 == 0 && xc != nil && hxc != nil {
+		sp.s, sp.hs = xc, hxc
+	} else {
+		sp.s = slices.Grow(sp.s, p*sp.n)
+		sp.hs = slices.Grow(sp.hs, p*sp.n)
+		for i := range xs {
+			sp.s = append(sp.s, xs[i]...)
+			sp.hs = append(sp.hs, hxs[i]...)
+		}
 	}
 	m := m0 + p
 	n := sp.n
@@ -386,4 +395,21 @@ func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol 
 			return res, nil
 		}
 	}
+}
+
+// contiguous returns rows as one row-major len(rows)×n slice, without
+// copying, when they already lie back to back in one array; else nil. The
+// result's capacity ends with the last row, so appending to it copies.
+func contiguous(rows [][]float64, n int) []float64 {
+	k := len(rows)
+	if k == 0 || n == 0 || len(rows[0]) != n || cap(rows[0]) < k*n {
+		return nil
+	}
+	all := rows[0][: k*n : k*n]
+	for i, r := range rows {
+		if len(r) != n || &r[0] != &all[i*n] {
+			return nil
+		}
+	}
+	return all
 }
