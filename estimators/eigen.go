@@ -141,7 +141,8 @@ type EigenResult struct {
 	// Subspace) converged without Krylov–Schur.
 	Refined bool
 	// Basis and BasisProducts are the refinement's orthonormal basis and H
-	// times it (KeepBasis, refined solves only).
+	// times it (KeepBasis, refined solves only): views of the solver's
+	// storage, rows back to back, not to be appended to.
 	Basis, BasisProducts [][]float64
 }
 
@@ -526,8 +527,8 @@ func refinedResult(opt EigenOptions, r refineResult, sp *subspace, isWarm bool, 
 		// Views of the subspace's storage, which nothing changes after the
 		// solve: the trace's deflation then uses it without a copy.
 		for i := range sp.m {
-			res.Basis = append(res.Basis, sp.row(i)[:sp.n:sp.n])
-			res.BasisProducts = append(res.BasisProducts, sp.hrow(i)[:sp.n:sp.n])
+			res.Basis = append(res.Basis, sp.s[i*sp.n:(i+1)*sp.n:sp.m*sp.n])
+			res.BasisProducts = append(res.BasisProducts, sp.hs[i*sp.n:(i+1)*sp.n:sp.m*sp.n])
 		}
 	}
 	if err != nil {

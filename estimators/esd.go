@@ -48,7 +48,9 @@ type ESDResult struct {
 	// Warm reports that the probes were those of the warm state (common
 	// random numbers).
 	Warm bool
-	// Basis and Products (with KeepBasis) are the unit Lanczos vectors of
+	// Basis and Products (with KeepBasis; views of the solver's storage,
+	// one probe's rows back to back, not to be appended to) are the unit
+	// Lanczos vectors of
 	// every probe and H times each, exact products.
 	Basis, Products [][]float64
 }
@@ -122,8 +124,8 @@ func ESD(ctx context.Context, op hvp.Operator, opt ESDOptions, warm *ESDWarm) (E
 				// vectors and all products lie back to back, so the eigen
 				// solve and the trace's deflation use them in place.
 				prods = append(prods, w...)
-				res.Basis = append(res.Basis, vj[:n:n])
-				res.Products = append(res.Products, prods[len(prods)-n:len(prods):len(prods)])
+				res.Basis = append(res.Basis, vj)
+				res.Products = append(res.Products, prods[len(prods)-n:])
 			}
 			normEst = math.Max(normEst, nw)
 			alpha[j] = floats.Dot(vj, w)

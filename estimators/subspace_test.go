@@ -5,6 +5,7 @@ import (
 	"math"
 	"testing"
 
+	"gonum.org/v1/gonum/floats"
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/hessmon/hessmon/hvp"
@@ -23,6 +24,21 @@ func TestTopEigenFromESDSubspace(t *testing.T) {
 			esd, _, err := ESD(ctx, tm.op, ESDOptions{Probes: 1, Steps: 30, Seed: 4, KeepBasis: true}, nil)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The refinement takes the Lanczos basis as orthonormal
+			// (SubspaceOrthonormal, as the monitor does for one probe).
+			worst := 0.0
+			for i, a := range esd.Basis {
+				for j, b := range esd.Basis[:i+1] {
+					d := floats.Dot(a, b)
+					if i == j {
+						d--
+					}
+					worst = math.Max(worst, math.Abs(d))
+				}
+			}
+			if worst > 1e-13 {
+				t.Errorf("Lanczos basis off orthonormal by %.2g", worst)
 			}
 			const tol = 1e-8
 			res, _, err := TopEigen(ctx, tm.op, EigenOptions{K: 5, Tol: tol, MaxHVPs: 3000, MinTol: tol,
