@@ -289,8 +289,8 @@ func Trace(ctx context.Context, op hvp.Operator, opt TraceOptions, warm *TraceWa
 	// of GEMVs per probe (on 35 vectors of 118k parameters those passes,
 	// not the HVPs, were most of a probe's time). The stop rule is still
 	// consulted after every HVP; the per-block samples, which it does not
-	// use, are completed at the end of each chunk.
-	// The first chunk is the probes the stop rule needs anyway.
+	// use, are completed at the end of each chunk. The first chunk is the
+	// probes the stop rule needs anyway.
 	chunk, first := 1, 1
 	if df != nil {
 		limit := max(1, traceChunkFloats/max(n, 1))
@@ -658,6 +658,10 @@ func newChunkDefl(df *deflation, chunk int, blocks []Block, n int) *chunkDefl {
 // the projected probes (I−QQᵀ)z into zps.
 func (ck *chunkDefl) prepare(zps, zs []float64, m, n int) {
 	k := ck.k
+	if k == 0 { // every deflation vector was dependent: nothing to remove
+		copy(zps[:m*n], zs[:m*n])
+		return
+	}
 	q := blas64.General{Rows: k, Cols: n, Stride: n, Data: ck.df.qm}
 	hq := blas64.General{Rows: k, Cols: n, Stride: n, Data: ck.df.hqm}
 	z := blas64.General{Rows: m, Cols: n, Stride: n, Data: zs[:m*n]}
@@ -706,9 +710,11 @@ func (ck *chunkDefl) blockSamples(plain, defl [][]float64, ws []float64, m, n in
 		return
 	}
 	k := ck.k
-	q := blas64.General{Rows: k, Cols: n, Stride: n, Data: ck.df.qm}
-	blas64.Gemm(blas.NoTrans, blas.Trans, 1, blas64.General{Rows: m, Cols: n, Stride: n, Data: ws[:m*n]}, q, 0,
-		blas64.General{Rows: m, Cols: k, Stride: k, Data: ck.e[:m*k]})
+	if k > 0 {
+		q := blas64.General{Rows: k, Cols: n, Stride: n, Data: ck.df.qm}
+		blas64.Gemm(blas.NoTrans, blas.Trans, 1, blas64.General{Rows: m, Cols: n, Stride: n, Data: ws[:m*n]}, q, 0,
+			blas64.General{Rows: m, Cols: k, Stride: k, Data: ck.e[:m*k]})
+	}
 	for i := range m {
 		c, e := ck.c[i*k:(i+1)*k], ck.e[i*k:(i+1)*k]
 		for b := range ck.blocks {
@@ -722,7 +728,7 @@ func (ck *chunkDefl) blockSamples(plain, defl [][]float64, ws []float64, m, n in
 // deflation holds an orthonormal Q, H·Q and the exact trace parts.
 type deflation struct {
 	q, hq [][]float64
-	qm    []float64 // q as one row-major k×n matrix, for GEMV
+	qm    []float64 // q as one row-major k×n matrix, for the chunk GEMMs
 	hqm   []float64 // hq likewise
 	// exact[0] = tr(QᵀHQ); exact[1+i] is block i's exact part.
 	exact []float64
@@ -792,6 +798,10 @@ func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]floa
 		}
 		*hvps++
 		df.hq[i] = y
+	}
+	if k == 0 { // every vector was zero or dependent: nothing is deflated
+		df.exact = make([]float64, 1+len(blocks))
+		return df, nil
 	}
 	// M = QᵀHQ (symmetrised), exact = tr(M), as one GEMM.
 	m := make([]float64, k*k)

@@ -340,3 +340,30 @@ func TestTraceTrackingDeflated(t *testing.T) {
 		t.Errorf("coverage %.3f, methods %v, ratio %.3f", cov, methods, ratio)
 	}
 }
+
+// TestTraceDeflateDependent: a deflation set with nothing in it (a zero
+// vector, dropped as dependent) leaves plain Hutchinson, with blocks,
+// exactly as without deflation.
+func TestTraceDeflateDependent(t *testing.T) {
+	ctx := context.Background()
+	tm := newTestMatrix(hessianSpectrum(60, 2), 3)
+	blocks := []Block{{Name: "a", Offset: 0, Len: 25}, {Name: "b", Offset: 25, Len: 35}}
+	opt := TraceOptions{RelTol: -1, MaxHVPs: 30, Seed: 9, Blocks: blocks}
+	want, _, err := Trace(ctx, tm.op, opt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.Deflate = [][]float64{make([]float64, 60)}
+	got, _, err := Trace(ctx, tm.op, opt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Deflated != 0 || math.Abs(got.Value-want.Value) > 1e-12*math.Abs(want.Value) {
+		t.Errorf("deflated by nothing: %v (rank %d), plain %v", got.Value, got.Deflated, want.Value)
+	}
+	for i := range blocks {
+		if math.Abs(got.Blocks[i].Value-want.Blocks[i].Value) > 1e-12*math.Abs(want.Value) {
+			t.Errorf("block %d: %v, plain %v", i, got.Blocks[i].Value, want.Blocks[i].Value)
+		}
+	}
+}
