@@ -267,16 +267,21 @@ func sumRows(dst []float64, y []float64) {
 		sum(dst, 0, rows)
 		return
 	}
-	// Each worker sums its rows into its own vector; they are added at
-	// the end (which changes only the rounding of dst).
+	// The caller sums its rows into dst, each helper into its own vector;
+	// those are added at the end (which changes only the rounding of dst).
 	parts := make([][]float64, workers)
-	parallelFor(workers, 1<<20, func(lo, hi int) {
-		for w := lo; w < hi; w++ {
+	var wg sync.WaitGroup
+	wg.Add(workers - 1)
+	for w := 1; w < workers; w++ {
+		go func() {
+			defer wg.Done()
 			parts[w] = make([]float64, c)
 			sum(parts[w], w*rows/workers, (w+1)*rows/workers)
-		}
-	})
-	for _, p := range parts {
+		}()
+	}
+	sum(dst, 0, rows/workers)
+	wg.Wait()
+	for _, p := range parts[1:] {
 		floats.Add(dst, p)
 	}
 }
