@@ -21,13 +21,11 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/signal"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
@@ -183,10 +181,7 @@ func serve(addr string, reg *prometheus.Registry, src metrics.Source, log *slog.
 	if addr == "off" || addr == "" {
 		return func() {}, nil
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.Handle("/api/", metrics.NewAPI(src))
-	at, halt, err := metrics.Start(addr, mux)
+	at, halt, err := metrics.Start(addr, metrics.NewServer(reg, src))
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
 	}

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/signal"
 	"time"
@@ -34,7 +33,6 @@ import (
 	"github.com/gomlx/gomlx/pkg/ml/train/losses"
 	"github.com/gomlx/gomlx/pkg/ml/train/optimizers"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	hgomlx "github.com/hessmon/hessmon/integrations/gomlx"
 	"github.com/hessmon/hessmon/monitor"
@@ -204,10 +202,7 @@ func serve(addr string, reg *prometheus.Registry, src metrics.Source, log *slog.
 	if addr == "off" || addr == "" {
 		return func() {}, nil
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.Handle("/api/", metrics.NewAPI(src))
-	at, halt, err := metrics.Start(addr, mux)
+	at, halt, err := metrics.Start(addr, metrics.NewServer(reg, src))
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
 	}
