@@ -7,7 +7,7 @@ import (
 
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // A training loop that is not hessmon's: plain gradient descent on the

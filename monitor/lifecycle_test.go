@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/hessmon/hessmon/hvp"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // gatedOp is a fake operator: every Apply waits for a token on gate (nil:

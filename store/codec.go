@@ -6,7 +6,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // Snapshots are stored as one version byte followed by a protobuf-wire
@@ -36,6 +36,14 @@ import (
 //	17 warm           varint bool
 //	18 failure        string
 //	19 detail         string
+//	20 lambda_min     message (Eigenpair: 1 value, 2 residual)
+//	21 preconditioned_lambda1 message (Eigenpair)
+//	22 block_mass     message (repeated BlockValue: 1 name, 2 value, 3 residual)
+//	23 block_lambda1  message (repeated BlockValue)
+//	24 kind           string
+//	25 reason         string
+//	26 precision      string
+//	27 peak_bytes     zigzag
 const encodingVersion = 1
 
 // EncodeSnapshot returns the stored encoding of s.
@@ -107,6 +115,10 @@ func EncodeSnapshot(s snapshot.Snapshot) ([]byte, error) {
 	for _, bv := range s.BlockLambda1 {
 		b = appendBlockValue(b, 23, bv)
 	}
+	b = appendString(b, 24, string(s.Kind))
+	b = appendString(b, 25, string(s.Reason))
+	b = appendString(b, 26, string(s.Precision))
+	b = appendInt(b, 27, s.PeakBytes)
 	return b, nil
 }
 
@@ -270,6 +282,20 @@ func decodeSnapshot(s *snapshot.Snapshot, b []byte, want Fields) error {
 			if v, err = f.blockValue(); err == nil {
 				s.BlockLambda1 = append(s.BlockLambda1, v)
 			}
+		case 24:
+			var k string
+			k, err = f.str()
+			s.Kind = snapshot.Kind(k)
+		case 25:
+			var r string
+			r, err = f.str()
+			s.Reason = snapshot.Reason(r)
+		case 26:
+			var p string
+			p, err = f.str()
+			s.Precision = snapshot.Precision(p)
+		case 27:
+			s.PeakBytes, err = f.int()
 		}
 		return err
 	})

@@ -13,7 +13,7 @@ import (
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/export"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
 )

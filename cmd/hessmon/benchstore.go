@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hessmon/hessmon/store/storebench"
+	"github.com/hessmon/hessmon/internal/storebench"
 )
 
 type storeBench struct {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 )
 

@@ -17,8 +17,7 @@ import (
 	"time"
 
 	"github.com/hessmon/hessmon/monitor/export"
-	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 )
 
@@ -246,9 +245,9 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		s.Eigenvectors = nil
 		if *asJSON {
 			return writeJSON(e.stdout, struct {
-				metrics.JSONSnapshot
+				snapshot.JSONSnapshot
 				ESDSummary *export.ESDSummary `json:"esd_summary,omitempty"`
-			}{metrics.NewJSONSnapshot(s), export.SummarizeESD(s.ESD)})
+			}{snapshot.NewJSONSnapshot(s), export.SummarizeESD(s.ESD)})
 		}
 		return printSnapshot(e.stdout, s)
 	}
@@ -261,9 +260,9 @@ func runShow(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		out := make([]metrics.JSONSnapshot, len(snaps))
+		out := make([]snapshot.JSONSnapshot, len(snaps))
 		for i, s := range snaps {
-			out[i] = metrics.NewJSONSnapshot(s)
+			out[i] = snapshot.NewJSONSnapshot(s)
 		}
 		return writeJSON(e.stdout, out)
 	}

@@ -2,7 +2,7 @@ package main
 
 import (
 	"github.com/hessmon/hessmon/monitor/plot"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // saveESDPlot draws one snapshot's spectral density as PyHessian's

@@ -6,11 +6,12 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/monitor/metrics"
 )
 
 // DefaultServeAddr is where `hessmon serve` listens: loopback, one port
-// above a live trainer's metrics.DefaultAddr so both can run side by side.
+// above a live trainer's api.DefaultAddr so both can run side by side.
 const DefaultServeAddr = "127.0.0.1:9465"
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -52,15 +53,15 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return metrics.ServeListener(ctx, ln, h)
+	return api.ServeListener(ctx, ln, h)
 }
 
 // httpHandler is what train and serve serve: exp's metrics on a registry of
 // their own, the JSON API over src, and the live page at /.
-func httpHandler(exp *metrics.Exporter, src metrics.Source) (http.Handler, error) {
+func httpHandler(exp *metrics.Exporter, src api.Source) (http.Handler, error) {
 	reg, err := metrics.NewRegistry(exp)
 	if err != nil {
 		return nil, err
 	}
-	return withPage(metrics.NewServer(reg, src)), nil
+	return withPage(api.NewServer(reg, src)), nil
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 )
 
@@ -74,7 +74,7 @@ func TestServeFinishedStore(t *testing.T) {
 	if diff := cmp.Diff(sums, runs); diff != "" {
 		t.Errorf("/api/runs differs from the store (-store +api):\n%s", diff)
 	}
-	var snaps []metrics.JSONSnapshot
+	var snaps []snapshot.JSONSnapshot
 	if err := json.Unmarshal(get("/api/runs/alpha/snapshots?from=10&to=30"), &snaps); err != nil {
 		t.Fatal(err)
 	}

@@ -19,8 +19,9 @@ import (
 
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/monitor"
+	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
@@ -169,7 +170,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	monf.register(fs)
 	db := fs.String("db", "hessmon.db", "bbolt store for the snapshots (created if missing; many runs per file)")
 	runID := fs.String("run", "", "run id (default: generated); reusing an id resumes its warm state")
-	listen := fs.String("listen", metrics.DefaultAddr, "address for /metrics and the JSON API (\"off\" disables); binding beyond loopback must be asked for explicitly")
+	listen := fs.String("listen", api.DefaultAddr, "address for /metrics and the JSON API (\"off\" disables); binding beyond loopback must be asked for explicitly")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	progress := fs.String("progress", "auto", "progress bar: auto (on a terminal), on, off")
 	distributed := fs.Bool("distributed", false, distributedTrainHelp)
@@ -240,7 +241,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		if err != nil {
 			return err
 		}
-		go func() { srvDone <- metrics.ServeListener(srvCtx, ln, h) }()
+		go func() { srvDone <- api.ServeListener(srvCtx, ln, h) }()
 		log.Info("serving", "page", pageURL(ln), "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
 	} else {
 		srvDone <- nil

@@ -14,9 +14,10 @@ import (
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
+	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/monitor/distributed"
 	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
@@ -313,7 +314,7 @@ func (r *rankRun) setup() error {
 		if err != nil {
 			return err
 		}
-		r.serve = func(ctx context.Context) error { return metrics.ServeListener(ctx, ln, srv) }
+		r.serve = func(ctx context.Context) error { return api.ServeListener(ctx, ln, srv) }
 		r.log.Info("serving", "page", pageURL(ln), "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
 	}
 	return nil

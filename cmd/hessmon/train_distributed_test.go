@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/hessmon/hessmon/hvp"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 )
 

@@ -29,8 +29,9 @@ import (
 
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
+	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
 )
@@ -177,11 +178,11 @@ func run(ctx context.Context, c config, log *slog.Logger) (result, error) {
 
 // serve puts the registry and the JSON API on addr, as a user would on
 // their own mux.
-func serve(addr string, reg *prometheus.Registry, src metrics.Source, log *slog.Logger) (stop func(), err error) {
+func serve(addr string, reg *prometheus.Registry, src api.Source, log *slog.Logger) (stop func(), err error) {
 	if addr == "off" || addr == "" {
 		return func() {}, nil
 	}
-	at, halt, err := metrics.Start(addr, metrics.NewServer(reg, src))
+	at, halt, err := api.Start(addr, api.NewServer(reg, src))
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
 	}

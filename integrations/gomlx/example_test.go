@@ -17,7 +17,7 @@ import (
 	"github.com/hessmon/hessmon/estimators"
 	hgomlx "github.com/hessmon/hessmon/integrations/gomlx"
 	"github.com/hessmon/hessmon/monitor"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 func model(ctx *mlctx.Context, _ any, in []*graph.Node) []*graph.Node {

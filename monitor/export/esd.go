@@ -8,8 +8,7 @@ import (
 	"gonum.org/v1/gonum/stat"
 
 	"github.com/hessmon/hessmon/estimators"
-	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // ESDSummary condenses a stored ESD: its certificate (probes, Lanczos steps,
@@ -19,21 +18,21 @@ import (
 type ESDSummary struct {
 	Probes       int             `json:"probes"`
 	Steps        int             `json:"steps"`
-	Sigma2       metrics.Float   `json:"sigma2"`
-	Mean         metrics.Float   `json:"mean"`
-	MeanStdErr   metrics.Float   `json:"mean_stderr"`
-	Moment2      metrics.Float   `json:"moment2"`
-	Moment2Err   metrics.Float   `json:"moment2_stderr"`
-	MinNode      metrics.Float   `json:"min_node"`
-	MaxNode      metrics.Float   `json:"max_node"`
-	NegativeMass metrics.Float   `json:"negative_mass"` // weight of nodes < −0.1%·max|node|
+	Sigma2       snapshot.Float  `json:"sigma2"`
+	Mean         snapshot.Float  `json:"mean"`
+	MeanStdErr   snapshot.Float  `json:"mean_stderr"`
+	Moment2      snapshot.Float  `json:"moment2"`
+	Moment2Err   snapshot.Float  `json:"moment2_stderr"`
+	MinNode      snapshot.Float  `json:"min_node"`
+	MaxNode      snapshot.Float  `json:"max_node"`
+	NegativeMass snapshot.Float  `json:"negative_mass"` // weight of nodes < −0.1%·max|node|
 	Quantiles    []QuantileValue `json:"quantiles"`
 }
 
 // QuantileValue is one quantile of the spectral measure.
 type QuantileValue struct {
-	P     float64       `json:"p"`
-	Value metrics.Float `json:"value"`
+	P     float64        `json:"p"`
+	Value snapshot.Float `json:"value"`
 }
 
 // NegativeTol is the fraction of the largest |node| below zero that a node
@@ -51,16 +50,16 @@ func SummarizeESD(e *snapshot.ESD) *ESDSummary {
 	if e == nil {
 		return nil
 	}
-	out := &ESDSummary{Probes: e.Probes, Steps: e.Steps, Sigma2: metrics.Float(e.Sigma2)}
-	nan := metrics.Float(math.NaN())
+	out := &ESDSummary{Probes: e.Probes, Steps: e.Steps, Sigma2: snapshot.Float(e.Sigma2)}
+	nan := snapshot.Float(math.NaN())
 	out.Mean, out.MeanStdErr, out.Moment2, out.Moment2Err, out.MinNode, out.MaxNode, out.NegativeMass = nan, nan, nan, nan, nan, nan, nan
 	if e.Probes <= 0 || e.Steps <= 0 || len(e.Nodes) != e.Probes*e.Steps || len(e.Weights) != len(e.Nodes) {
 		return out
 	}
 	r := estimators.ESDResult{Nodes: e.Nodes, Weights: e.Weights, Probes: e.Probes, Steps: e.Steps}
 	mean, se := r.Moments(2)
-	out.Mean, out.MeanStdErr = metrics.Float(mean[1]), metrics.Float(se[1])
-	out.Moment2, out.Moment2Err = metrics.Float(mean[2]), metrics.Float(se[2])
+	out.Mean, out.MeanStdErr = snapshot.Float(mean[1]), snapshot.Float(se[1])
+	out.Moment2, out.Moment2Err = snapshot.Float(mean[2]), snapshot.Float(se[2])
 
 	type nw struct{ n, w float64 }
 	var pts []nw
@@ -79,10 +78,10 @@ func SummarizeESD(e *snapshot.ESD) *ESDSummary {
 	for i, p := range pts {
 		xs[i], ws[i] = p.n, p.w
 	}
-	out.MinNode, out.MaxNode = metrics.Float(xs[0]), metrics.Float(xs[len(xs)-1])
-	out.NegativeMass = metrics.Float(e.NegativeMass(NegativeTol))
+	out.MinNode, out.MaxNode = snapshot.Float(xs[0]), snapshot.Float(xs[len(xs)-1])
+	out.NegativeMass = snapshot.Float(e.NegativeMass(NegativeTol))
 	for _, p := range Quantiles() {
-		out.Quantiles = append(out.Quantiles, QuantileValue{P: p, Value: metrics.Float(stat.Quantile(p, stat.Empirical, xs, ws))})
+		out.Quantiles = append(out.Quantiles, QuantileValue{P: p, Value: snapshot.Float(stat.Quantile(p, stat.Empirical, xs, ws))})
 	}
 	return out
 }

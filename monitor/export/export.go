@@ -15,15 +15,14 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // WriteJSON writes snaps as one indented JSON array, NaN and Inf as null.
 func WriteJSON(w io.Writer, snaps []snapshot.Snapshot) error {
-	js := make([]metrics.JSONSnapshot, len(snaps))
+	js := make([]snapshot.JSONSnapshot, len(snaps))
 	for i, s := range snaps {
-		js[i] = metrics.NewJSONSnapshot(s)
+		js[i] = snapshot.NewJSONSnapshot(s)
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -34,7 +33,7 @@ func WriteJSON(w io.Writer, snaps []snapshot.Snapshot) error {
 func WriteJSONL(w io.Writer, snaps []snapshot.Snapshot) error {
 	enc := json.NewEncoder(w)
 	for _, s := range snaps {
-		if err := enc.Encode(metrics.NewJSONSnapshot(s)); err != nil {
+		if err := enc.Encode(snapshot.NewJSONSnapshot(s)); err != nil {
 			return err
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // A quadrature whose measure is known: two probes, each the discrete

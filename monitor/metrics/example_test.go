@@ -2,20 +2,17 @@ package metrics_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/signal"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // The exporter is a prometheus.Collector: register it next to your own
@@ -52,25 +49,4 @@ func ExampleExporter() {
 	// hessian_sharpness_ratio{run="demo"} 0.75
 	// hessian_top_eigenvalue{rank="1",run="demo"} 15
 	// hessian_top_eigenvalue{rank="2",run="demo"} 9
-}
-
-// Mount the JSON API and the metrics on your own mux, served on loopback
-// until interrupted. src is anything that lists runs and snapshots, e.g. the
-// *store.Store the monitor writes.
-func ExampleNewAPI() {
-	var src metrics.Source // e.g. a *store.Store
-	exp := metrics.NewExporter()
-	prometheus.MustRegister(exp) // the default registry, next to Go's own metrics
-
-	mux := http.NewServeMux()
-	mux.Handle("/api/", metrics.NewAPI(src))
-	mux.Handle("/metrics", promhttp.Handler())
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	go func() {
-		if err := metrics.Serve(ctx, "", mux); err != nil {
-			log.Print(err)
-		}
-	}()
-	// ... train with monitor.WithSink(exp) ...
 }

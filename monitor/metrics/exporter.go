@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"sort"
@@ -10,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // ESDEdges returns the fixed eigenvalue bin edges of hessian_esd_cumulative
@@ -330,7 +331,7 @@ func (e *Exporter) Forget(run string) {
 
 // Replay observes every snapshot of every run of src in step order, so that
 // a finished store serves the same metrics a live run did.
-func (e *Exporter) Replay(src Source) error {
+func (e *Exporter) Replay(src snapshot.Source) error {
 	runs, err := src.Runs()
 	if err != nil {
 		return err
@@ -480,4 +481,16 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 			emit(g.blockEig, gauge, b.Value, run, b.Name)
 		}
 	}
+}
+
+// NewRegistry returns a registry holding only the given collectors
+// (typically one Exporter), for NewServer.
+func NewRegistry(cs ...prometheus.Collector) (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: registering a collector: %w", err)
+		}
+	}
+	return reg, nil
 }

@@ -8,18 +8,21 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+
 	"os/exec"
 	"sort"
 	"strconv"
 	"testing"
-	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	hmtest "github.com/hessmon/hessmon/internal/testutil"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // scrape fetches url and parses the text exposition.
@@ -117,27 +120,9 @@ func with(m map[string]string, k, v string) map[string]string {
 	return out
 }
 
-func goodSnapshot(runID string, step int64, k int) snapshot.Snapshot {
-	s := snapshot.Snapshot{
-		Run: runID, Step: step, Time: time.Unix(1700000000+step, 0),
-		Loss: 0.5 / float64(step+1), LearningRate: 0.05, Optimizer: "sgd",
-		SharpnessThreshold: 40, SharpnessRatio: (30 + float64(step)) / 40,
-		Trace: &snapshot.Trace{Value: 250 + float64(step), StdErr: 3.5, Probes: 20, Method: "hutch++",
-			Blocks: []snapshot.BlockTrace{{Name: "fc1.weight", Value: 200}, {Name: "fc1.bias", Value: 50 + float64(step)}}},
-		ESD: &snapshot.ESD{Nodes: []float64{-0.5, 0, 1e-5, 3, 30}, Weights: []float64{0.1, 0.4, 0.2, 0.2, 0.1},
-			Probes: 1, Steps: 5, Sigma2: 1e-5},
-		HVPs: 40 + int(step), Seconds: 0.3,
-	}
-	for i := range k {
-		s.Eigenvalues = append(s.Eigenvalues, 30+float64(step)-float64(i))
-		s.Residuals = append(s.Residuals, 1e-7*float64(i+1))
-	}
-	return s
-}
-
 func serveExporter(t *testing.T, e *Exporter) string {
 	t.Helper()
-	ts := httptest.NewServer(NewServer(gatherer(e), nil))
+	ts := httptest.NewServer(promhttp.HandlerFor(gatherer(e), promhttp.HandlerOpts{}))
 	t.Cleanup(ts.Close)
 	return ts.URL + "/metrics"
 }
@@ -145,7 +130,7 @@ func serveExporter(t *testing.T, e *Exporter) string {
 func TestGaugesMatchSnapshot(t *testing.T) {
 	e := NewExporter()
 	url := serveExporter(t, e)
-	s := goodSnapshot("r1", 100, 3)
+	s := hmtest.Snapshot("r1", 100, 3)
 	e.Observe(s)
 	fams := scrape(t, url)
 
@@ -249,7 +234,7 @@ func TestESDCumulative(t *testing.T) {
 			esd.Nodes, esd.Weights = append(esd.Nodes, x), append(esd.Weights, w)
 			total += w
 		}
-		s := goodSnapshot("esd", int64(trial), 1)
+		s := hmtest.Snapshot("esd", int64(trial), 1)
 		s.ESD = esd
 		e.Observe(s)
 		fams := scrape(t, url)
@@ -287,7 +272,7 @@ func TestESDCumulative(t *testing.T) {
 func TestFailureKeepsGoodGauges(t *testing.T) {
 	e := NewExporter()
 	url := serveExporter(t, e)
-	good := goodSnapshot("r", 50, 2)
+	good := hmtest.Snapshot("r", 50, 2)
 	e.Observe(good)
 	bad := snapshot.Snapshot{Run: "r", Step: 100, Loss: math.NaN(), LearningRate: 0.05,
 		Eigenvalues: []float64{math.NaN()}, Trace: &snapshot.Trace{Value: math.NaN()},
@@ -319,11 +304,11 @@ func TestFailureKeepsGoodGauges(t *testing.T) {
 func TestStaleSeriesDropped(t *testing.T) {
 	e := NewExporter()
 	url := serveExporter(t, e)
-	e.Observe(goodSnapshot("r", 1, 5))
+	e.Observe(hmtest.Snapshot("r", 1, 5))
 	if n := series(scrape(t, url), TopEigenvalue, "r"); n != 5 {
 		t.Fatalf("%d eigenvalue series, want 5", n)
 	}
-	s := goodSnapshot("r", 2, 3)
+	s := hmtest.Snapshot("r", 2, 3)
 	s.Trace.Blocks = s.Trace.Blocks[:1]
 	e.Observe(s)
 	fams := scrape(t, url)
@@ -337,7 +322,7 @@ func TestStaleSeriesDropped(t *testing.T) {
 		t.Errorf("%d block series after blocks shrank to 1", n)
 	}
 	// An older snapshot arriving late does not move the gauges back.
-	e.Observe(goodSnapshot("r", 1, 5))
+	e.Observe(hmtest.Snapshot("r", 1, 5))
 	if got, _ := value(scrape(t, url), Step, run("r")); got != 2 {
 		t.Errorf("step went back to %g", got)
 	}
@@ -362,7 +347,7 @@ func TestObserveTraining(t *testing.T) {
 		t.Error("eigenvalues before any probe")
 	}
 	e.ObserveTraining("r", 20, 1.5, 0.05)
-	s := goodSnapshot("r", 15, 1) // probe of an earlier step lands later
+	s := hmtest.Snapshot("r", 15, 1) // probe of an earlier step lands later
 	e.Observe(s)
 	fams = scrape(t, url)
 	if got, _ := value(fams, TrainingLoss, run("r")); got != 1.5 {
@@ -376,7 +361,7 @@ func TestObserveTraining(t *testing.T) {
 func TestLabelSanitising(t *testing.T) {
 	e := NewExporter()
 	url := serveExporter(t, e)
-	s := goodSnapshot("bad\xffrun", 1, 1)
+	s := hmtest.Snapshot("bad\xffrun", 1, 1)
 	s.Trace.Blocks = append(s.Trace.Blocks, snapshot.BlockTrace{Name: "fc1.weight", Value: 1}, snapshot.BlockTrace{Name: "x\xfe"})
 	e.Observe(s)
 	fams := scrape(t, url)
@@ -389,7 +374,7 @@ func TestLabelSanitising(t *testing.T) {
 // promtool itself over a real scrape.
 func TestLint(t *testing.T) {
 	e := NewExporter()
-	e.Observe(goodSnapshot("a", 1, 5))
+	e.Observe(hmtest.Snapshot("a", 1, 5))
 	e.Observe(snapshot.Snapshot{Run: "a", Step: 2, Failure: snapshot.FailPanic})
 	e.ObserveTraining("b", 3, 1, 0.1)
 	problems, err := testutil.GatherAndLint(gatherer(e))

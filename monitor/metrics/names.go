@@ -5,7 +5,7 @@
 // uses: a renamed metric cannot silently break a panel.
 package metrics
 
-import "github.com/hessmon/hessmon/monitor/snapshot"
+import "github.com/hessmon/hessmon/snapshot"
 
 // Metric names. Gauges describe the latest snapshot of each run.
 const (

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/hessmon/hessmon/monitor/plot"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // probes fakes a few snapshots of a run whose sharpness climbs to the edge

@@ -3,7 +3,6 @@ package plot
 import (
 	"bytes"
 	"errors"
-	"gonum.org/v1/plot/plotter"
 	"image"
 	"image/png"
 	"math"
@@ -13,7 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"gonum.org/v1/plot/plotter"
+
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // spectrumESD is the exact spectral measure of a matrix with eigenvalues

@@ -5,9 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 
-	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/monitor/web"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // runs is a snapshot source with no runs; a live program passes its store.
@@ -19,11 +19,11 @@ func (runs) Snapshots(run string, from, to int64) ([]snapshot.Snapshot, error) {
 }
 
 // Mount the live page next to the JSON API on your own mux: the page at /,
-// the API it polls at /api/. Serve it on loopback (metrics.DefaultAddr) and
+// the API it polls at /api/. Serve it on loopback (api.DefaultAddr) and
 // open http://127.0.0.1:9464/ in a browser.
 func ExampleHandler() {
 	mux := http.NewServeMux()
-	mux.Handle("/api/", metrics.NewAPI(runs{}))
+	mux.Handle("/api/", api.NewAPI(runs{}))
 	mux.Handle("/", web.Handler())
 
 	srv := httptest.NewServer(mux)

@@ -17,8 +17,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // pagedAPI is the JSON API as it answers with pagination: at most limit
@@ -76,7 +75,7 @@ func (a *pagedAPI) handler() http.Handler {
 		if !strings.HasPrefix(r.UserAgent(), "Go-http-client") { // the page's requests, not the test's
 			a.froms[run] = append(a.froms[run], from)
 		}
-		var page []metrics.JSONSnapshot
+		var page []snapshot.JSONSnapshot
 		var next int64 = -1
 		for _, s := range a.snaps[run] {
 			if s.Step < from {
@@ -86,7 +85,7 @@ func (a *pagedAPI) handler() http.Handler {
 				next = s.Step
 				break
 			}
-			page = append(page, metrics.NewJSONSnapshot(s))
+			page = append(page, snapshot.NewJSONSnapshot(s))
 		}
 		if next >= 0 {
 			if run != "b" {
@@ -96,7 +95,7 @@ func (a *pagedAPI) handler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		if page == nil {
-			page = []metrics.JSONSnapshot{}
+			page = []snapshot.JSONSnapshot{}
 		}
 		_ = json.NewEncoder(w).Encode(page)
 	})

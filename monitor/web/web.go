@@ -21,7 +21,7 @@
 // and following the API's next-page headers. Mount both on one mux:
 //
 //	mux := http.NewServeMux()
-//	mux.Handle("/api/", metrics.NewAPI(src)) // the JSON API over your store
+//	mux.Handle("/api/", api.NewAPI(src)) // the JSON API over your store
 //	mux.Handle("/", web.Handler())           // the page at /, its files under /static/
 //
 // Under a prefix, strip it from both: the page at /hessmon/ then reads

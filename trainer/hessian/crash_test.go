@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/hessmon/hessmon/monitor"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
 )

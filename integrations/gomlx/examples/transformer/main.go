@@ -48,8 +48,9 @@ import (
 
 	hgomlx "github.com/hessmon/hessmon/integrations/gomlx"
 	"github.com/hessmon/hessmon/monitor"
+	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/monitor/metrics"
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 )
 
@@ -332,11 +333,11 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 }
 
 // serve puts the registry and the JSON API on addr.
-func serve(addr string, reg *prometheus.Registry, src metrics.Source, log *slog.Logger) (stop func(), err error) {
+func serve(addr string, reg *prometheus.Registry, src api.Source, log *slog.Logger) (stop func(), err error) {
 	if addr == "off" || addr == "" {
 		return func() {}, nil
 	}
-	at, halt, err := metrics.Start(addr, metrics.NewServer(reg, src))
+	at, halt, err := api.Start(addr, api.NewServer(reg, src))
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", addr, err)
 	}

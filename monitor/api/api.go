@@ -1,4 +1,4 @@
-package metrics
+package api
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,22 +15,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // DefaultAddr is where Serve listens when no address is given: loopback
 // only. Another address must be asked for explicitly.
 const DefaultAddr = "127.0.0.1:9464"
 
-// Source is what the read-only JSON API serves from: the live monitor's
-// store handle, a store opened read-only by `hessmon serve`, or anything in
-// memory. *store.Store satisfies it. Snapshots takes an inclusive step range
-// (to < 0: no upper bound) and returns an error wrapping
-// snapshot.ErrUnknownRun for a run it does not know.
-type Source interface {
-	Runs() ([]snapshot.RunSummary, error)
-	Snapshots(run string, from, to int64) ([]snapshot.Snapshot, error)
-}
+// Source is what the read-only JSON API serves from (see snapshot.Source).
+type Source = snapshot.Source
 
 // PagedSource is a Source that reads one page of a run without reading the
 // rest of it. The API pages through a source that has it (*store.Store
@@ -62,7 +54,7 @@ const (
 const NextFromHeader = "X-Hessmon-Next-From"
 
 // NewAPI returns the read-only JSON API over src, for users to mount on
-// their own mux (mux.Handle("/api/", metrics.NewAPI(src))):
+// their own mux (mux.Handle("/api/", api.NewAPI(src))):
 //
 //	GET /api/runs                                     JSON array of run summaries
 //	GET /api/runs/{run}/snapshots?from=&to=&limit=    JSON array of snapshots
@@ -125,18 +117,6 @@ func NewServer(g prometheus.Gatherer, src Source) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
-}
-
-// NewRegistry returns a registry holding only the given collectors
-// (typically one Exporter), for NewServer.
-func NewRegistry(cs ...prometheus.Collector) (*prometheus.Registry, error) {
-	reg := prometheus.NewRegistry()
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("metrics: registering a collector: %w", err)
-		}
-	}
-	return reg, nil
 }
 
 func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
@@ -225,12 +205,12 @@ func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
 		w.Header().Set(NextFromHeader, strconv.FormatInt(next, 10))
 		w.Header().Set("Link", fmt.Sprintf("<%s?%s>; rel=\"next\"", path, nq.Encode()))
 	}
-	out := make([]JSONSnapshot, len(snaps))
+	out := make([]snapshot.JSONSnapshot, len(snaps))
 	for i, s := range snaps {
 		if !vectors {
 			s.Eigenvectors = nil
 		}
-		out[i] = NewJSONSnapshot(s)
+		out[i] = snapshot.NewJSONSnapshot(s)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -265,7 +245,7 @@ func Serve(ctx context.Context, addr string, h http.Handler) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("metrics: listen: %w", err)
+		return fmt.Errorf("api: listen: %w", err)
 	}
 	return ServeListener(ctx, ln, h)
 }
@@ -280,7 +260,7 @@ func Start(addr string, h http.Handler) (net.Addr, func() error, error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("metrics: listen: %w", err)
+		return nil, nil, fmt.Errorf("api: listen: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -314,146 +294,4 @@ func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
 		<-errc
 		return err
 	}
-}
-
-// Float is a float64 whose JSON form is null when it is NaN or ±Inf, which
-// JSON cannot represent (failed probes carry NaN losses). null decodes back
-// to NaN.
-type Float float64
-
-// MarshalJSON implements json.Marshaler.
-func (f Float) MarshalJSON() ([]byte, error) {
-	if !finite(float64(f)) {
-		return []byte("null"), nil
-	}
-	return json.Marshal(float64(f))
-}
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (f *Float) UnmarshalJSON(b []byte) error {
-	if string(b) == "null" {
-		*f = Float(math.NaN())
-		return nil
-	}
-	return json.Unmarshal(b, (*float64)(f))
-}
-
-func floats(v []float64) []Float {
-	if v == nil {
-		return nil
-	}
-	out := make([]Float, len(v))
-	for i, x := range v {
-		out[i] = Float(x)
-	}
-	return out
-}
-
-// JSONSnapshot is the API's JSON form of a snapshot: the same field names as
-// snapshot.Snapshot's own JSON, with every float a Float so that NaN and Inf
-// become null instead of failing the encoder. The float fields shadow the
-// embedded snapshot's (encoding/json picks the shallower field).
-type JSONSnapshot struct {
-	snapshot.Snapshot
-	Loss               Float      `json:"loss"`
-	LearningRate       Float      `json:"learning_rate"`
-	Beta1              Float      `json:"beta1,omitempty"`
-	SharpnessThreshold Float      `json:"sharpness_threshold,omitempty"`
-	SharpnessRatio     Float      `json:"sharpness_ratio,omitempty"`
-	Eigenvalues        []Float    `json:"eigenvalues,omitempty"`
-	Residuals          []Float    `json:"residuals,omitempty"`
-	Eigenvectors       [][]Float  `json:"eigenvectors,omitempty"`
-	Trace              *JSONTrace `json:"trace,omitempty"`
-	ESD                *JSONESD   `json:"esd,omitempty"`
-	Seconds            Float      `json:"seconds"`
-
-	LambdaMin             *JSONEigenpair   `json:"lambda_min,omitempty"`
-	PreconditionedLambda1 *JSONEigenpair   `json:"preconditioned_lambda1,omitempty"`
-	BlockMass             []JSONBlockValue `json:"block_mass,omitempty"`
-	BlockLambda1          []JSONBlockValue `json:"block_lambda1,omitempty"`
-}
-
-// JSONEigenpair is snapshot.Eigenpair with NaN-safe floats.
-type JSONEigenpair struct {
-	Value    Float `json:"value"`
-	Residual Float `json:"residual"`
-}
-
-// JSONBlockValue is snapshot.BlockValue with NaN-safe floats.
-type JSONBlockValue struct {
-	Name     string `json:"name"`
-	Value    Float  `json:"value"`
-	Residual Float  `json:"residual,omitempty"`
-}
-
-func jsonPair(p *snapshot.Eigenpair) *JSONEigenpair {
-	if p == nil {
-		return nil
-	}
-	return &JSONEigenpair{Value: Float(p.Value), Residual: Float(p.Residual)}
-}
-
-func jsonBlocks(bs []snapshot.BlockValue) []JSONBlockValue {
-	var out []JSONBlockValue
-	for _, b := range bs {
-		out = append(out, JSONBlockValue{Name: b.Name, Value: Float(b.Value), Residual: Float(b.Residual)})
-	}
-	return out
-}
-
-// JSONTrace is snapshot.Trace with NaN-safe floats.
-type JSONTrace struct {
-	snapshot.Trace
-	Value  Float            `json:"value"`
-	StdErr Float            `json:"stderr"`
-	Blocks []JSONBlockTrace `json:"blocks,omitempty"`
-}
-
-// JSONBlockTrace is snapshot.BlockTrace with NaN-safe floats.
-type JSONBlockTrace struct {
-	snapshot.BlockTrace
-	Value  Float `json:"value"`
-	StdErr Float `json:"stderr"`
-}
-
-// JSONESD is snapshot.ESD with NaN-safe floats.
-type JSONESD struct {
-	snapshot.ESD
-	Nodes   []Float `json:"nodes"`
-	Weights []Float `json:"weights"`
-	Sigma2  Float   `json:"sigma2"`
-}
-
-// NewJSONSnapshot converts s for JSON output.
-func NewJSONSnapshot(s snapshot.Snapshot) JSONSnapshot {
-	j := JSONSnapshot{
-		Snapshot:           s,
-		Loss:               Float(s.Loss),
-		LearningRate:       Float(s.LearningRate),
-		Beta1:              Float(s.Beta1),
-		SharpnessThreshold: Float(s.SharpnessThreshold),
-		SharpnessRatio:     Float(s.SharpnessRatio),
-		Eigenvalues:        floats(s.Eigenvalues),
-		Residuals:          floats(s.Residuals),
-		Seconds:            Float(s.Seconds),
-
-		LambdaMin:             jsonPair(s.LambdaMin),
-		PreconditionedLambda1: jsonPair(s.PreconditionedLambda1),
-		BlockMass:             jsonBlocks(s.BlockMass),
-		BlockLambda1:          jsonBlocks(s.BlockLambda1),
-	}
-	for _, v := range s.Eigenvectors {
-		j.Eigenvectors = append(j.Eigenvectors, floats(v))
-	}
-	if t := s.Trace; t != nil {
-		jt := &JSONTrace{Trace: *t, Value: Float(t.Value), StdErr: Float(t.StdErr)}
-		for _, b := range t.Blocks {
-			jt.Blocks = append(jt.Blocks, JSONBlockTrace{BlockTrace: b, Value: Float(b.Value), StdErr: Float(b.StdErr)})
-		}
-		j.Trace = jt
-	}
-	if e := s.ESD; e != nil {
-		j.ESD = &JSONESD{ESD: *e, Nodes: floats(e.Nodes), Weights: floats(e.Weights), Sigma2: Float(e.Sigma2)}
-	}
-	return j
 }

@@ -57,6 +57,21 @@ type Snapshot struct {
 	HVPs    int     `json:"hvps"`
 	Seconds float64 `json:"seconds"`
 	Warm    bool    `json:"warm"`
+
+	// Kind says whether this was a light probe (λ1, λmin and, for Adam,
+	// λ1(P⁻¹H)) or a full one; empty in stores written before light probes
+	// existed, which held full probes only (see IsLight).
+	Kind Kind `json:"kind,omitempty"`
+	// Reason says why the probe was taken: its schedule, the budget, or the
+	// trigger that brought a full probe forward.
+	Reason Reason `json:"reason,omitempty"`
+	// Precision is the floating-point precision of the HVPs ("float64" or
+	// "float32"); the estimators' arithmetic is float64 either way. Empty
+	// means float64 (older stores).
+	Precision Precision `json:"precision,omitempty"`
+	// PeakBytes is the most memory the probe's estimators held in
+	// n-vectors, in bytes (0: not measured).
+	PeakBytes int64 `json:"peak_bytes,omitempty"`
 	// Failure is empty for a good probe; otherwise a short reason
 	// (one of Failures()) and Detail says more.
 	Failure Failure `json:"failure,omitempty"`
@@ -96,6 +111,70 @@ const (
 func Failures() []Failure {
 	return []Failure{FailNaN, FailPanic, FailTimeout, FailBudget, FailError}
 }
+
+// Kind is the kind of a probe.
+type Kind string
+
+// Probe kinds.
+const (
+	// KindFull is every configured estimate: top-k, λmin, trace with its
+	// blocks, ESD, block quantities.
+	KindFull Kind = "full"
+	// KindLight is λ1 and λmin with residuals (and λ1(P⁻¹H) for adaptive
+	// optimisers), tracked warm in a few HVPs.
+	KindLight Kind = "light"
+)
+
+// IsLight reports whether s is a light probe. Snapshots without a kind
+// (older stores) are full probes.
+func (s *Snapshot) IsLight() bool { return s.Kind == KindLight }
+
+// Reason is why a probe was taken. The values are label values of the
+// exporter, so they are part of the metrics contract.
+type Reason string
+
+// Probe reasons.
+const (
+	// ReasonScheduled is a probe of a fixed schedule (synchronous mode, or
+	// a light probe at a due step).
+	ReasonScheduled Reason = "scheduled"
+	// ReasonBudget is a full probe that the overhead budget paid for.
+	ReasonBudget Reason = "budget"
+	// ReasonThreshold: λ1 over its edge-of-stability threshold crossed 0.8
+	// or 1 since the last full probe.
+	ReasonThreshold Reason = "threshold"
+	// ReasonJump: λ1 moved by more than 25% since the last full probe.
+	ReasonJump Reason = "jump"
+	// ReasonNegativeCurvature: |λmin|/λ1 exceeded 0.1.
+	ReasonNegativeCurvature Reason = "negative-curvature"
+	// ReasonFailure: the previous light probe failed (NaN, Inf).
+	ReasonFailure Reason = "failure"
+	// ReasonFinal is the full probe Close may take at the end of a run.
+	ReasonFinal Reason = "final"
+)
+
+// Reasons lists every probe reason, in a fixed order.
+func Reasons() []Reason {
+	return []Reason{ReasonScheduled, ReasonBudget, ReasonThreshold, ReasonJump, ReasonNegativeCurvature, ReasonFailure, ReasonFinal}
+}
+
+// Trigger reports whether r is an event trigger (rather than a schedule).
+func (r Reason) Trigger() bool {
+	switch r {
+	case ReasonThreshold, ReasonJump, ReasonNegativeCurvature, ReasonFailure:
+		return true
+	}
+	return false
+}
+
+// Precision is the floating-point precision of a probe's HVPs.
+type Precision string
+
+// Precisions.
+const (
+	Float64 Precision = "float64"
+	Float32 Precision = "float32"
+)
 
 // Eigenpair is an eigenvalue with its certificate ‖Hv−λv‖ (‖v‖ = 1).
 type Eigenpair struct {

@@ -1,4 +1,4 @@
-package metrics
+package api
 
 import (
 	"encoding/json"
@@ -10,7 +10,8 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/hessmon/hessmon/monitor/snapshot"
+	"github.com/hessmon/hessmon/internal/testutil"
+	"github.com/hessmon/hessmon/snapshot"
 )
 
 // memSource is a Source without SnapshotsPage, as an in-memory view would
@@ -82,7 +83,7 @@ func TestAPIPages(t *testing.T) {
 	st := newStore(t)
 	var all []snapshot.Snapshot
 	for i := range int64(2345) {
-		s := goodSnapshot("r", 10*i, 2)
+		s := testutil.Snapshot("r", 10*i, 2)
 		s.Eigenvectors = [][]float64{{1, 0}}
 		if err := st.PutSnapshot(s); err != nil {
 			t.Fatal(err)
@@ -165,7 +166,7 @@ func TestAPIPages(t *testing.T) {
 func TestAPIPageUnderPrefix(t *testing.T) {
 	st := newStore(t)
 	for i := range int64(3) {
-		if err := st.PutSnapshot(goodSnapshot("a b", i, 1)); err != nil {
+		if err := st.PutSnapshot(testutil.Snapshot("a b", i, 1)); err != nil {
 			t.Fatal(err)
 		}
 	}
