@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
@@ -213,7 +214,7 @@ func Blocks(net *trainer.Network) []estimators.Block {
 
 // ShardDataset returns the part of d that comm's rank owns (see hvp.Shard).
 // The result is a view: it shares d's storage.
-func ShardDataset(d *trainer.Dataset, comm hvp.Comm) (*trainer.Dataset, error) {
+func ShardDataset(d *data.Dataset, comm hvp.Comm) (*data.Dataset, error) {
 	from, to, err := hvp.Shard(d.Len(), comm.Rank(), comm.Size())
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 
 	"gonum.org/v1/gonum/floats"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/trainer"
 )
 
@@ -17,14 +18,14 @@ func TestExactBatchesEqualsWholeBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := trainer.Synthetic(50, net.InShape(), 4, 2)
-	whole, err := NewExact(net, d.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+	d := data.Synthetic(50, net.InShape(), 4, 2)
+	whole, err := NewExact(net, trainer.HeadBatch(d, 0), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, _ := d.Subset(0, 13)
 	b, _ := d.Subset(13, 50)
-	parts, err := NewExactBatches(net, []trainer.Batch{a.Head(0), b.Head(0)}, trainer.CrossEntropy{}, trainer.ModeEval)
+	parts, err := NewExactBatches(net, []trainer.Batch{trainer.HeadBatch(a, 0), trainer.HeadBatch(b, 0)}, trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestExactBatchesEqualsWholeBatch(t *testing.T) {
 // change the operator; Refresh moves it.
 func TestExactIsFrozen(t *testing.T) {
 	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{5, 4, 3}, Activation: trainer.Tanh}, 3)
-	batch := trainer.Synthetic(20, net.InShape(), 3, 4).Head(0)
+	batch := trainer.HeadBatch(data.Synthetic(20, net.InShape(), 3, 4), 0)
 	op, _ := NewExact(net, batch, trainer.CrossEntropy{}, trainer.ModeEval)
 	v := make([]float64, op.Dim())
 	v[0], v[5] = 1, -2
