@@ -7,6 +7,7 @@ import (
 	"gonum.org/v1/gonum/floats"
 
 	"github.com/hessmon/hessmon/data"
+	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
 )
 
@@ -71,5 +72,44 @@ func TestExactIsFrozen(t *testing.T) {
 	_ = op.Apply(h2, v)
 	if floats.Equal(h1, h2) {
 		t.Error("Refresh did not move the operator")
+	}
+}
+
+// TestConstructorsReturnANilInterfaceOnError: on a batch whose shape does
+// not fit the model, NewChunked (one chunk and many) and the hook's probe
+// operator (whole batch and split) fail with an operator that is nil in the
+// interface sense, not a nil *Exact or *ExactBatches inside a non-nil
+// hvp.Operator that a caller's op != nil check lets through.
+func TestConstructorsReturnANilInterfaceOnError(t *testing.T) {
+	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{6, 5, 3}, Activation: trainer.Tanh}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := trainer.HeadBatch(data.Synthetic(40, trainer.Shape{H: 1, W: 1, C: 4}, 3, 1), 0) // 4 features for 6 inputs
+	cases := []struct {
+		name  string
+		build func() (hvp.Operator, error)
+	}{
+		{"NewChunked/one-chunk", func() (hvp.Operator, error) {
+			return NewChunked(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, 100)
+		}},
+		{"NewChunked/chunks", func() (hvp.Operator, error) {
+			return NewChunked(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, 7)
+		}},
+		{"probeOperator/whole", func() (hvp.Operator, error) {
+			return probeOperator(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, false)
+		}},
+		{"probeOperator/split", func() (hvp.Operator, error) {
+			return probeOperator(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, true)
+		}},
+	}
+	for _, c := range cases {
+		op, err := c.build()
+		if err == nil {
+			t.Errorf("%s: no error for a 4-feature batch on a 6-input model", c.name)
+		}
+		if op != nil {
+			t.Errorf("%s: operator %#v is a typed nil inside a non-nil hvp.Operator", c.name, op)
+		}
 	}
 }
