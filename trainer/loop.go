@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/hessmon/hessmon/data"
 )
 
 // StepInfo is what a hook sees after each optimiser step.
@@ -30,7 +32,7 @@ type Config struct {
 	Model     *Network
 	Loss      Loss
 	Optimizer Optimizer
-	Data      *Dataset
+	Data      *data.Dataset
 	BatchSize int   // ≤ 0: full batch (gradient descent)
 	Steps     int64 // number of optimiser steps
 	Seed      uint64
@@ -103,7 +105,7 @@ func Train(ctx context.Context, cfg Config) (Result, error) {
 
 // Accuracy is the fraction of d classified correctly (Eval mode), computed
 // in chunks to bound memory.
-func Accuracy(net *Network, d *Dataset) (float64, error) {
+func Accuracy(net *Network, d *data.Dataset) (float64, error) {
 	if d.Shape != net.InShape() {
 		d = d.Flat()
 	}
@@ -116,7 +118,7 @@ func Accuracy(net *Network, d *Dataset) (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		b := sub.Head(0)
+		b := HeadBatch(sub, 0)
 		pred, err = tape.Predict(pred, b.X)
 		if err != nil {
 			return 0, err

@@ -152,7 +152,7 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 		defer closeComm()
 		op, rank, ranks = dop, r, size
 	} else {
-		op, err = hessian.NewChunked(net, head.Head(0), trainer.CrossEntropy{}, mode, analyzeChunk)
+		op, err = hessian.NewChunked(net, trainer.HeadBatch(head, 0), trainer.CrossEntropy{}, mode, analyzeChunk)
 		if m, ok := op.(interface{ SetWorkers(int) }); ok {
 			m.SetWorkers(2)
 		}

@@ -137,7 +137,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, pb := train.Head(*batch), train.Head(*probeBatch)
+	b, pb := trainer.HeadBatch(train, *batch), trainer.HeadBatch(train, *probeBatch)
 	loss := trainer.CrossEntropy{}
 	op, err := hessian.NewExact(net, b, loss, trainer.ModeEval)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/api"
@@ -197,7 +198,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	if of.batch < 0 || of.epochs <= 0 || of.steps < 0 {
 		return usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
 	}
-	net, train, test, err := mf.setup()
+	net, train, test, err := mf.setupProbe(monf.probeBatch)
 	if err != nil {
 		return err
 	}
@@ -310,7 +311,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 }
 
 // runMeta describes a training run for the store.
-func runMeta(id string, net *trainer.Network, opt trainer.Optimizer, train *trainer.Dataset, mf modelFlags, of optFlags, monf monitorFlags, steps int64) snapshot.Run {
+func runMeta(id string, net *trainer.Network, opt trainer.Optimizer, train *data.Dataset, mf modelFlags, of optFlags, monf monitorFlags, steps int64) snapshot.Run {
 	return snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.Optimizer(opt.Name()), Started: time.Now().UTC(), Config: map[string]string{
 		"data": describeData(train), "params": fmt.Sprint(net.Dim()), "lr": fmt.Sprint(of.lr), "momentum": fmt.Sprint(of.momentum),
 		"batch": fmt.Sprint(of.batch), "steps": fmt.Sprint(steps), "every": fmt.Sprint(monf.every), "top": fmt.Sprint(monf.top),
@@ -373,7 +374,7 @@ func logSnapshot(log *slog.Logger, s snapshot.Snapshot) {
 }
 
 // probeSubset draws the fixed, seeded probe batch.
-func probeSubset(d *trainer.Dataset, n int, seed uint64) trainer.Batch {
+func probeSubset(d *data.Dataset, n int, seed uint64) trainer.Batch {
 	b := trainer.NewBatcher(d, n, seed^0x70be)
 	batch, _ := b.Next()
 	return batch

@@ -11,6 +11,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
@@ -134,7 +135,7 @@ type rankRun struct {
 	out        io.Writer
 
 	net         *trainer.Network
-	train, test *trainer.Dataset
+	train, test *data.Dataset
 	steps       int64
 	probe       trainer.Batch // the whole fixed probe batch
 	shard       trainer.Batch // this rank's contiguous part of it
@@ -275,7 +276,7 @@ func (p replica) Operator() (hvp.Operator, int, error) {
 // setup does this rank's local set-up; an error is shared in the handshake.
 func (r *rankRun) setup() error {
 	var err error
-	r.net, r.train, r.test, err = r.o.model.setup()
+	r.net, r.train, r.test, err = r.o.model.setupProbe(r.o.mon.probeBatch)
 	if err != nil {
 		return err
 	}
@@ -335,12 +336,12 @@ func (r *rankRun) closeLocal() {
 
 // shardBatch returns comm's rank's contiguous part of b (see hvp.Shard).
 func shardBatch(b trainer.Batch, comm hvp.Comm) (trainer.Batch, error) {
-	d := &trainer.Dataset{X: b.X.Data, Labels: b.Labels, Shape: b.X.Shape}
+	d := &data.Dataset{X: b.X.Data, Labels: b.Labels, Shape: b.X.Shape}
 	shard, err := hessian.ShardDataset(d, comm)
 	if err != nil {
 		return trainer.Batch{}, err
 	}
-	return shard.Head(0), nil
+	return trainer.HeadBatch(shard, 0), nil
 }
 
 // report prints rank 0's summary.

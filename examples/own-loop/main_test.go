@@ -7,6 +7,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
@@ -41,11 +42,11 @@ func TestOwnGradientMatchesTrainer(t *testing.T) {
 	p := make([]float64, m.dim())
 	var s uint64 = 1
 	m.init(p, func() float64 { s = s*6364136223846793005 + 1442695040888963407; return float64(s>>11) / (1 << 53) })
-	train, _, err := trainer.LoadMNIST("")
+	train, _, err := data.LoadMNIST("")
 	if err != nil {
 		t.Skip(err)
 	}
-	x, y := gather(train, []int{3, 1, 4, 1, 5, 9, 2, 6})
+	x, y := train.Gather([]int{3, 1, 4, 1, 5, 9, 2, 6})
 	got := make([]float64, len(p))
 	loss := m.lossGrad(got, p, x, y)
 	net := trainerTwin(t, m, p)
@@ -71,7 +72,7 @@ func TestOwnGradientMatchesTrainer(t *testing.T) {
 // gradient) against the exact R-operator λ1 of hessmon's trainer on the same
 // weights and probe batch.
 func TestOwnLoopProbesMatchExactHessian(t *testing.T) {
-	if _, err := trainer.MNISTDir(); err != nil {
+	if _, err := data.MNISTDir(); err != nil {
 		t.Skip(err)
 	}
 	c := config{Steps: 120, Every: 40, Hidden: 32, Batch: 64, ProbeBatch: 128, LR: 0.05, Momentum: 0.9, Seed: 2,

@@ -94,7 +94,7 @@ func StepInfo(info trainer.StepInfo) monitor.StepInfo {
 func probeOperator(net *trainer.Network, b trainer.Batch, loss trainer.Loss, mode trainer.Mode, async bool) (hvp.Operator, error) {
 	parts := runtime.GOMAXPROCS(0)
 	if async && (mode == trainer.ModeEval || !hasBatchNorm(net)) && parts > 1 && b.Len() >= 2*parts {
-		return NewExactBatches(net, Split(b, parts), loss, mode)
+		return operator(NewExactBatches(net, Split(b, parts), loss, mode))
 	}
-	return NewExact(net, b, loss, mode)
+	return operator(NewExact(net, b, loss, mode))
 }
