@@ -46,6 +46,7 @@ type monitorFlags struct {
 	probeBatch int
 	async      bool
 	overhead   float64
+	fullEvery  int
 	blockEvery int
 	groups     groupFlags
 	bnMode     string
@@ -68,7 +69,11 @@ func (m *monitorFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&m.timeout, "probe-timeout", 2*time.Minute, "wall-time budget per probe")
 	fs.IntVar(&m.probeBatch, "probe-batch", 128, "size of the fixed, seeded probe batch")
 	fs.BoolVar(&m.async, "async", true, "probe a frozen copy of the weights in the background while training continues")
-	fs.Float64Var(&m.overhead, "overhead", 0, "adapt the probe interval to keep probing under this fraction of training time (e.g. 0.05; 0: fixed interval)")
+	fs.Float64Var(&m.overhead, "budget", 0.05, "with --async: the share of training time probes may cost; every due step gets a light probe "+
+		"(λ1, λmin) when it fits, a full one when its measured cost fits, or a trigger brings it forward")
+	fs.Float64Var(&m.overhead, "overhead", 0.05, "the same as --budget (round 1's overhead target)")
+	fs.IntVar(&m.fullEvery, "full-every", 0, "fixed schedule: a full probe at every k-th due step, light probes between "+
+		"(0: the budget decides with --async; every due step full with --async=false)")
 	fs.IntVar(&m.blockEvery, "block-eigen-every", 0, "every k-th probe, also λ1 of each layer's diagonal Hessian block (layer-wise sharpness; "+
 		"a small eigen solve of full HVPs per block; 0: off)")
 	fs.Var(&m.groups, "block-group", "name=regexp: merge the parameter blocks whose names match into one block for --block-eigen-every "+
@@ -91,17 +96,17 @@ func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error)
 	if err != nil {
 		return monitor.Config{}, 0, err
 	}
-	top, tol, trace, esd, warmMax := m.top, m.tol, m.trace && !m.noTrace, m.esd && !m.noESD, 0
-	if m.track {
-		top, tol, trace, esd, warmMax = 1, 1e-3, false, false, 10
-	}
-	return monitor.Config{
-		Every: m.every, NoEigen: top == 0, TopK: top, Order: order, EigenTol: tol, EigenWarmMaxHVPs: warmMax,
-		NoTrace: !trace, NoESD: !esd, ESDSteps: m.esdSteps,
+	cfg := monitor.Config{
+		Every: m.every, NoEigen: m.top == 0, TopK: m.top, Order: order, EigenTol: m.tol,
+		NoTrace: !m.trace || m.noTrace, NoESD: !m.esd || m.noESD, ESDSteps: m.esdSteps,
 		MaxHVPs: m.maxHVPs, TraceMaxHVPs: m.traceHVPs, MaxDuration: m.timeout, Async: m.async,
-		OverheadTarget: m.overhead, Seed: seed,
+		Budget: m.overhead, FullEvery: m.fullEvery, Seed: seed,
 		BlockEigenEvery: m.blockEvery, BlockGroups: m.groups,
-	}, mode, nil
+	}
+	if m.track {
+		cfg = cfg.Tracking()
+	}
+	return cfg, mode, nil
 }
 
 // optFlags are the optimiser flags.

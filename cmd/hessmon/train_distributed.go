@@ -39,7 +39,7 @@ import (
 const distributedTrainHelp = "run as one rank of an MPI job (binary built with -tags mpi, started by mpirun). Replicated " +
 	"training: every rank trains the same model from the same --seed on the same data, so the weights are identical on all " +
 	"ranks (checked at every probe); each probe's Hessian of the --probe-batch is sharded over the ranks and all-reduced. " +
-	"Probes are synchronous (--async is ignored), the interval is fixed (--overhead is refused) and --probe-timeout stops " +
+	"Probes are synchronous (--async is ignored) on a deterministic schedule (--full-every, default every due step full; the budget only reports) and --probe-timeout stops " +
 	"a probe on all ranks together; only rank 0 writes --db and serves --listen, the other ranks print errors only"
 
 // commInit joins the process group of a distributed run. It returns this
@@ -67,10 +67,6 @@ func setFlags(fs *flag.FlagSet) map[string]bool {
 // decides the same before the group starts), joins the group and runs this
 // rank's part.
 func trainDistributed(ctx context.Context, e *env, o trainOpts, newComm commInit) (err error) {
-	if o.mon.overhead != 0 {
-		return usageErr("--overhead cannot be used with --distributed: it adapts the interval to each rank's own timings, " +
-			"so the ranks would probe at different steps and wait for each other forever; set a fixed --every")
-	}
 	cfg, mode, err := o.mon.config(o.model.seed)
 	if err != nil {
 		return err
