@@ -484,7 +484,8 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		"  csv:   one row per snapshot with columns step, time, loss, lr, optimizer, sharpness_threshold,\n"+
 		"         sharpness_ratio, lambda_1..lambda_k, residual_1..residual_k, lambda_min, residual_min,\n"+
 		"         preconditioned_lambda1, preconditioned_residual, trace, trace_stderr, trace_probes,\n"+
-		"         trace_method, hvps, seconds, warm, failure, failure_detail. With --out F.csv two long-format\n"+
+		"         trace_method, hvps, seconds, warm, failure, failure_detail, kind (light or full), reason,\n"+
+		"         precision, peak_bytes; a light probe's row has empty full-only cells. With --out F.csv two long-format\n"+
 		"         files go next to it: F.esd.csv (step, probe, node, weight: the SLQ quadrature) and\n"+
 		"         F.blocks.csv (step, block, value, stderr: per-layer traces), and when the run has them F.mass.csv\n"+
 		"         (the top eigenvector's mass per block) and F.block-lambda1.csv (layer-wise λ1 with residuals).\n"+
