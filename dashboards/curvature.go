@@ -59,14 +59,18 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 	// Rows and panels take ids in display order.
 	curvatureRow := dashboard.NewRowBuilder("Curvature").Id(ids.next())
 	lambda := timeSeries(ids, "Top Hessian eigenvalues λ1..k vs 2/η",
-		"Top eigenvalues of the loss Hessian at each probe. The dashed line is 2/η from the learning rate: "+
+		"Top eigenvalues of the loss Hessian. λ1 (bold) comes from every probe, light or full: the dense series. "+
+			"λ2..k come from full probes only and hold their value between them (see the last full probe's step). "+
+			"The dashed line is 2/η from the learning rate: "+
 			"under (S)GD the sharpness λ1 rises towards it and hovers there (edge of stability, Cohen et al. 2021). "+
 			"The dotted line is the optimiser's own threshold: 2/η for SGD (on top of the dashed one), (2+2β1)/(η(1−β1)) for Adam.",
 		"none", 16, 9,
-		target{run(metrics.TopEigenvalue), "λ{{" + metrics.LabelRank + "}}"},
+		target{run(metrics.TopEigenvalue, metrics.LabelRank+`="1"`), "λ1"},
+		target{run(metrics.TopEigenvalue, metrics.LabelRank+`!="1"`), "λ{{" + metrics.LabelRank + "}} (full probes)"},
 		target{"2 / " + run(metrics.TrainingLR), "2/η"},
 		target{run(metrics.SharpnessThreshold), "optimiser threshold"},
 	).
+		OverrideByName("λ1", []dashboard.DynamicConfigValue{prop("custom.lineWidth", 2)}).
 		OverrideByName("2/η", []dashboard.DynamicConfigValue{dashed(), fixedColor("red"), prop("custom.lineWidth", 2)}).
 		OverrideByName("optimiser threshold", []dashboard.DynamicConfigValue{dotted(), fixedColor("orange")})
 
@@ -77,15 +81,17 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 		[]dashboard.Threshold{threshold(nil, "green"), threshold(cog.ToPtr(0.8), "yellow"), threshold(cog.ToPtr(1.0), "red")})
 
 	step := statPanel(ids, "Last probed step",
-		"Training step of the latest snapshot: Prometheus plots wall time, this relates it to steps.",
-		"none", 4, 9, run(metrics.Step), "step",
+		"Training step of the latest probe, light or full, and of the latest full probe, which the full-only panels "+
+			"(trace, density, blocks, λ2..k) show: Prometheus plots wall time, this relates it to steps.",
+		"none", 4, 9, run(metrics.Step), "probe",
 		[]dashboard.Threshold{threshold(nil, "blue")}).
+		WithTarget(query(refID(1), run(metrics.FullProbeStep), "full probe")).
 		Decimals(0)
 
 	tr := run(metrics.Trace)
 	se := run(metrics.TraceStdErr)
 	trace := timeSeries(ids, "Hessian trace ± 2·stderr",
-		"Stochastic trace estimate; the band is ±2 standard errors of the estimator (its certificate).",
+		"Stochastic trace estimate from full probes; the band is ±2 standard errors of the estimator (its certificate).",
 		"none", 12, 9,
 		target{tr, "tr(H)"},
 		target{tr + " - 2 * " + se, "tr(H) − 2·stderr"},
@@ -189,6 +195,22 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 		"Quantiles of the probe wall time over the probe window, from the probe-duration histogram.",
 		"s", 8, 8, durTargets...)
 
+	kinds := timeSeries(ids, "Probes by kind and reason",
+		"Probes over the probe window by kind (light: λ1 and λmin at a due step; full: every estimate) and by why "+
+			"they were taken: scheduled, paid for by the overhead budget, or brought forward by a trigger "+
+			"(threshold, jump, negative-curvature, failure), or final.",
+		"none", 16, 8,
+		target{fmt.Sprintf("sum by (%s, %s) (increase(%s%s))", metrics.LabelKind, metrics.LabelReason,
+			run(metrics.ProbesByKind), window), "{{" + metrics.LabelKind + "}} {{" + metrics.LabelReason + "}}"},
+	).DrawStyle(common.GraphDrawStyleBars).FillOpacity(60).
+		Stacking(common.NewStackingConfigBuilder().Mode(common.StackingModeNormal))
+
+	fullAge := timeSeries(ids, "Steps since the last full probe",
+		"How old the full-only estimates are, in training steps: the latest probe's step minus the latest full probe's.",
+		"none", 8, 8,
+		target{run(metrics.Step) + " - " + run(metrics.FullProbeStep), "steps"},
+	)
+
 	failures := timeSeries(ids, "Probe failures",
 		"Failed probes per reason over the probe window (NaN, panic, timeout, budget, error). "+
 			"A failed probe never stops training; it is recorded here and in the store.",
@@ -220,5 +242,7 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 		WithPanel(hvps).
 		WithPanel(duration).
 		WithPanel(failures).
+		WithPanel(kinds).
+		WithPanel(fullAge).
 		Build()
 }

@@ -307,7 +307,11 @@ func TestCurvatureDashboardContent(t *testing.T) {
 		return false
 	}
 	for _, c := range []struct{ typ, substr, format string }{
-		{"timeseries", metrics.TopEigenvalue + `{run="$run"}`, ""},
+		{"timeseries", metrics.TopEigenvalue + `{run="$run", rank="1"}`, ""}, // the dense λ1 series
+		{"timeseries", metrics.TopEigenvalue + `{run="$run", rank!="1"}`, ""},
+		{"stat", metrics.FullProbeStep + `{run="$run"}`, ""},
+		{"timeseries", metrics.Step + `{run="$run"} - ` + metrics.FullProbeStep, ""},
+		{"timeseries", "sum by (kind, reason) (increase(" + metrics.ProbesByKind, ""},
 		{"timeseries", "2 / " + metrics.TrainingLR + `{run="$run"}`, ""},
 		{"stat", metrics.SharpnessRatio, ""},
 		{"timeseries", metrics.Trace + `{run="$run"} + 2 * ` + metrics.TraceStdErr, ""},

@@ -20,16 +20,18 @@ var (
 // successful snapshots carrying a finite λ1, and are nil when there is none
 // (JSON null rather than a NaN that JSON cannot encode).
 type RunSummary struct {
-	ID           string    `json:"id"`
-	Model        string    `json:"model,omitempty"`
-	Optimizer    Optimizer `json:"optimizer,omitempty"`
-	Started      time.Time `json:"started"`
-	FirstStep    int64     `json:"first_step"`
-	LastStep     int64     `json:"last_step"`
-	Snapshots    int       `json:"snapshots"`
-	Failures     int       `json:"failures"`
-	FirstLambda1 *float64  `json:"first_lambda1"`
-	LastLambda1  *float64  `json:"last_lambda1"`
+	ID        string    `json:"id"`
+	Model     string    `json:"model,omitempty"`
+	Optimizer Optimizer `json:"optimizer,omitempty"`
+	Started   time.Time `json:"started"`
+	FirstStep int64     `json:"first_step"`
+	LastStep  int64     `json:"last_step"`
+	Snapshots int       `json:"snapshots"`
+	Failures  int       `json:"failures"`
+	// Light counts the light probes among Snapshots; the others are full.
+	Light        int      `json:"light,omitempty"`
+	FirstLambda1 *float64 `json:"first_lambda1"`
+	LastLambda1  *float64 `json:"last_lambda1"`
 }
 
 // NewRunSummary starts an empty summary of r.
@@ -45,6 +47,9 @@ func (r *RunSummary) Add(s *Snapshot) {
 	}
 	r.LastStep = s.Step
 	r.Snapshots++
+	if s.IsLight() {
+		r.Light++
+	}
 	if s.Failed() {
 		r.Failures++
 		return

@@ -106,7 +106,7 @@ func EncodeSnapshot(s snapshot.Snapshot) ([]byte, error) {
 		b = protowire.AppendVarint(b, 1)
 	}
 	b = appendString(b, 18, string(s.Failure))
-	b = appendString(b, 19, s.Detail)
+	b = appendString(b, 19, storedDetail(&s))
 	b = appendPair(b, 20, s.LambdaMin)
 	b = appendPair(b, 21, s.PreconditionedLambda1)
 	for _, bv := range s.BlockMass {

@@ -157,8 +157,8 @@ func writeJSON(w io.Writer, v any) error {
 // ---- hessmon runs ----
 
 func runRuns(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "runs", "list the runs of a store, one line each: id, model, optimiser, steps covered, snapshots, "+
-		"failed probes, first and last λ1, start time. The store is opened read-only; while a trainer writes it, "+
+	fs := newFlags(e, "runs", "list the runs of a store, one line each: id, model, optimiser, steps covered, snapshots "+
+		"(light and full probes), failed probes, first and last λ1, start time. The store is opened read-only; while a trainer writes it, "+
 		"use the trainer's live API instead (curl http://127.0.0.1:9464/api/runs).",
 		"hessmon runs --db hessmon.db")
 	var sf storeFlags
@@ -187,14 +187,14 @@ func runRuns(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN\tMODEL\tOPT\tSTEPS\tSNAPSHOTS\tFAILED\tλ1 FIRST\tλ1 LAST\tSTARTED")
+	fmt.Fprintln(tw, "RUN\tMODEL\tOPT\tSTEPS\tSNAPSHOTS\tLIGHT\tFULL\tFAILED\tλ1 FIRST\tλ1 LAST\tSTARTED")
 	for _, r := range runs {
 		steps := "-"
 		if r.Snapshots > 0 {
 			steps = fmt.Sprintf("%d..%d", r.FirstStep, r.LastStep)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, cmp.Or(r.Model, "-"), cmp.Or(string(r.Optimizer), "-"),
-			steps, r.Snapshots, r.Failures, optNum(r.FirstLambda1), optNum(r.LastLambda1), fmtTime(r.Started))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", r.ID, cmp.Or(r.Model, "-"), cmp.Or(string(r.Optimizer), "-"),
+			steps, r.Snapshots, r.Light, r.Snapshots-r.Light, r.Failures, optNum(r.FirstLambda1), optNum(r.LastLambda1), fmtTime(r.Started))
 	}
 	return tw.Flush()
 }
@@ -209,7 +209,8 @@ func fmtTime(t time.Time) string {
 // ---- hessmon show ----
 
 func runShow(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "show", "show a run's snapshots as a table (step, loss, λ1..k with residuals ‖Hv−λv‖, trace ± stderr, "+
+	fs := newFlags(e, "show", "show a run's snapshots as a table (step, probe kind light or full and the reason it was taken, loss, "+
+		"λ1..k with residuals ‖Hv−λv‖, λmin, trace ± stderr; a light probe has λ1 and λmin only, '-' for the rest; "+
 		"sharpness ratio λ1/threshold, HVPs, seconds, warm or cold start, failure), or with --step one snapshot in full: "+
 		"eigenpairs, block traces and an ESD summary (probes, Lanczos steps, kernel σ², spectral moments, quantiles).",
 		"hessmon show --db hessmon.db --run mnist-sgd --step 300")
@@ -282,7 +283,7 @@ func printTable(w io.Writer, snaps []snapshot.Snapshot) error {
 		hasPre = hasPre || s.PreconditionedLambda1 != nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	head := []string{"STEP", "LOSS"}
+	head := []string{"STEP", "KIND", "REASON", "LOSS"}
 	for i := 1; i <= k; i++ {
 		head = append(head, fmt.Sprintf("λ%d", i), fmt.Sprintf("RES%d", i))
 	}
@@ -295,7 +296,7 @@ func printTable(w io.Writer, snaps []snapshot.Snapshot) error {
 	head = append(head, "TRACE±SE", "RATIO", "HVPS", "SECONDS", "START", "FAILURE")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, s := range snaps {
-		row := []string{strconv.FormatInt(s.Step, 10), num(s.Loss)}
+		row := []string{strconv.FormatInt(s.Step, 10), kindOf(&s), cmp.Or(string(s.Reason), "-"), num(s.Loss)}
 		for i := range k {
 			l, r := "-", "-"
 			if i < len(s.Eigenvalues) {
@@ -336,6 +337,50 @@ func printTable(w io.Writer, snaps []snapshot.Snapshot) error {
 	return tw.Flush()
 }
 
+// kindOf names s's probe kind; a snapshot without one (an older store) is
+// a full probe.
+func kindOf(s *snapshot.Snapshot) string {
+	if s.IsLight() {
+		return string(snapshot.KindLight)
+	}
+	return string(snapshot.KindFull)
+}
+
+// probeLine describes how s was taken: kind, reason, cost, precision.
+func probeLine(s *snapshot.Snapshot) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s probe", kindOf(s))
+	if s.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", s.Reason)
+	}
+	start := "cold start"
+	if s.Warm {
+		start = "warm start"
+	}
+	fmt.Fprintf(&b, ": %d HVPs, %.3f s, %s, %s HVPs", s.HVPs, s.Seconds, start, cmp.Or(string(s.Precision), string(snapshot.Float64)))
+	if s.PeakBytes > 0 {
+		fmt.Fprintf(&b, ", peak %s", fmtBytes(s.PeakBytes))
+	}
+	if s.IsLight() {
+		b.WriteString("; λ1 and λmin only, the other estimates come from full probes")
+	}
+	return b.String()
+}
+
+// fmtBytes formats n bytes in binary units.
+func fmtBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
 // printSnapshot prints one snapshot in full.
 func printSnapshot(w io.Writer, s snapshot.Snapshot) error {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
@@ -345,11 +390,7 @@ func printSnapshot(w io.Writer, s snapshot.Snapshot) error {
 		p(" (β1/momentum %s)", num(s.Beta1))
 	}
 	p("\n")
-	start := "cold start"
-	if s.Warm {
-		start = "warm start"
-	}
-	p("probe: %d HVPs, %.3f s, %s\n", s.HVPs, s.Seconds, start)
+	p("%s\n", probeLine(&s))
 	if s.Failed() {
 		p("FAILED: %s", s.Failure)
 		if s.Detail != "" {
@@ -443,7 +484,8 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		"  csv:   one row per snapshot with columns step, time, loss, lr, optimizer, sharpness_threshold,\n"+
 		"         sharpness_ratio, lambda_1..lambda_k, residual_1..residual_k, lambda_min, residual_min,\n"+
 		"         preconditioned_lambda1, preconditioned_residual, trace, trace_stderr, trace_probes,\n"+
-		"         trace_method, hvps, seconds, warm, failure, failure_detail. With --out F.csv two long-format\n"+
+		"         trace_method, hvps, seconds, warm, failure, failure_detail, kind (light or full), reason,\n"+
+		"         precision, peak_bytes; a light probe's row has empty full-only cells. With --out F.csv two long-format\n"+
 		"         files go next to it: F.esd.csv (step, probe, node, weight: the SLQ quadrature) and\n"+
 		"         F.blocks.csv (step, block, value, stderr: per-layer traces), and when the run has them F.mass.csv\n"+
 		"         (the top eigenvector's mass per block) and F.block-lambda1.csv (layer-wise λ1 with residuals).\n"+

@@ -221,7 +221,7 @@ func TestShowTableMatchesSnapshots(t *testing.T) {
 		t.Errorf("header line %q", first)
 	}
 	head, rows := inspTable(t, rest)
-	wantHead := []string{"STEP", "LOSS", "λ1", "RES1", "λ2", "RES2", "λ3", "RES3", "TRACE±SE", "RATIO", "HVPS", "SECONDS", "START", "FAILURE"}
+	wantHead := []string{"STEP", "KIND", "REASON", "LOSS", "λ1", "RES1", "λ2", "RES2", "λ3", "RES3", "TRACE±SE", "RATIO", "HVPS", "SECONDS", "START", "FAILURE"}
 	if !slices.Equal(head, wantHead) {
 		t.Fatalf("columns %q, want %q", head, wantHead)
 	}
@@ -417,7 +417,8 @@ func TestExportCSVMatchesSnapshots(t *testing.T) {
 	wantHead := []string{"step", "time", "loss", "lr", "optimizer", "sharpness_threshold", "sharpness_ratio",
 		"lambda_1", "lambda_2", "lambda_3", "residual_1", "residual_2", "residual_3",
 		"lambda_min", "residual_min", "preconditioned_lambda1", "preconditioned_residual",
-		"trace", "trace_stderr", "trace_probes", "trace_method", "hvps", "seconds", "warm", "failure", "failure_detail"}
+		"trace", "trace_stderr", "trace_probes", "trace_method", "hvps", "seconds", "warm", "failure", "failure_detail",
+		"kind", "reason", "precision", "peak_bytes"}
 	if !slices.Equal(recs[0], wantHead) {
 		t.Fatalf("header %q, want %q", recs[0], wantHead)
 	}

@@ -17,8 +17,9 @@ func runPlot(ctx context.Context, e *env, args []string) error {
 		kinds = append(kinds, string(k))
 	}
 	fs := newFlags(e, "plot", "draw a run's snapshots with gonum/plot into a PNG (or .svg/.pdf by extension):\n"+
-		"  eigen        λ1..k over steps, with the edge-of-stability threshold (2/η for SGD) when recorded\n"+
-		"  trace        tr(H) over steps with a ±1 stderr band\n"+
+		"  eigen        λ1..k over steps, with the edge-of-stability threshold (2/η for SGD) when recorded;\n"+
+		"               λ1 and λmin from every probe, light and full (full ones ringed), λ2..k from full probes\n"+
+		"  trace        tr(H) over steps with a ±1 stderr band (full probes; so are esd and blocks)\n"+
 		"  esd          the spectral density at --steps (default: first and last) on a log y-axis, as PyHessian\n"+
 		"  esd-heatmap  the density over eigenvalue × step, log colour scale, one panel per run\n"+
 		"  blocks       the per-layer trace over steps, the --top largest blocks\n"+

@@ -26,3 +26,22 @@ func Snapshot(runID string, step int64, k int) snapshot.Snapshot {
 	}
 	return s
 }
+
+// LightSnapshot returns a good synthetic light probe of run at step: λ1 and
+// λmin with their residuals and the sharpness ratio, as a light probe
+// measures them, and nothing of the full-only estimates (no top-2..k, trace,
+// ESD or blocks). Its λ1 is that of Snapshot at the same step plus 0.5, so a
+// test can tell which of the two a value came from.
+func LightSnapshot(runID string, step int64) snapshot.Snapshot {
+	l1 := 30.5 + float64(step)
+	return snapshot.Snapshot{
+		Run: runID, Step: step, Time: time.Unix(1700000000+step, 0),
+		Loss: 0.5 / float64(step+1), LearningRate: 0.05, Optimizer: "sgd",
+		SharpnessThreshold: 40, SharpnessRatio: l1 / 40,
+		Eigenvalues: []float64{l1}, Residuals: []float64{2e-3 * l1},
+		LambdaMin: &snapshot.Eigenpair{Value: -0.25 - 0.01*float64(step), Residual: 1e-3},
+		HVPs:      6, Seconds: 0.02, Warm: true,
+		Kind: snapshot.KindLight, Reason: snapshot.ReasonScheduled,
+		Precision: snapshot.Float64, PeakBytes: 4 * 8 * 1000,
+	}
+}

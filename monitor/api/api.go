@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -57,7 +58,7 @@ const NextFromHeader = "X-Hessmon-Next-From"
 // their own mux (mux.Handle("/api/", api.NewAPI(src))):
 //
 //	GET /api/runs                                     JSON array of run summaries
-//	GET /api/runs/{run}/snapshots?from=&to=&limit=    JSON array of snapshots
+//	GET /api/runs/{run}/snapshots?from=&to=&limit=&kind=    JSON array of snapshots
 //
 // The snapshots endpoint pages: it returns the first limit snapshots with
 // from ≤ step ≤ to (inclusive; default all steps), limit defaulting to
@@ -69,7 +70,13 @@ const NextFromHeader = "X-Hessmon-Next-From"
 //	X-Hessmon-Next-From: 2020
 //	Link: </api/runs/r/snapshots?from=2020&limit=1000>; rel="next"
 //
-// The next link keeps the request's to, limit and vectors. The body stays
+// kind=light or kind=full keeps the probes of that kind only (a snapshot
+// without a kind, from an older store, is full); the default is every
+// probe, light and full, in step order. A light snapshot has λ1 and λmin
+// with their residuals (eigenvalues [λ1], lambda_min) and no trace, ESD or
+// blocks; its "kind" is "light" and "reason" says why it was taken.
+//
+// The next link keeps the request's to, limit, vectors and kind. The body stays
 // a plain JSON array, as before paging. A last page has neither header.
 //
 // Other methods get 405.
@@ -119,63 +126,121 @@ func NewServer(g prometheus.Gatherer, src Source) http.Handler {
 	return mux
 }
 
-func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
-	q := r.URL.Query()
-	from, to := int64(0), int64(-1)
+// pageQuery is a parsed GET /api/runs/{run}/snapshots request.
+type pageQuery struct {
+	from, to int64 // to < 0: no bound
+	hasTo    bool
+	limit    int
+	vectors  bool
+	kind     snapshot.Kind // "": every kind
+}
+
+// match reports whether s is of the kind asked for; a snapshot without a
+// kind (an older store) is a full one.
+func (pq *pageQuery) match(s *snapshot.Snapshot) bool {
+	switch pq.kind {
+	case "":
+		return true
+	case snapshot.KindLight:
+		return s.IsLight()
+	}
+	return !s.IsLight()
+}
+
+func parsePageQuery(q url.Values) (pageQuery, error) {
+	pq := pageQuery{to: -1, hasTo: q.Has("to")}
 	for _, p := range []struct {
 		name string
 		dst  *int64
-	}{{"from", &from}, {"to", &to}} {
+	}{{"from", &pq.from}, {"to", &pq.to}} {
 		v := q.Get(p.name)
 		if v == "" {
 			continue
 		}
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("%s=%q: want a non-negative step", p.name, v))
-			return
+			return pq, fmt.Errorf("%s=%q: want a non-negative step", p.name, v)
 		}
 		*p.dst = n
 	}
-	if to >= 0 && from > to {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("from=%d is after to=%d", from, to))
-		return
+	if pq.to >= 0 && pq.from > pq.to {
+		return pq, fmt.Errorf("from=%d is after to=%d", pq.from, pq.to)
 	}
-	vectors := false
 	if v := q.Get("vectors"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("vectors=%q: want true or false", v))
-			return
+			return pq, fmt.Errorf("vectors=%q: want true or false", v)
 		}
-		vectors = b
+		pq.vectors = b
+	}
+	switch k := snapshot.Kind(q.Get("kind")); k {
+	case "", snapshot.KindLight, snapshot.KindFull:
+		pq.kind = k
+	default:
+		return pq, fmt.Errorf("kind=%q: want %s or %s", k, snapshot.KindLight, snapshot.KindFull)
 	}
 	limit, maxLimit := DefaultPageSize, MaxPageSize
-	if vectors {
+	if pq.vectors {
 		limit, maxLimit = DefaultVectorPageSize, MaxVectorPageSize
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxLimit {
 			with := ""
-			if vectors {
+			if pq.vectors {
 				with = " with vectors=true"
 			}
-			writeError(w, http.StatusBadRequest, fmt.Errorf("limit=%q: want 1 to %d snapshots per page%s", v, maxLimit, with))
-			return
+			return pq, fmt.Errorf("limit=%q: want 1 to %d snapshots per page%s", v, maxLimit, with)
 		}
 		limit = n
+	}
+	pq.limit = limit
+	return pq, nil
+}
+
+// readPage returns up to n snapshots of run that pq asks for, in step
+// order. With a kind filter it reads the source page by page until it has
+// n matches or the run ends, so that a page of light probes is not cut
+// short by the full ones between them.
+func readPage(src Source, run string, pq *pageQuery, n int) ([]snapshot.Snapshot, error) {
+	ps, paged := src.(PagedSource)
+	if !paged {
+		snaps, err := src.Snapshots(run, pq.from, pq.to)
+		if err != nil {
+			return nil, err
+		}
+		snaps = slices.DeleteFunc(snaps, func(s snapshot.Snapshot) bool { return !pq.match(&s) })
+		return snaps[:min(n, len(snaps))], nil
+	}
+	var out []snapshot.Snapshot
+	for from := pq.from; ; {
+		page, err := ps.SnapshotsPage(run, from, pq.to, n, pq.vectors)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range page {
+			if pq.match(&s) {
+				out = append(out, s)
+			}
+		}
+		if len(page) < n || len(out) >= n || pq.kind == "" {
+			return out[:min(n, len(out))], nil
+		}
+		from = page[len(page)-1].Step + 1
+	}
+}
+
+func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
+	q := r.URL.Query()
+	pq, err := parsePageQuery(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
 	}
 	run := r.PathValue("run")
 	// One snapshot more than the page tells whether another page follows
 	// and where it starts.
-	var snaps []snapshot.Snapshot
-	var err error
-	if ps, ok := src.(PagedSource); ok {
-		snaps, err = ps.SnapshotsPage(run, from, to, limit+1, vectors)
-	} else {
-		snaps, err = src.Snapshots(run, from, to)
-	}
+	snaps, err := readPage(src, run, &pq, pq.limit+1)
 	switch {
 	case errors.Is(err, snapshot.ErrUnknownRun):
 		writeError(w, http.StatusNotFound, fmt.Errorf("unknown run %q", run))
@@ -184,17 +249,20 @@ func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
-	if len(snaps) > limit {
-		next := snaps[limit].Step
-		snaps = snaps[:limit]
+	if len(snaps) > pq.limit {
+		next := snaps[pq.limit].Step
+		snaps = snaps[:pq.limit]
 		nq := url.Values{}
 		nq.Set("from", strconv.FormatInt(next, 10))
-		if q.Has("to") {
-			nq.Set("to", strconv.FormatInt(to, 10))
+		if pq.hasTo {
+			nq.Set("to", strconv.FormatInt(pq.to, 10))
 		}
-		nq.Set("limit", strconv.Itoa(limit))
-		if vectors {
+		nq.Set("limit", strconv.Itoa(pq.limit))
+		if pq.vectors {
 			nq.Set("vectors", "true")
+		}
+		if pq.kind != "" {
+			nq.Set("kind", string(pq.kind))
 		}
 		// The path as the client sent it, which a StripPrefix in front
 		// of this handler would have shortened in r.URL.
@@ -207,7 +275,7 @@ func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
 	}
 	out := make([]snapshot.JSONSnapshot, len(snaps))
 	for i, s := range snaps {
-		if !vectors {
+		if !pq.vectors {
 			s.Eigenvectors = nil
 		}
 		out[i] = snapshot.NewJSONSnapshot(s)

@@ -18,22 +18,38 @@ import (
 	"github.com/hessmon/hessmon/snapshot"
 )
 
-// WriteJSON writes snaps as one indented JSON array, NaN and Inf as null.
+// Tidy fills in what an empty field means, so that every exported record
+// says its probe kind and precision: a snapshot of an older store, written
+// before light probes, has no kind and was a full probe, and one without a
+// precision ran in float64.
+func Tidy(s snapshot.Snapshot) snapshot.Snapshot {
+	if s.Kind == "" {
+		s.Kind = snapshot.KindFull
+	}
+	if s.Precision == "" {
+		s.Precision = snapshot.Float64
+	}
+	return s
+}
+
+// WriteJSON writes snaps as one indented JSON array, NaN and Inf as null,
+// each made Tidy.
 func WriteJSON(w io.Writer, snaps []snapshot.Snapshot) error {
 	js := make([]snapshot.JSONSnapshot, len(snaps))
 	for i, s := range snaps {
-		js[i] = snapshot.NewJSONSnapshot(s)
+		js[i] = snapshot.NewJSONSnapshot(Tidy(s))
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(js)
 }
 
-// WriteJSONL writes one snapshot per line (pandas.read_json(f, lines=True)).
+// WriteJSONL writes one snapshot per line (pandas.read_json(f, lines=True)),
+// each made Tidy.
 func WriteJSONL(w io.Writer, snaps []snapshot.Snapshot) error {
 	enc := json.NewEncoder(w)
 	for _, s := range snaps {
-		if err := enc.Encode(snapshot.NewJSONSnapshot(s)); err != nil {
+		if err := enc.Encode(snapshot.NewJSONSnapshot(Tidy(s))); err != nil {
 			return err
 		}
 	}
@@ -83,7 +99,10 @@ func Cell(x float64) string {
 	return strconv.FormatFloat(x, 'g', -1, 64)
 }
 
-// Header is the snapshot CSV's header for k eigenvalues.
+// Header is the snapshot CSV's header for k eigenvalues. A light probe's
+// row has λ1, λmin and their residuals, and empty cells for the full-only
+// estimates; kind, reason, precision and peak_bytes come last so that
+// columns read by position before light probes keep their place.
 func Header(k int) []string {
 	h := []string{"step", "time", "loss", "lr", "optimizer", "sharpness_threshold", "sharpness_ratio"}
 	for i := 1; i <= k; i++ {
@@ -93,11 +112,13 @@ func Header(k int) []string {
 		h = append(h, fmt.Sprintf("residual_%d", i))
 	}
 	return append(h, "lambda_min", "residual_min", "preconditioned_lambda1", "preconditioned_residual",
-		"trace", "trace_stderr", "trace_probes", "trace_method", "hvps", "seconds", "warm", "failure", "failure_detail")
+		"trace", "trace_stderr", "trace_probes", "trace_method", "hvps", "seconds", "warm", "failure", "failure_detail",
+		"kind", "reason", "precision", "peak_bytes")
 }
 
 // WriteCSV writes one row per snapshot (the columns of Header for the
-// largest k among snaps); missing and NaN values are empty cells.
+// largest k among snaps), each made Tidy; missing and NaN values are empty
+// cells, and so is a peak_bytes of 0 (not measured).
 func WriteCSV(w io.Writer, snaps []snapshot.Snapshot) error {
 	k := 0
 	for _, s := range snaps {
@@ -108,6 +129,7 @@ func WriteCSV(w io.Writer, snaps []snapshot.Snapshot) error {
 		return err
 	}
 	for _, s := range snaps {
+		s = Tidy(s)
 		thr, ratio := "", ""
 		if s.SharpnessThreshold > 0 { // 0: no threshold known (e.g. no learning rate)
 			thr, ratio = Cell(s.SharpnessThreshold), Cell(s.SharpnessRatio)
@@ -144,6 +166,11 @@ func WriteCSV(w io.Writer, snaps []snapshot.Snapshot) error {
 			row = append(row, "", "", "", "")
 		}
 		row = append(row, strconv.Itoa(s.HVPs), Cell(s.Seconds), strconv.FormatBool(s.Warm), string(s.Failure), s.Detail)
+		peak := ""
+		if s.PeakBytes > 0 {
+			peak = strconv.FormatInt(s.PeakBytes, 10)
+		}
+		row = append(row, string(s.Kind), string(s.Reason), string(s.Precision), peak)
 		if err := cw.Write(row); err != nil {
 			return err
 		}

@@ -48,7 +48,10 @@ func DurationBuckets() []float64 {
 // metrics). It is also a monitor sink (PutSnapshot) and training observer
 // (ObserveTraining), so monitor.WithSink(exp) is all the wiring it needs.
 //
-// Gauges describe each run's latest successful snapshot; they are produced
+// Gauges describe each run's latest successful snapshot, light or full,
+// except the full-only estimates (top-2..k, trace, ESD, blocks), which keep
+// the latest full probe's values and say its step in hessian_full_probe_step.
+// They are produced
 // at scrape time from a copy kept under a lock, so a scrape never sees half
 // of an update and series of ranks or blocks that a newer snapshot no longer
 // has disappear by themselves. Counters and the duration histogram count
@@ -65,16 +68,20 @@ type Exporter struct {
 	duration *prometheus.HistogramVec
 	hvps     *prometheus.CounterVec
 	probes   *prometheus.CounterVec
+	byKind   *prometheus.CounterVec
 	failures *prometheus.CounterVec
 }
 
 // runState is what the gauges of one run show. has* flags say which
 // estimates have been seen: a snapshot without a trace leaves the last trace
-// in place, since the estimators configured for a run rarely change.
+// in place, since the estimators configured for a run rarely change, and a
+// light probe (which has none) must not blank the full probe's.
 type runState struct {
 	hasProbe  bool
 	step      int64
 	probeHVPs float64
+	hasFull   bool
+	fullStep  int64
 
 	eig, res []float64
 
@@ -114,8 +121,13 @@ func NewExporter() *Exporter {
 		}, []string{LabelRun}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: ProbesTotal,
-			Help: "Hessian probes run, failed ones included.",
+			Help: "Hessian probes run, light and full, failed ones included.",
 		}, []string{LabelRun}),
+		byKind: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: ProbesByKind,
+			Help: "Hessian probes run, failed ones included, by kind (light, full) and by the reason they were taken " +
+				"(scheduled, budget, or the trigger that brought a full probe forward).",
+		}, []string{LabelRun, LabelKind, LabelReason}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: ProbeFailures,
 			Help: "Hessian probes that failed, by reason (nan, panic, timeout, budget, error).",
@@ -134,6 +146,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	e.duration.Describe(ch)
 	e.hvps.Describe(ch)
 	e.probes.Describe(ch)
+	e.byKind.Describe(ch)
 	e.failures.Describe(ch)
 	e.gauges.Describe(ch)
 }
@@ -143,6 +156,7 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	e.duration.Collect(ch)
 	e.hvps.Collect(ch)
 	e.probes.Collect(ch)
+	e.byKind.Collect(ch)
 	e.failures.Collect(ch)
 	e.gauges.Collect(ch)
 }
@@ -163,10 +177,15 @@ func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 func (e *Exporter) state(run string) *runState {
 	st, ok := e.runs[run]
 	if !ok {
-		st = &runState{trainStep: math.MinInt64, step: math.MinInt64}
+		st = &runState{trainStep: math.MinInt64, step: math.MinInt64, fullStep: math.MinInt64}
 		e.runs[run] = st
 		e.hvps.WithLabelValues(run)
 		e.probes.WithLabelValues(run)
+		for _, k := range []string{KindLight, KindFull} {
+			for _, r := range snapshot.Reasons() {
+				e.byKind.WithLabelValues(run, k, string(r))
+			}
+		}
 		for _, r := range snapshot.Failures() {
 			e.failures.WithLabelValues(run, string(r))
 		}
@@ -174,10 +193,24 @@ func (e *Exporter) state(run string) *runState {
 	return st
 }
 
+// kindReason returns the kind and reason labels of s.
+func kindReason(s *snapshot.Snapshot) (kind, reason string) {
+	kind, reason = KindFull, string(s.Reason)
+	if s.IsLight() {
+		kind = KindLight
+	}
+	if reason == "" {
+		reason = string(snapshot.ReasonScheduled)
+	}
+	return kind, label(reason)
+}
+
 // Observe records a probe's snapshot. A failed snapshot counts as a probe, a
 // failure and its HVPs and duration, and leaves every gauge (training loss
-// included) showing the last good values; a snapshot older than the newest
-// one observed updates the counters only.
+// included) showing the last good values. Any probe newer than the newest
+// one observed updates λ1, λmin and the sharpness gauges; a full probe newer
+// than the newest full one also updates the full-only gauges. An older
+// snapshot updates the counters only.
 func (e *Exporter) Observe(s snapshot.Snapshot) {
 	run := label(s.Run)
 	e.mu.Lock()
@@ -185,6 +218,8 @@ func (e *Exporter) Observe(s snapshot.Snapshot) {
 	st := e.state(run)
 
 	e.probes.WithLabelValues(run).Inc()
+	kind, reason := kindReason(&s)
+	e.byKind.WithLabelValues(run, kind, reason).Inc()
 	if s.HVPs > 0 {
 		e.hvps.WithLabelValues(run).Add(float64(s.HVPs))
 	}
@@ -203,14 +238,56 @@ func (e *Exporter) Observe(s snapshot.Snapshot) {
 			st.trainStep, st.lr, st.hasLR = s.Step, s.LearningRate, true
 		}
 	}
-	if s.Step < st.step {
-		return
+	newer := s.Step >= st.step
+	newerFull := !s.IsLight() && s.Step >= st.fullStep
+	if newerFull {
+		e.observeFull(st, &s, newer)
 	}
+	if newer {
+		observeEvery(st, &s)
+	}
+}
 
+// observeEvery updates the gauges that every probe, light or full, measures.
+func observeEvery(st *runState, s *snapshot.Snapshot) {
 	st.hasProbe, st.step, st.probeHVPs = true, s.Step, float64(s.HVPs)
 	if len(s.Eigenvalues) > 0 {
-		st.eig = slices.Clone(s.Eigenvalues)
-		st.res = slices.Clone(s.Residuals)
+		if len(st.eig) == 0 {
+			st.eig = make([]float64, 1)
+		}
+		st.eig[0] = s.Eigenvalues[0]
+		if len(s.Residuals) > 0 {
+			if len(st.res) == 0 {
+				st.res = make([]float64, 1)
+			}
+			st.res[0] = s.Residuals[0]
+		}
+	}
+	if s.SharpnessThreshold > 0 {
+		st.hasSharpness, st.ratio, st.threshold = true, s.SharpnessRatio, s.SharpnessThreshold
+	}
+	if p := s.LambdaMin; p != nil {
+		st.hasMin, st.lmin, st.lminRes = true, p.Value, p.Residual
+		st.negRat, _ = s.NegativeCurvatureRatio()
+	}
+	if p := s.PreconditionedLambda1; p != nil {
+		st.hasPrecond, st.precond = true, p.Value
+	}
+}
+
+// observeFull updates the full-only gauges from a full probe. When a newer
+// light probe has been seen (newer is false) its λ1 stays in rank 1.
+func (e *Exporter) observeFull(st *runState, s *snapshot.Snapshot, newer bool) {
+	st.hasFull, st.fullStep = true, s.Step
+	if len(s.Eigenvalues) > 0 {
+		eig, res := slices.Clone(s.Eigenvalues), slices.Clone(s.Residuals)
+		if !newer && len(st.eig) > 0 {
+			eig[0] = st.eig[0]
+			if len(res) > 0 && len(st.res) > 0 {
+				res[0] = st.res[0]
+			}
+		}
+		st.eig, st.res = eig, res
 	}
 	if t := s.Trace; t != nil {
 		st.hasTrace, st.trace, st.traceErr = true, t.Value, t.StdErr
@@ -229,21 +306,9 @@ func (e *Exporter) Observe(s snapshot.Snapshot) {
 		if cum, ok := e.cumulative(s.ESD); ok {
 			st.hasESD, st.esdCum = true, cum
 		}
-	}
-	if s.SharpnessThreshold > 0 {
-		st.hasSharpness, st.ratio, st.threshold = true, s.SharpnessRatio, s.SharpnessThreshold
-	}
-	if p := s.LambdaMin; p != nil {
-		st.hasMin, st.lmin, st.lminRes = true, p.Value, p.Residual
-		st.negRat, _ = s.NegativeCurvatureRatio()
-	}
-	if s.ESD != nil {
 		if m := s.ESD.NegativeMass(1e-3); finite(m) {
 			st.hasNegMass, st.negMass = true, m
 		}
-	}
-	if p := s.PreconditionedLambda1; p != nil {
-		st.hasPrecond, st.precond = true, p.Value
 	}
 	if len(s.BlockMass) > 0 {
 		st.mass = dedupBlocks(s.BlockMass)
@@ -326,6 +391,7 @@ func (e *Exporter) Forget(run string) {
 	e.duration.DeletePartialMatch(l)
 	e.hvps.DeletePartialMatch(l)
 	e.probes.DeletePartialMatch(l)
+	e.byKind.DeletePartialMatch(l)
 	e.failures.DeletePartialMatch(l)
 }
 
@@ -355,7 +421,7 @@ type gauges struct {
 	e *Exporter
 
 	topEig, residual, trace, traceErr, block, esd,
-	ratio, threshold, step, hvps, loss, lr,
+	ratio, threshold, step, fullStep, hvps, loss, lr,
 	lmin, lminRes, negRat, negMass, precond, mass, blockEig *prometheus.Desc
 }
 
@@ -366,11 +432,12 @@ func newGauges(e *Exporter) *gauges {
 	return &gauges{
 		e: e,
 		topEig: d(TopEigenvalue,
-			"Hessian eigenvalue of the given rank at the latest probe (rank 1 first, in the order the monitor requested).", LabelRank),
+			"Hessian eigenvalue of the given rank (rank 1 first, in the order the monitor requested): rank 1 from the latest probe, light or full; "+
+				"ranks 2..k from the latest full probe (hessian_full_probe_step).", LabelRank),
 		residual: d(EigenvalueResidual,
 			"Residual norm ‖Hv−λv‖ (‖v‖=1) certifying the eigenvalue of the same rank; same units as the eigenvalue.", LabelRank),
 		trace: d(Trace,
-			"Stochastic estimate of the Hessian trace at the latest probe."),
+			"Stochastic estimate of the Hessian trace at the latest full probe (hessian_full_probe_step)."),
 		traceErr: d(TraceStdErr,
 			"Standard error of hessian_trace; ±2 of these is a ~95% confidence band."),
 		block: d(BlockTrace,
@@ -383,7 +450,10 @@ func newGauges(e *Exporter) *gauges {
 		threshold: d(SharpnessThreshold,
 			"Edge-of-stability level for λ1 given the learning rate and optimiser, in the eigenvalues' units."),
 		step: d(Step,
-			"Training step of the latest successful Hessian probe."),
+			"Training step of the latest successful Hessian probe, light or full."),
+		fullStep: d(FullProbeStep,
+			"Training step of the latest successful full Hessian probe: the step at which the full-only gauges "+
+				"(eigenvalue ranks 2..k, trace, block trace, ESD, block mass, block λ1) were taken."),
 		hvps: d(ProbeHVPs,
 			"Hessian-vector products spent by the latest successful probe."),
 		loss: d(TrainingLoss,
@@ -391,7 +461,7 @@ func newGauges(e *Exporter) *gauges {
 		lr: d(TrainingLR,
 			"Learning rate η at the latest observed step."),
 		lmin: d(MinEigenvalue,
-			"Smallest Hessian eigenvalue λmin at the latest probe, from the eigen solve's Krylov space."),
+			"Smallest Hessian eigenvalue λmin at the latest probe, light or full."),
 		lminRes: d(MinEigenvalueResidual,
 			"Residual norm ‖Hv−λv‖ certifying hessian_min_eigenvalue: some eigenvalue lies within it."),
 		negRat: d(NegativeCurvature,
@@ -402,7 +472,7 @@ func newGauges(e *Exporter) *gauges {
 			"Top eigenvalue of P⁻¹H for an adaptive optimiser with diagonal preconditioner P (Adam): the sharpness "+
 				"its edge-of-stability threshold (2+2β1)/(η(1−β1)) refers to (Cohen et al. 2022)."),
 		mass: d(EigenvectorBlockMass,
-			"Mass ‖v1[block]‖² of the top Hessian eigenvector on one parameter tensor; sums to 1 over the blocks.", LabelBlock),
+			"Mass ‖v1[block]‖² of the top Hessian eigenvector on one parameter tensor at the latest full probe; sums to 1 over the blocks.", LabelBlock),
 		blockEig: d(BlockTopEigenvalue,
 			"Top eigenvalue of the Hessian's diagonal block of one parameter tensor (layer-wise sharpness), when probed.", LabelBlock),
 	}
@@ -410,7 +480,7 @@ func newGauges(e *Exporter) *gauges {
 
 func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{g.topEig, g.residual, g.trace, g.traceErr, g.block,
-		g.esd, g.ratio, g.threshold, g.step, g.hvps, g.loss, g.lr,
+		g.esd, g.ratio, g.threshold, g.step, g.fullStep, g.hvps, g.loss, g.lr,
 		g.lmin, g.lminRes, g.negRat, g.negMass, g.precond, g.mass, g.blockEig} {
 		ch <- d
 	}
@@ -439,6 +509,9 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		emit(g.step, gauge, float64(st.step), run)
+		if st.hasFull {
+			emit(g.fullStep, gauge, float64(st.fullStep), run)
+		}
 		emit(g.hvps, gauge, st.probeHVPs, run)
 		for i, v := range st.eig {
 			rank := strconv.Itoa(i + 1)

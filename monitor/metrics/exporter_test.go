@@ -413,3 +413,107 @@ func gatherer(e *Exporter) *prometheus.Registry {
 	reg.MustRegister(e)
 	return reg
 }
+
+// TestLightProbeGauges: a light probe moves λ1, λmin, its residuals and the
+// sharpness ratio, while the full-only gauges keep the full probe's values
+// and hessian_full_probe_step says where they come from; the probes are
+// counted by kind and reason.
+func TestLightProbeGauges(t *testing.T) {
+	e := NewExporter()
+	url := serveExporter(t, e)
+	full := hmtest.Snapshot("r", 100, 3)
+	full.Kind, full.Reason = snapshot.KindFull, snapshot.ReasonBudget
+	e.Observe(full)
+	light := hmtest.LightSnapshot("r", 150)
+	e.Observe(light)
+	trig := hmtest.LightSnapshot("r", 200)
+	trig.Reason = snapshot.ReasonScheduled
+	e.Observe(trig)
+	fams := scrape(t, url)
+	r := run("r")
+	rank := func(i int) map[string]string { return with(r, LabelRank, strconv.Itoa(i)) }
+	cases := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{TopEigenvalue, rank(1), trig.Eigenvalues[0]},
+		{EigenvalueResidual, rank(1), trig.Residuals[0]},
+		{MinEigenvalue, r, trig.LambdaMin.Value},
+		{MinEigenvalueResidual, r, trig.LambdaMin.Residual},
+		{NegativeCurvature, r, -trig.LambdaMin.Value / trig.Eigenvalues[0]},
+		{SharpnessRatio, r, trig.SharpnessRatio},
+		{Step, r, 200},
+		{ProbeHVPs, r, float64(trig.HVPs)},
+		// Full-only: the full probe's values, from step 100.
+		{TopEigenvalue, rank(2), full.Eigenvalues[1]},
+		{TopEigenvalue, rank(3), full.Eigenvalues[2]},
+		{EigenvalueResidual, rank(3), full.Residuals[2]},
+		{Trace, r, full.Trace.Value},
+		{TraceStdErr, r, full.Trace.StdErr},
+		{BlockTrace, with(r, LabelBlock, "fc1.bias"), full.Trace.Blocks[1].Value},
+		{ESDCumulative, with(r, LabelLE, "0"), 0.5},
+		{FullProbeStep, r, 100},
+		{ProbesTotal, r, 3},
+		{ProbesByKind, with(with(r, LabelKind, KindFull), LabelReason, "budget"), 1},
+		{ProbesByKind, with(with(r, LabelKind, KindLight), LabelReason, "scheduled"), 2},
+		{ProbesByKind, with(with(r, LabelKind, KindFull), LabelReason, "scheduled"), 0},
+	}
+	for _, c := range cases {
+		got, ok := value(fams, c.name, c.labels)
+		if !ok || math.Abs(got-c.want) > 1e-12*math.Abs(c.want) {
+			t.Errorf("%s%v = %g (present %v), want %g", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	if trig.Eigenvalues[0] == full.Eigenvalues[0] || trig.LambdaMin == nil {
+		t.Fatal("test snapshots do not tell light from full")
+	}
+	if n := series(fams, TopEigenvalue, "r"); n != 3 {
+		t.Errorf("%d eigenvalue series, want 3 (rank 1 light, 2..3 full)", n)
+	}
+	if n := series(fams, ProbesByKind, "r"); n != 2*len(snapshot.Reasons()) {
+		t.Errorf("%d probes-by-kind series, want every kind × reason", n)
+	}
+
+	// A late full probe older than the newest light one updates the
+	// full-only gauges but leaves λ1 and hessian_step alone.
+	late := hmtest.Snapshot("r", 180, 3)
+	late.Kind, late.Reason = snapshot.KindFull, snapshot.ReasonJump
+	e.Observe(late)
+	fams = scrape(t, url)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{TopEigenvalue, rank(1), trig.Eigenvalues[0]},
+		{TopEigenvalue, rank(2), late.Eigenvalues[1]},
+		{Trace, r, late.Trace.Value},
+		{Step, r, 200},
+		{FullProbeStep, r, 180},
+		{ProbesByKind, with(with(r, LabelKind, KindFull), LabelReason, "jump"), 1},
+	} {
+		if got, ok := value(fams, c.name, c.labels); !ok || got != c.want {
+			t.Errorf("after a late full probe: %s%v = %g (present %v), want %g", c.name, c.labels, got, ok, c.want)
+		}
+	}
+}
+
+// TestOnlyLightProbes: a run whose probes are all light has λ1 and λmin but
+// no full-only series, not even a full-probe step.
+func TestOnlyLightProbes(t *testing.T) {
+	e := NewExporter()
+	url := serveExporter(t, e)
+	e.Observe(hmtest.LightSnapshot("l", 10))
+	fams := scrape(t, url)
+	for _, name := range []string{Trace, ESDCumulative, FullProbeStep, BlockTrace} {
+		if n := series(fams, name, "l"); n != 0 {
+			t.Errorf("%s has %d series after light probes only", name, n)
+		}
+	}
+	for _, name := range []string{TopEigenvalue, MinEigenvalue, Step} {
+		if n := series(fams, name, "l"); n != 1 {
+			t.Errorf("%s has %d series, want 1", name, n)
+		}
+	}
+}

@@ -7,7 +7,12 @@ package metrics
 
 import "github.com/hessmon/hessmon/snapshot"
 
-// Metric names. Gauges describe the latest snapshot of each run.
+// Metric names. Gauges describe the latest snapshot of each run. Every
+// probe, light or full, updates λ1 (rank 1 of TopEigenvalue and
+// EigenvalueResidual), λmin, the sharpness ratio and threshold, λ1(P⁻¹H),
+// Step and ProbeHVPs. The full-only gauges (ranks 2..k, the trace and its
+// blocks, the ESD, block mass and block λ1) keep the last full probe's
+// values, taken at FullProbeStep.
 const (
 	TopEigenvalue         = "hessian_top_eigenvalue"          // {run,rank}
 	EigenvalueResidual    = "hessian_eigenvalue_residual"     // {run,rank}
@@ -17,7 +22,8 @@ const (
 	ESDCumulative         = "hessian_esd_cumulative"          // {run,le}
 	SharpnessRatio        = "hessian_sharpness_ratio"         // {run}
 	SharpnessThreshold    = "hessian_sharpness_threshold"     // {run}
-	Step                  = "hessian_step"                    // {run}
+	Step                  = "hessian_step"                    // {run}: step of the latest probe, light or full
+	FullProbeStep         = "hessian_full_probe_step"         // {run}: step of the latest full probe
 	ProbeHVPs             = "hessian_probe_hvps"              // {run}: HVPs spent by the last probe
 	MinEigenvalue         = "hessian_min_eigenvalue"          // {run}: λmin
 	MinEigenvalueResidual = "hessian_min_eigenvalue_residual" // {run}
@@ -42,7 +48,10 @@ const (
 	ProbeDuration = "hessmon_probe_duration_seconds" // histogram {run}
 	HVPTotal      = "hessmon_hvp_total"              // counter {run}
 	ProbeFailures = "hessmon_probe_failures_total"   // counter {run,reason}
-	ProbesTotal   = "hessmon_probes_total"           // counter {run}
+	ProbesTotal   = "hessmon_probes_total"           // counter {run}: all probes, as before light probes
+	// ProbesByKind counts the same probes by kind (light, full) and reason
+	// (scheduled, budget, a trigger, final); sum by run equals ProbesTotal.
+	ProbesByKind = "hessmon_probes_by_kind_total" // counter {run,kind,reason}
 )
 
 // Label names.
@@ -51,7 +60,18 @@ const (
 	LabelRank   = "rank"
 	LabelBlock  = "block"
 	LabelLE     = "le"
-	LabelReason = "reason"
+	LabelReason = "reason" // a failure reason, or a probe reason on ProbesByKind
+	LabelKind   = "kind"
+)
+
+// Probe kinds and reasons, the values of the kind and reason labels of
+// ProbesByKind, are snapshot.KindLight, snapshot.KindFull and
+// snapshot.Reasons(): the exporter starts every combination at zero. A
+// snapshot without a kind (an older store) counts as full, one without a
+// reason as scheduled.
+const (
+	KindLight = string(snapshot.KindLight)
+	KindFull  = string(snapshot.KindFull)
 )
 
 // Failure reasons, the values of the reason label, are snapshot.Failures():

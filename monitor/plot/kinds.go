@@ -85,128 +85,209 @@ func dots(pts plotter.XYs, c color.Color) (*plotter.Scatter, error) {
 	return s, nil
 }
 
+// eigenFigure draws λ1..k, λmin and λ1(P⁻¹H) over steps with the
+// sharpness threshold. λ1 is the dense series: every probe, light or full,
+// has it, and the full probes among them are ringed; λ2..k come from full
+// probes only.
 func eigenFigure(series []Series, opt Options) (*Figure, error) {
 	p := newPlot(title(opt, "Top Hessian eigenvalues", series), "training step", "eigenvalue λ")
-	leg := newLegend()
-	multi := len(series) > 1
-	drawn := false
-	eigMin, eigMax := math.Inf(1), math.Inf(-1)
-	var thresholds []threshold
-	var owners []int
-	for si, s := range series {
-		snaps := good(s)
-		k := 0
-		for _, sn := range snaps {
-			k = max(k, len(sn.Eigenvalues))
-		}
-		for r := range k {
-			var pts plotter.XYs
-			for _, sn := range snaps {
-				if r < len(sn.Eigenvalues) && finite(sn.Eigenvalues[r]) {
-					l := sn.Eigenvalues[r]
-					pts = append(pts, plotter.XY{X: float64(sn.Step), Y: l})
-					eigMin, eigMax = min(eigMin, l), max(eigMax, l)
-				}
-			}
-			if len(pts) == 0 {
-				continue
-			}
-			// One run: a colour per rank. Several: a colour per run, λ1
-			// solid and thick, the lower ranks thin and dashed.
-			c, w, dash := colour(r), vg.Points(1.5), []vg.Length(nil)
-			if multi {
-				c = colour(si)
-				if r > 0 {
-					w, dash = vg.Points(0.8), []vg.Length{vg.Points(4), vg.Points(2)}
-				}
-			}
-			if r == 0 {
-				w = vg.Points(2)
-			}
-			l, err := styled(pts, c, w, dash)
-			if err != nil {
-				return nil, err
-			}
-			d, err := dots(pts, c)
-			if err != nil {
-				return nil, err
-			}
-			p.Add(l, d)
-			switch {
-			case !multi:
-				leg.Add(fmt.Sprintf("λ%d", r+1), l)
-			case r == 0:
-				leg.Add(legendText(label(series, s, "λ1")), l)
-			case r == k-1:
-				leg.Add(legendText(label(series, s, fmt.Sprintf("λ2..λ%d", k))), l)
-			}
-			drawn = true
-		}
-		// The other end of the spectrum and, for Adam, the preconditioned
-		// sharpness, each as its own dotted line.
-		for ei, extra := range []struct {
-			name string
-			get  func(*snapshot.Snapshot) *snapshot.Eigenpair
-		}{
-			{"λmin", func(sn *snapshot.Snapshot) *snapshot.Eigenpair { return sn.LambdaMin }},
-			{"λ1(P⁻¹H)", func(sn *snapshot.Snapshot) *snapshot.Eigenpair { return sn.PreconditionedLambda1 }},
-		} {
-			var pts plotter.XYs
-			for i := range snaps {
-				if e := extra.get(&snaps[i]); e != nil && finite(e.Value) {
-					pts = append(pts, plotter.XY{X: float64(snaps[i].Step), Y: e.Value})
-					eigMin, eigMax = min(eigMin, e.Value), max(eigMax, e.Value)
-				}
-			}
-			if len(pts) == 0 {
-				continue
-			}
-			c := colour(k + ei)
-			if multi {
-				c = colour(si)
-			}
-			l, err := styled(pts, c, vg.Points(1.2), []vg.Length{vg.Points(2), vg.Points(2)})
-			if err != nil {
-				return nil, err
-			}
-			d, err := dots(pts, c)
-			if err != nil {
-				return nil, err
-			}
-			p.Add(l, d)
-			leg.Add(legendText(label(series, s, extra.name)), l)
-			drawn = true
-		}
-		if t, ok := thresholdOf(snaps); ok {
-			thresholds = append(thresholds, t)
-			owners = append(owners, si)
+	f := &eigenFig{p: p, leg: newLegend(), series: series, eigMin: math.Inf(1), eigMax: math.Inf(-1)}
+	for si := range series {
+		if err := f.addSeries(si); err != nil {
+			return nil, err
 		}
 	}
-	if !drawn {
+	if !f.drawn {
 		return nil, fmt.Errorf("%w: no snapshot holds eigenvalues", ErrNoData)
 	}
-	// A threshold far above every eigenvalue would squash the trajectories
-	// into a flat band at the bottom: such a line is left out and its
-	// legend entry gives its value (the run is far from the edge of
-	// stability, which is the answer the line would have given).
-	for i, t := range thresholds {
-		c := color.Color(color.Gray{Y: 90})
+	if err := f.addThresholds(); err != nil {
+		return nil, err
+	}
+	return &Figure{panels: []panel{{p: p, legend: f.leg}}}, nil
+}
+
+// eigenFig is the eigenvalue figure while it is drawn.
+type eigenFig struct {
+	p              *gplot.Plot
+	leg            *gplot.Legend
+	series         []Series
+	drawn, ringed  bool
+	eigMin, eigMax float64
+	thresholds     []threshold
+	owners         []int
+}
+
+// addSeries draws one series: its ranks, the full-probe rings on λ1, λmin
+// and λ1(P⁻¹H), and keeps its threshold for addThresholds.
+func (f *eigenFig) addSeries(si int) error {
+	s := f.series[si]
+	snaps := good(s)
+	multi := len(f.series) > 1
+	k := 0
+	for _, sn := range snaps {
+		k = max(k, len(sn.Eigenvalues))
+	}
+	for r := range k {
+		var pts plotter.XYs
+		for _, sn := range snaps {
+			if r < len(sn.Eigenvalues) && finite(sn.Eigenvalues[r]) {
+				l := sn.Eigenvalues[r]
+				pts = append(pts, plotter.XY{X: float64(sn.Step), Y: l})
+				f.eigMin, f.eigMax = min(f.eigMin, l), max(f.eigMax, l)
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		// One run: a colour per rank. Several: a colour per run, λ1
+		// solid and thick, the lower ranks thin and dashed.
+		c, w, dash := colour(r), vg.Points(1.5), []vg.Length(nil)
 		if multi {
-			c = colour(owners[i])
+			c = colour(si)
+			if r > 0 {
+				w, dash = vg.Points(0.8), []vg.Length{vg.Points(4), vg.Points(2)}
+			}
+		}
+		if r == 0 {
+			w = vg.Points(2)
+		}
+		l, err := styled(pts, c, w, dash)
+		if err != nil {
+			return err
+		}
+		d, err := dots(pts, c)
+		if err != nil {
+			return err
+		}
+		f.p.Add(l, d)
+		switch {
+		case !multi:
+			f.leg.Add(fmt.Sprintf("λ%d", r+1), l)
+		case r == 0:
+			f.leg.Add(legendText(label(f.series, s, "λ1")), l)
+		case r == k-1:
+			f.leg.Add(legendText(label(f.series, s, fmt.Sprintf("λ2..λ%d", k))), l)
+		}
+		f.drawn = true
+	}
+	if err := f.addRings(snaps); err != nil {
+		return err
+	}
+	if err := f.addExtras(si, snaps, k); err != nil {
+		return err
+	}
+	if t, ok := thresholdOf(snaps); ok {
+		f.thresholds = append(f.thresholds, t)
+		f.owners = append(f.owners, si)
+	}
+	return nil
+}
+
+// ringColour is the colour of the rings that mark full probes on the λ1
+// series of an eigenvalue figure: near black, apart from every line colour.
+func ringColour() color.Color { return color.NRGBA{R: 0x11, G: 0x11, B: 0x11, A: 0xff} }
+
+// addRings rings λ1 at the full probes, when the series also has light
+// ones (in a run of full probes only, every dot would be ringed).
+func (f *eigenFig) addRings(snaps []snapshot.Snapshot) error {
+	pts, light := fullProbePoints(snaps)
+	if len(pts) == 0 || light == 0 {
+		return nil
+	}
+	sc, err := plotter.NewScatter(pts)
+	if err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
+	sc.GlyphStyle = draw.GlyphStyle{Color: ringColour(), Radius: vg.Points(3.5), Shape: draw.RingGlyph{}}
+	f.p.Add(sc)
+	if !f.ringed {
+		f.leg.Add("full probe", sc)
+		f.ringed = true
+	}
+	return nil
+}
+
+// fullProbePoints returns (step, λ1) of the full probes among snaps and
+// the number of light probes with a finite λ1.
+func fullProbePoints(snaps []snapshot.Snapshot) (pts plotter.XYs, light int) {
+	for _, sn := range snaps {
+		l1, ok := sn.Lambda1()
+		if !ok || !finite(l1) {
+			continue
+		}
+		if sn.IsLight() {
+			light++
+			continue
+		}
+		pts = append(pts, plotter.XY{X: float64(sn.Step), Y: l1})
+	}
+	return pts, light
+}
+
+// addExtras draws the other end of the spectrum and, for Adam, the
+// preconditioned sharpness, each as its own dotted line.
+func (f *eigenFig) addExtras(si int, snaps []snapshot.Snapshot, k int) error {
+	s := f.series[si]
+	for ei, extra := range []struct {
+		name string
+		get  func(*snapshot.Snapshot) *snapshot.Eigenpair
+	}{
+		{"λmin", func(sn *snapshot.Snapshot) *snapshot.Eigenpair { return sn.LambdaMin }},
+		{"λ1(P⁻¹H)", func(sn *snapshot.Snapshot) *snapshot.Eigenpair { return sn.PreconditionedLambda1 }},
+	} {
+		var pts plotter.XYs
+		for i := range snaps {
+			if e := extra.get(&snaps[i]); e != nil && finite(e.Value) {
+				pts = append(pts, plotter.XY{X: float64(snaps[i].Step), Y: e.Value})
+				f.eigMin, f.eigMax = min(f.eigMin, e.Value), max(f.eigMax, e.Value)
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		c := colour(k + ei)
+		if len(f.series) > 1 {
+			c = colour(si)
+		}
+		l, err := styled(pts, c, vg.Points(1.2), []vg.Length{vg.Points(2), vg.Points(2)})
+		if err != nil {
+			return err
+		}
+		d, err := dots(pts, c)
+		if err != nil {
+			return err
+		}
+		f.p.Add(l, d)
+		f.leg.Add(legendText(label(f.series, s, extra.name)), l)
+		f.drawn = true
+	}
+	return nil
+}
+
+// addThresholds draws each series' threshold. One far above every
+// eigenvalue would squash the trajectories into a flat band at the bottom:
+// such a line is left out and its legend entry gives its value (the run is
+// far from the edge of stability, which is the answer the line would have
+// given).
+func (f *eigenFig) addThresholds() error {
+	for i, t := range f.thresholds {
+		c := color.Color(color.Gray{Y: 90})
+		if len(f.series) > 1 {
+			c = colour(f.owners[i])
 		}
 		l, err := styled(t.pts, c, vg.Points(1.2), []vg.Length{vg.Points(8), vg.Points(3), vg.Points(2), vg.Points(3)})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		name := t.name
-		if eigMax > 0 && t.min > 2.5*eigMax {
+		if f.eigMax > 0 && t.min > 2.5*f.eigMax {
 			name += " (off scale)"
 		} else {
-			p.Add(l)
+			f.p.Add(l)
 		}
-		leg.Add(legendText(label(series, series[owners[i]], name)), l)
+		f.leg.Add(legendText(label(f.series, f.series[f.owners[i]], name)), l)
 	}
-	return &Figure{panels: []panel{{p: p, legend: leg}}}, nil
+	return nil
 }
 
 // threshold is the edge-of-stability level one series' snapshots

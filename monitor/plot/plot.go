@@ -40,7 +40,10 @@ type Kind string
 // The kinds of figure New draws.
 const (
 	// KindEigen: λ1..k over steps, with the sharpness threshold (2/η for
-	// SGD) when the snapshots record one.
+	// SGD) when the snapshots record one. λ1 and λmin come from every
+	// probe, light or full, with the full probes ringed when a run has
+	// both; λ2..k from full probes. The other kinds draw full probes only,
+	// the snapshots that hold their estimate.
 	KindEigen Kind = "eigen"
 	// KindTrace: tr(H) over steps with a ±1 standard-error band.
 	KindTrace Kind = "trace"

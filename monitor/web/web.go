@@ -3,7 +3,11 @@
 // at hand. For one run or several it shows λ1..k against the sharpness
 // threshold, the trace with its ±2·stderr band, the spectral density of the
 // latest probe on a log axis and over steps as a heat map, block traces,
-// loss and learning rate, and the probes' cost and failures.
+// loss and learning rate, and the probes' cost and failures. λ1 is the
+// dense series, from every probe, light or full, with the full probes
+// ringed; λ2..k, the trace, the densities and the block traces come from
+// full probes, and the latest-probe table says each probe's kind and reason
+// and, after a light probe, the step of the full probe its trace is from.
 //
 // The page is static HTML, CSS and JavaScript embedded in the binary; its
 // charts are drawn by uPlot, vendored from npm at the version pinned in

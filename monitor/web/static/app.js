@@ -244,7 +244,8 @@
       sw.style.background = runColour(r.id);
       const meta = document.createElement("span");
       meta.className = "meta";
-      meta.textContent = `${r.model || ""} · ${r.snapshots} probes, last step ${r.last_step}` +
+      meta.textContent = `${r.model || ""} · ${r.snapshots} probes` + (r.light ? ` (${r.light} light)` : "") +
+        `, last step ${r.last_step}` +
         (r.failures ? `, ${r.failures} failed` : "");
       label.append(cb, sw, document.createTextNode(r.id), meta);
       box.append(label);
@@ -384,6 +385,10 @@
     return (state.data.get(id)?.snaps || []).filter((s) => !s.failure);
   }
 
+  // A light probe has λ1 and λmin only; a snapshot without a kind (an
+  // older store) is a full probe.
+  const isLight = (s) => s.kind === "light";
+
   function drawLambda() {
     const series = [], tables = [];
     for (const id of state.selected) {
@@ -396,6 +401,16 @@
         t.push(snaps.map((s) => (s.failure || !s.eigenvalues ? null : num(s.eigenvalues[i]))));
         series.push(line(name(id, `λ${i + 1}`), multi() ? c : palette[i % palette.length],
           { width: i === 0 ? 2 : 1.25, dash: multi() && i > 0 ? [2 + 2 * i, 3] : undefined }));
+      }
+      // λ1 is dense (every probe has it, light or full) and λ2..k come
+      // from full probes: when a run has both kinds, ring λ1 at its full
+      // probes (the legend's value says why the probe was taken).
+      if (k > 0 && snaps.some(isLight)) {
+        t.push(snaps.map((s) => (s.failure || isLight(s) || !s.eigenvalues ? null : num(s.eigenvalues[0]))));
+        series.push(line(name(id, "full probe"), multi() ? c : "#111", {
+          paths: () => null, spanGaps: false, width: 1.5,
+          points: { show: true, size: 10, stroke: multi() ? c : "#111", fill: "transparent", width: 1.5 },
+        }));
       }
       t.push(snaps.map((s) => num(s.sharpness_threshold)));
       series.push(line(name(id, "threshold"), multi() ? c : "#555", { dash: [8, 5], width: 1.5 }));
@@ -689,18 +704,28 @@
       sw.style.background = runColour(id);
       first.prepend(sw);
       cell(tr, "step", s.step, String(s.step));
+      cell(tr, "kind", isLight(s) ? "light" : "full", isLight(s) ? "light" : "full");
+      cell(tr, "reason", s.reason || "", s.reason || "—");
       cell(tr, "loss", num(s.loss), fmt(s.loss));
       cell(tr, "learning_rate", num(s.learning_rate), fmt(s.learning_rate));
       const ev = (s.eigenvalues || []).map(num);
       cell(tr, "eigenvalues", ev, s.failure ? `failed: ${s.failure}` : ev.map(fmt).join(", ") || "—");
       cell(tr, "sharpness_threshold", num(s.sharpness_threshold), fmt(s.sharpness_threshold));
+      cell(tr, "lambda_min", s.lambda_min ? num(s.lambda_min.value) : null, s.lambda_min ? fmt(s.lambda_min.value) : "—");
       cell(tr, "sharpness_ratio", num(s.sharpness_ratio), fmt(s.sharpness_ratio));
-      const tc = cell(tr, "trace", s.trace ? num(s.trace.value) : null,
-        s.trace ? `${fmt(s.trace.value)} ± ${fmt(s.trace.stderr)}` : "—");
-      tc.dataset.stderr = JSON.stringify(s.trace ? num(s.trace.stderr) : null);
+      // The trace is a full-only estimate: after a light probe, show the
+      // latest full probe's and say its step.
+      let ts = s.failure ? null : s;
+      for (let i = snaps.length - 1; !ts?.trace && i >= 0; i--) if (!snaps[i].failure && snaps[i].trace) ts = snaps[i];
+      const tv = ts && ts.trace;
+      const tc = cell(tr, "trace", tv ? num(tv.value) : null,
+        tv ? `${fmt(tv.value)} ± ${fmt(tv.stderr)}` + (ts.step !== s.step ? ` (step ${ts.step})` : "") : "—");
+      tc.dataset.stderr = JSON.stringify(tv ? num(tv.stderr) : null);
+      tc.dataset.step = JSON.stringify(tv ? ts.step : null);
       cell(tr, "hvps", num(s.hvps), fmt(s.hvps));
       cell(tr, "seconds", num(s.seconds), fmt(s.seconds));
-      cell(tr, "probes", snaps.length, String(snaps.length));
+      const nl = snaps.filter(isLight).length;
+      cell(tr, "probes", snaps.length, nl ? `${snaps.length} (${nl} light)` : String(snaps.length));
       const nf = snaps.filter((x) => x.failure).length;
       cell(tr, "failures", nf, String(nf));
       body.append(tr);
