@@ -46,7 +46,7 @@ func openStore(path string) (*store.Store, error) {
 	if path == "" {
 		return nil, usageErr("--db must name a store file")
 	}
-	return store.OpenReadOnly(path)
+	return store.Open(path, store.Options{ReadOnly: true})
 }
 
 // resolveRun returns the summary of run id, or of the only run when id is
@@ -89,21 +89,18 @@ func runIDs(runs []snapshot.RunSummary) string {
 // not even decoded unless asked for, so that a long run of a big model
 // still reads fast and fits in memory.
 func loadSnapshots(st *store.Store, run string, from, to int64, f store.Fields) ([]snapshot.Snapshot, error) {
-	var out []snapshot.Snapshot
-	err := st.Scan(run, from, to, f, func(s snapshot.Snapshot) error {
-		out = append(out, s)
-		return nil
-	})
-	return out, err
+	return st.Read(run, store.Query{From: from, To: to, Fields: f})
 }
 
 // knownSteps lists run's steps for an "unknown step" error.
 func knownSteps(st *store.Store, run string) string {
 	var steps []string
-	_ = st.Scan(run, 0, -1, store.Headers, func(s snapshot.Snapshot) error {
+	for s, err := range st.All(run, store.Query{Fields: store.Headers}) {
+		if err != nil {
+			break
+		}
 		steps = append(steps, strconv.FormatInt(s.Step, 10))
-		return nil
-	})
+	}
 	switch {
 	case len(steps) == 0:
 		return "none"

@@ -25,15 +25,12 @@ const DefaultAddr = "127.0.0.1:9464"
 // Source is what the read-only JSON API serves from (see snapshot.Source).
 type Source = snapshot.Source
 
-// PagedSource is a Source that reads one page of a run without reading the
-// rest of it. The API pages through a source that has it (*store.Store
-// does) at the cost of the page; any other Source is read whole and cut.
-// SnapshotsPage returns at most limit snapshots with from ≤ step ≤ to
-// (to < 0: no upper bound), in step order, with eigenvectors only when
-// vectors is set.
-type PagedSource interface {
-	SnapshotsPage(run string, from, to int64, limit int, vectors bool) ([]snapshot.Snapshot, error)
-}
+// PagedSource is a Source that also reads by query (snapshot.Reader): one
+// page of a run without reading the rest of it, and without eigenvectors
+// unless asked for. The API pages through a source that has it
+// (*store.Store does) at the cost of the page; any other Source is read
+// whole and cut.
+type PagedSource = snapshot.Reader
 
 // Page sizes of GET /api/runs/{run}/snapshots.
 const (
@@ -172,7 +169,10 @@ func serveSnapshots(w http.ResponseWriter, r *http.Request, src Source) {
 	var snaps []snapshot.Snapshot
 	var err error
 	if ps, ok := src.(PagedSource); ok {
-		snaps, err = ps.SnapshotsPage(run, from, to, limit+1, vectors)
+		snaps, err = ps.Read(run, pageQuery(from, to, limit+1, vectors))
+		if to == 0 && len(snaps) > 0 && snaps[0].Step != 0 {
+			snaps = snaps[:0]
+		}
 	} else {
 		snaps, err = src.Snapshots(run, from, to)
 	}
@@ -294,4 +294,18 @@ func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
 		<-errc
 		return err
 	}
+}
+
+// pageQuery is the Query of a page of limit snapshots with from ≤ step ≤ to
+// (to < 0: no upper bound; to = 0, where a Query has none, reads the first
+// snapshot, which the caller keeps only if it is step 0).
+func pageQuery(from, to int64, limit int, vectors bool) snapshot.Query {
+	q := snapshot.Query{From: from, To: to, Limit: limit, Fields: snapshot.WithTrace | snapshot.WithESD}
+	if vectors {
+		q.Fields |= snapshot.WithVectors
+	}
+	if to == 0 {
+		q.Limit = 1 // from ≤ to was checked: from is 0
+	}
+	return q
 }
