@@ -126,6 +126,7 @@ type Monitor struct {
 	savedProbes  int
 	everSaved    bool
 	warmSaveErrs int
+	hist         history // the run's stored past (resume.go)
 }
 
 // flight is one asynchronous probe.
@@ -170,6 +171,9 @@ func New(run string, cfg Config, opts ...Option) (*Monitor, error) {
 	m := &Monitor{cfg: cfg, run: run, every: cfg.Every, log: slog.Default(), now: time.Now}
 	for _, o := range opts {
 		o(m)
+	}
+	if err := m.learnHistory(); err != nil {
+		return nil, err
 	}
 	if m.warmS != nil {
 		b, err := m.warmS.Warm(run)
@@ -244,6 +248,10 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 		m.trainTime += now.Sub(m.lastStep)
 	}
 	m.lastStep = now
+	if err := m.checkHistoryLocked(info.Step); err != nil {
+		m.mu.Unlock()
+		return err
+	}
 	due := m.dueLocked(info.Step)
 	var f *flight
 	switch {
