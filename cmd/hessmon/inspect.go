@@ -193,7 +193,28 @@ func runRuns(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, cmp.Or(r.Model, "-"), cmp.Or(string(r.Optimizer), "-"),
 			steps, r.Snapshots, r.Failures, optNum(r.FirstLambda1), optNum(r.LastLambda1), fmtTime(r.Started))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range runs {
+		if len(r.Resumes) > 0 {
+			fmt.Fprintf(e.stdout, "%s %s\n", r.ID, lineage(r.Resumes))
+		}
+	}
+	return nil
+}
+
+// lineage says how often a run was resumed, and where.
+func lineage(rs []snapshot.Resume) string {
+	at := make([]string, len(rs))
+	for i, r := range rs {
+		at[i] = fmt.Sprintf("after step %d (%s)", r.AtStep, fmtTime(r.Time))
+	}
+	times := "times"
+	if len(rs) == 1 {
+		times = "time"
+	}
+	return fmt.Sprintf("resumed %d %s: %s", len(rs), times, strings.Join(at, ", "))
 }
 
 func fmtTime(t time.Time) string {
@@ -265,6 +286,9 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "run %s: %s, %s, %d snapshots, %d failed\n", sum.ID, cmp.Or(sum.Model, "model unknown"),
 		cmp.Or(string(sum.Optimizer), "optimiser unknown"), sum.Snapshots, sum.Failures)
+	if len(sum.Resumes) > 0 {
+		fmt.Fprintln(e.stdout, lineage(sum.Resumes))
+	}
 	return printTable(e.stdout, snaps)
 }
 
