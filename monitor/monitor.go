@@ -129,6 +129,7 @@ type Monitor struct {
 	savedProbes  int
 	everSaved    bool
 	warmSaveErrs int
+	hist         history // the run's stored past (resume.go)
 }
 
 // flight is one asynchronous probe.
@@ -187,6 +188,9 @@ func New(run string, cfg Config, opts ...Option) (*Monitor, error) {
 	m := &Monitor{cfg: cfg, run: run, every: cfg.Every, log: slog.Default(), now: time.Now, sched: newScheduler(cfg)}
 	for _, o := range opts {
 		o(m)
+	}
+	if err := m.learnHistory(); err != nil {
+		return nil, err
 	}
 	if m.warmS != nil {
 		b, err := m.warmS.Warm(run)
@@ -263,6 +267,10 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 		return ErrClosed
 	}
 	m.settleLocked(now)
+	if err := m.checkHistoryLocked(info.Step); err != nil {
+		m.mu.Unlock()
+		return err
+	}
 	plan, f, due := m.planLocked(ctx, info.Step)
 	m.mu.Unlock()
 

@@ -175,7 +175,10 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	var monf monitorFlags
 	monf.register(fs)
 	db := fs.String("db", "hessmon.db", "bbolt store for the snapshots (created if missing; many runs per file)")
-	runID := fs.String("run", "", "run id (default: generated); reusing an id resumes its warm state")
+	runID := fs.String("run", "", "run id (default: generated). An id is a promise: reusing one that holds snapshots is refused unless "+
+		"--resume continues it, and so is resuming it with another configuration")
+	var rf resumeFlags
+	rf.register(fs)
 	listen := fs.String("listen", api.DefaultAddr, "address for /metrics and the JSON API (\"off\" disables); binding beyond loopback must be asked for explicitly")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	progress := fs.String("progress", "auto", "progress bar: auto (on a terminal), on, off")
@@ -217,7 +220,8 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return err
 	}
 	defer st.Close()
-	if err := putRun(st, runMeta(*runID, net, opt, train, mf, of, monf, steps), log); err != nil {
+	resumeFrom, err := openRun(st, runMeta(*runID, net, opt, train, mf, of, monf, steps), rf.resume, log)
+	if err != nil {
 		return err
 	}
 	exp := metrics.NewExporter()
@@ -230,7 +234,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return nil
 	})
 	mon, err := monitor.New(*runID, cfg, monitor.WithSink(st), monitor.WithSink(exp), monitor.WithSink(toLog),
-		monitor.WithWarmStore(st), monitor.WithLogger(log))
+		monitor.WithWarmStore(st), monitor.WithLogger(log), monitor.WithExisting(existingPolicy(rf.resume)))
 	if err != nil {
 		return err
 	}
@@ -277,6 +281,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	})
 	res, trainErr := trainer.Train(ctx, trainer.Config{
 		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: opt, Data: train, BatchSize: of.batch, Steps: steps, Seed: mf.seed, Hooks: hooks,
+		Resume: resumeFrom, CheckpointEvery: rf.every, SaveCheckpoint: checkpointSaver(st, *runID),
 	})
 	// Ctrl-C cancelled ctx: Close then drops the in-flight probe at once.
 	// Otherwise the last probe finishes on every core.
@@ -305,6 +310,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		fmt.Fprintf(w, ", test accuracy %.4f", acc)
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintf(w, "weights after step %d: checksum %016x\n", res.Steps, trainer.Checksum(net))
 	fmt.Fprintf(w, "probes: %d (%d failed, %d skipped while one was running), %d HVPs, %.1fs probing\n",
 		stats.Probes, stats.Failures, stats.Skipped, stats.HVPs, stats.ProbeSeconds)
 	printSummaryTail(w, lastSnap, *db, *runID)
@@ -317,21 +323,22 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 
 // runMeta describes a training run for the store.
 func runMeta(id string, net *trainer.Network, opt trainer.Optimizer, train *data.Dataset, mf modelFlags, of optFlags, monf monitorFlags, steps int64) snapshot.Run {
-	return snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.Optimizer(opt.Name()), Started: time.Now().UTC(), Config: map[string]string{
+	r := snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.Optimizer(opt.Name()), Started: time.Now().UTC(), Config: map[string]string{
 		"data": describeData(train), "params": fmt.Sprint(net.Dim()), "lr": fmt.Sprint(of.lr), "momentum": fmt.Sprint(of.momentum),
 		"batch": fmt.Sprint(of.batch), "steps": fmt.Sprint(steps), "every": fmt.Sprint(monf.every), "top": fmt.Sprint(monf.top),
 		"probe_batch": fmt.Sprint(monf.probeBatch), "bn_mode": monf.bnMode, "seed": fmt.Sprint(mf.seed),
 	}}
+	if of.wd != 0 { // only when set, so that runs stored before it was recorded still match
+		r.Config["wd"] = fmt.Sprint(of.wd)
+	}
+	return r
 }
 
-// putRun writes the run's metadata, keeping the start time of a run that
-// is being resumed.
+// putRun writes the run's metadata after openRun's identity check, for a
+// run that is not resumed.
 func putRun(st *store.Store, meta snapshot.Run, log *slog.Logger) error {
-	if old, err := st.Run(meta.ID); err == nil {
-		meta.Started = old.Started
-		log.Info("resuming run", "run", meta.ID)
-	}
-	return st.PutRun(meta)
+	_, err := openRun(st, meta, false, log)
+	return err
 }
 
 // printSummaryTail ends a training summary: the last probe's λ1 and trace,

@@ -227,7 +227,7 @@ func TestAdamStudy(t *testing.T) {
 	if run.FinalLoss >= run.Losses[0] {
 		t.Errorf("loss went from %g to %g", run.Losses[0], run.FinalLoss)
 	}
-	st, err := store.OpenReadOnly(filepath.Join(dir, "eos.db"))
+	st, err := store.Open(filepath.Join(dir, "eos.db"), store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

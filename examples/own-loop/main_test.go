@@ -84,7 +84,7 @@ func TestOwnLoopProbesMatchExactHessian(t *testing.T) {
 	if res.Stats.Probes == 0 || res.Stats.Probes+res.Stats.Skipped != 3 {
 		t.Fatalf("stats %+v: want 3 due probes, finished or skipped", res.Stats)
 	}
-	st, err := store.OpenReadOnly(c.DB)
+	st, err := store.Open(c.DB, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/hessmon/hessmon/snapshot"
 )
 
-// memSource is a Source without SnapshotsPage, as an in-memory view would
+// memSource is a Source without Read, as an in-memory view would
 // be: the API reads it whole and cuts the page.
 type memSource struct{ snaps []snapshot.Snapshot }
 

@@ -47,7 +47,7 @@ func TestConcurrentScrapers(t *testing.T) {
 			// Overwrite a window of 100 steps so that the run stays small.
 			stored := s
 			stored.Step %= 100
-			if err := st.PutSnapshot(stored); err != nil {
+			if err := st.ReplaceSnapshot(stored); err != nil {
 				t.Error(err)
 				return
 			}

@@ -88,7 +88,7 @@ func TestCrashKeepsCommittedSnapshots(t *testing.T) {
 		if len(committed) < want {
 			t.Fatalf("round %d: child committed only %d snapshots", round, len(committed))
 		}
-		st, err := store.OpenReadOnly(path)
+		st, err := store.Open(path, store.Options{ReadOnly: true})
 		if err != nil {
 			t.Fatalf("round %d: store does not open after SIGKILL: %v", round, err)
 		}
