@@ -396,6 +396,9 @@ func (m *Monitor) Probe(ctx context.Context, step int64, op hvp.Operator, info S
 	s, newWarm := m.probe(ctx, step, op, info, blocks, warm, cold, blockEigen)
 	elapsed := m.now().Sub(start)
 	s.Seconds = elapsed.Seconds()
+	if p, ok := op.(interface{ Precision() snapshot.Precision }); ok {
+		s.Precision = p.Precision() // float32 operators say so; empty means float64
+	}
 	if err := ctx.Err(); err != nil && s.Failure != "" {
 		// The caller stopped (e.g. SIGINT or Close): that is no probe
 		// failure, and a half-done probe is not recorded.

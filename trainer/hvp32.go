@@ -32,6 +32,14 @@ type step32 struct {
 	act     Activation
 }
 
+// SupportsFloat32 returns nil when n is in the MLP family that float32
+// HVPs cover, else the error NewNetwork32 would return, without copying
+// the parameters: a command can refuse --precision float32 up front.
+func SupportsFloat32(n *Network) error {
+	m := &Network32{net: n}
+	return m.flatten(n.root, 0, "")
+}
+
 // NewNetwork32 converts n's current parameters to float32. It returns an
 // error wrapping ErrFloat32Unsupported for any layer outside the MLP family
 // (BatchNorm, convolutions, pooling, residual blocks).
