@@ -517,6 +517,9 @@ func (m *Monitor) probePlanned(ctx context.Context, step int64, op hvp.Operator,
 	s, out := m.probe(ctx, step, op, info, o)
 	elapsed := m.now().Sub(start)
 	s.Seconds = elapsed.Seconds()
+	if p, ok := op.(interface{ Precision() snapshot.Precision }); ok {
+		s.Precision = p.Precision() // float32 operators say so; empty means float64
+	}
 	if err := ctx.Err(); err != nil && s.Failure != "" {
 		// The caller stopped (e.g. SIGINT or Close): that is no probe
 		// failure, and a half-done probe is not recorded.

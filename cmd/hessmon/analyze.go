@@ -38,6 +38,7 @@ type analyzeResult struct {
 	HVPs         hvpCounts        `json:"hvps"`
 	Seconds      float64          `json:"seconds"`
 	Ranks        int              `json:"ranks,omitempty"`
+	Precision    string           `json:"precision,omitempty"` // set for float32 only: float64 output is unchanged
 }
 
 type esdJSON struct {
@@ -106,7 +107,12 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 		return err
 	})
 	distributed := fs.Bool("distributed", false, "shard the batch over MPI ranks (needs a binary built with -tags mpi, run under mpirun)")
+	precision := fs.String("precision", "float64", "HVP precision: float64, or float32 (MLPs; the estimators stay float64; --tol defaults to 1e-6, float32's floor)")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	prec, err := precisionFlags(fs, *precision, tol, *distributed)
+	if err != nil {
 		return err
 	}
 	if *batch <= 0 || *top < 0 || *maxHVPs <= 0 || *esdProbes <= 0 || *esdSteps <= 0 || *trainSteps < 0 {
@@ -152,7 +158,7 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 		defer closeComm()
 		op, rank, ranks = dop, r, size
 	} else {
-		op, err = hessian.NewChunked(net, trainer.HeadBatch(head, 0), trainer.CrossEntropy{}, mode, analyzeChunk)
+		op, err = hessian.NewOperator(net, trainer.HeadBatch(head, 0), trainer.CrossEntropy{}, mode, hessian.Options{Precision: prec, MaxChunk: analyzeChunk})
 		if m, ok := op.(interface{ SetWorkers(int) }); ok {
 			m.SetWorkers(2)
 		}
@@ -164,6 +170,9 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 	res := analyzeResult{Model: net.String(), Params: net.Dim(), Batch: *batch, Converged: true}
 	if ranks > 1 {
 		res.Ranks = ranks
+	}
+	if prec == snapshot.Float32 {
+		res.Precision = string(prec)
 	}
 	if l, ok := op.(interface{ Loss() float64 }); ok {
 		res.Loss = l.Loss()

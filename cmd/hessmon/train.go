@@ -50,6 +50,7 @@ type monitorFlags struct {
 	blockEvery int
 	groups     groupFlags
 	bnMode     string
+	precision  string
 }
 
 func (m *monitorFlags) register(fs *flag.FlagSet) {
@@ -79,6 +80,7 @@ func (m *monitorFlags) register(fs *flag.FlagSet) {
 	fs.Var(&m.groups, "block-group", "name=regexp: merge the parameter blocks whose names match into one block for --block-eigen-every "+
 		"(repeatable; e.g. attention=attn\\.)")
 	fs.StringVar(&m.bnMode, "bn-mode", "eval", "BatchNorm in the probed Hessian: eval (running statistics, as PyHessian) or train (batch statistics)")
+	fs.StringVar(&m.precision, "precision", "float64", "HVP precision of the probes: float64 or float32 (MLPs; estimators stay float64; each snapshot records it)")
 }
 
 func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error) {
@@ -186,6 +188,9 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if *distributed && monf.precision != "float64" {
+		return usageErr("--precision %s is not supported with --distributed; use --precision float64", monf.precision)
+	}
 	if *distributed {
 		return trainDistributed(ctx, e, trainOpts{model: mf, opt: of, mon: monf, db: *db, run: *runID, listen: *listen,
 			logLevel: *logLevel, progress: *progress, explicit: setFlags(fs)}, newComm)
@@ -207,6 +212,10 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
 	}
 	net, train, test, err := mf.setupProbe(monf.probeBatch)
+	if err != nil {
+		return err
+	}
+	prec, err := probePrecision(monf.precision, net)
 	if err != nil {
 		return err
 	}
@@ -263,7 +272,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 
 	bar := con.progressBar(*progress, steps)
 	var lastSnap snapshot.Snapshot
-	hooks := []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probeBatch, Mode: bnMode, Logger: log})}
+	hooks := []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probeBatch, Mode: bnMode, Precision: prec, Logger: log})}
 	hooks = append(hooks, func(_ context.Context, info trainer.StepInfo) error {
 		if bar != nil {
 			_ = bar.Set64(info.Step)

@@ -97,10 +97,10 @@ func TestConstructorsReturnANilInterfaceOnError(t *testing.T) {
 			return NewChunked(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, 7)
 		}},
 		{"probeOperator/whole", func() (hvp.Operator, error) {
-			return probeOperator(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, false)
+			return probeOperator(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, false, "")
 		}},
 		{"probeOperator/split", func() (hvp.Operator, error) {
-			return probeOperator(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, true)
+			return probeOperator(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, true, "")
 		}},
 	}
 	for _, c := range cases {
