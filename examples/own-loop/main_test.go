@@ -98,7 +98,7 @@ func TestOwnLoopProbesMatchExactHessian(t *testing.T) {
 	}
 	batch := probeBatch(res.ProbeX, res.ProbeY)
 	for _, s := range snaps {
-		if s.Failed() || len(s.Eigenvalues) == 0 || s.Trace == nil || s.ESD == nil {
+		if s.Failed() || len(s.Eigenvalues) == 0 || s.LambdaMin == nil || (!s.IsLight() && (s.Trace == nil || s.ESD == nil)) {
 			t.Fatalf("step %d: failed or incomplete snapshot: %q %s", s.Step, s.Failure, s.Detail)
 		}
 		p, ok := res.ProbeParam[s.Step]
