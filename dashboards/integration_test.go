@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hessmon/hessmon/internal/testutil"
 )
 
 // The run id the integration test trains under.
@@ -149,7 +150,7 @@ func scrapeAndQuery(t *testing.T, promBin, dir, trainerBin string, args func(lis
 	defer cancel()
 	began := time.Now()
 
-	trainerAddr := freeAddr(t)
+	trainerAddr := testutil.FreeAddr(t)
 	trainer := start(t, "hessmon train", trainerBin, args(trainerAddr, filepath.Join(dir, "h.db"))...)
 
 	rules, err := filepath.Abs("rules.yml")
@@ -160,7 +161,7 @@ func scrapeAndQuery(t *testing.T, promBin, dir, trainerBin string, args func(lis
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, scrapeConfig, rules, trainerAddr), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	promAddr := freeAddr(t)
+	promAddr := testutil.FreeAddr(t)
 	prom := start(t, "prometheus", promBin,
 		"--config.file="+cfg,
 		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
@@ -442,17 +443,6 @@ func poll(ctx context.Context, procs []*proc, f func() error) error {
 		case <-tick.C:
 		}
 	}
-}
-
-// freeAddr returns a 127.0.0.1 address with a port that was free just now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // proc is a child process whose combined output is kept for diagnostics.

@@ -1,11 +1,7 @@
 package trainer
 
 import (
-	"context"
 	"errors"
-	"math/rand/v2"
-	"slices"
-	"time"
 )
 
 // GEMM is one matrix product C (M×N) = op(A)·op(B) with inner size K, as
@@ -17,6 +13,22 @@ type GEMM struct {
 
 // Flops is 2·M·N·K.
 func (g GEMM) Flops() float64 { return 2 * float64(g.M) * float64(g.N) * float64(g.K) }
+
+// Compute sets c = op(a)·op(b) for row-major a (M×K, or K×M when TransA),
+// b (K×N, or N×K when TransB) and c (M×N), through the gemm the layers
+// use, so that timing it measures the BLAS at the model's own shapes. It
+// panics, as gonum's BLAS does, when a slice is too short.
+func (g GEMM) Compute(c, a, b []float64) {
+	ar, ac := g.M, g.K
+	if g.TransA {
+		ar, ac = g.K, g.M
+	}
+	br, bc := g.K, g.N
+	if g.TransB {
+		br, bc = g.N, g.K
+	}
+	gemm(g.TransA, g.TransB, 1, general(ar, ac, a), general(br, bc, b), 0, general(g.M, g.N, c))
+}
 
 // passGEMMs lists the products of one gradient (forward + backward) and of
 // one HVP with a cached forward pass (R-forward + R-backward, after the
@@ -112,55 +124,4 @@ func (net *Network) GEMMFlops(n int) (grad, hvp float64) {
 		hvp += x.Flops()
 	}
 	return grad, hvp
-}
-
-// GEMMTimer runs a list of products on scratch operands through the same
-// gemm the layers use, so its rate is the BLAS's on the model's shapes.
-type GEMMTimer struct {
-	list    []GEMM
-	a, b, c [][]float64
-	flops   float64
-}
-
-// NewGEMMTimer allocates seeded operands for every product of list.
-func NewGEMMTimer(list []GEMM) *GEMMTimer {
-	rng := rand.New(rand.NewPCG(7, 11))
-	fill := func(n int) []float64 {
-		x := make([]float64, n)
-		for i := range x {
-			x[i] = rng.Float64() - 0.5
-		}
-		return x
-	}
-	t := &GEMMTimer{list: slices.Clone(list)}
-	for _, g := range list {
-		t.a = append(t.a, fill(g.M*g.K))
-		t.b = append(t.b, fill(g.K*g.N))
-		t.c = append(t.c, fill(g.M*g.N))
-		t.flops += g.Flops()
-	}
-	return t
-}
-
-// Flops is the work of one pass over the list.
-func (t *GEMMTimer) Flops() float64 { return t.flops }
-
-// Run performs every product once and returns the elapsed time.
-func (t *GEMMTimer) Run(ctx context.Context) (time.Duration, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	t0 := time.Now()
-	for i, g := range t.list {
-		ar, ac := g.M, g.K
-		if g.TransA {
-			ar, ac = g.K, g.M
-		}
-		br, bc := g.K, g.N
-		if g.TransB {
-			br, bc = g.N, g.K
-		}
-		gemm(g.TransA, g.TransB, 1, general(ar, ac, t.a[i]), general(br, bc, t.b[i]), 0, general(g.M, g.N, t.c[i]))
-	}
-	return time.Since(t0), nil
 }

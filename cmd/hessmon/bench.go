@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hessmon/hessmon/internal/gemmbench"
+	"github.com/hessmon/hessmon/internal/torchref"
 	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
@@ -177,7 +179,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	gemms, pgemms := trainer.NewGEMMTimer(hl), trainer.NewGEMMTimer(phl)
+	gemms, pgemms := gemmbench.NewTimer(hl), gemmbench.NewTimer(phl)
 	fullTape := net.NewTape()
 	var tg, th, tf, tb, tp, tpb []float64
 	for r := -2; r < *reps; r++ {
@@ -285,7 +287,7 @@ func runTorch(ctx context.Context, python, script string, threads int, dtype str
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "reference.safetensors")
-	if err := trainer.SaveHVPReference(path, net, b, v, hv); err != nil {
+	if err := torchref.Save(path, net, b, v, hv); err != nil {
 		return nil, err
 	}
 	var stderr bytes.Buffer

@@ -14,9 +14,9 @@ import (
 // errNoMPI is what --distributed says in the default, pure-Go build.
 var errNoMPI = errors.New("hessmon was built without MPI; rebuild with -tags mpi (needs libopenmpi-dev) and run under mpirun")
 
-// distributedOperator needs the MPI build (distributed_mpi.go).
-func distributedOperator(context.Context, *trainer.Network, *data.Dataset, trainer.Mode, int) (hvp.Operator, int, int, func(), error) {
-	return nil, 0, 0, nil, errNoMPI
+// openSharded needs the MPI build (distributed_mpi.go).
+func openSharded(context.Context, *trainer.Network, *data.Dataset, trainer.Mode, int) (*shardedHessian, error) {
+	return nil, errNoMPI
 }
 
 // initComm needs the MPI build (distributed_mpi.go).

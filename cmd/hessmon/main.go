@@ -40,7 +40,7 @@ func commands() []command {
 		{"train", "train a model with the curvature monitor attached (the main job)", runTrain},
 		{"analyze", "one-shot PyHessian-style analysis: top-k eigenvalues, trace, ESD", runAnalyze},
 		{"gradcheck", "check exact gradients and HVPs of every model family against finite differences", runGradcheck},
-		{"bench", "measure costs: bench hvp | bench warm | bench overhead", runBench},
+		{"bench", "measure costs: bench hvp | warm | overhead | probe | store | scale", runBench},
 		{"runs", "list the runs in a store", runRuns},
 		{"show", "show a run's snapshots, or one snapshot in full", runShow},
 		{"export", "export a run's snapshots as CSV, JSON or JSON lines", runExport},

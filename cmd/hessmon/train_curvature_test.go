@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/hessmon/hessmon/internal/testutil"
 )
 
 // A diverging run (η = 1e6) holds huge negative curvature while λ1 looks
@@ -12,7 +14,7 @@ import (
 // summary must say that negative curvature dominates.
 func TestTrainDivergedShowsNegativeCurvature(t *testing.T) {
 	db := t.TempDir() + "/div.db"
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	// MNIST, as the run: on synthetic blobs η = 1e6 saturates every
 	// tanh and H is exactly 0.
 	args := []string{"train", "--lr", "1e6", "--steps", "100", "--every", "50",
@@ -46,7 +48,7 @@ func TestTrainDivergedShowsNegativeCurvature(t *testing.T) {
 // ratio is λ1(P⁻¹H) over Adam's threshold 38/η.
 func TestTrainAdamPreconditionedSharpness(t *testing.T) {
 	db := t.TempDir() + "/adam.db"
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	args := []string{"train", "--data", "synthetic", "--hidden", "16", "--optimizer", "adam", "--lr", "1e-3", "--steps", "40",
 		"--every", "20", "--async=false", "--listen", "off", "--progress", "off", "--run", "adam", "--db", db}
 	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {

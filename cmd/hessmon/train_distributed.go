@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 
 	"github.com/schollz/progressbar/v3"
 
@@ -139,22 +138,57 @@ type rankRun struct {
 	mon         *monitor.Monitor
 
 	// Rank 0 only.
-	st       *store.Store
-	exp      *metrics.Exporter
-	listener net.Listener
-	serve    func(context.Context) error
-	lastSnap snapshot.Snapshot
+	st         *store.Store
+	exp        *metrics.Exporter
+	stopServer func() error // api.Start's; nil without --listen
+	lastSnap   snapshot.Snapshot
 }
 
 func (r *rankRun) run(ctx context.Context, e *env) error {
 	setupErr := r.setup()
 	defer r.closeLocal()
+	if err := r.join(setupErr); err != nil {
+		return err
+	}
+	r.log.Info("training", "run", r.o.run, "blas", trainer.BLAS().String(), "ranks", r.size, "model", r.net.String(), "params", r.net.Dim(), "data", describeData(r.train),
+		"optimizer", r.opt.Name(), "lr", r.o.opt.lr, "steps", r.steps, "probe_every", r.lcfg.Every, "probe_batch", r.probe.Len(),
+		"probe_shard", r.shard.Len(), "db", r.o.db)
+
+	var bar *progressbar.ProgressBar
+	if r.rank == 0 {
+		bar = r.con.progressBar(r.o.progress, r.steps)
+	}
+	res, trainErr := trainer.Train(ctx, trainer.Config{
+		Model: r.net, Loss: trainer.CrossEntropy{}, Optimizer: r.opt, Data: r.train, BatchSize: r.o.opt.batch, Steps: r.steps,
+		Seed: r.o.model.seed, Hooks: []trainer.Hook{r.stepHook(bar)},
+	})
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	// Probes are synchronous, so nothing is in flight: Close only writes
+	// the newest warm state (rank 0; the others drop it). It is local, not
+	// collective.
+	if err := r.mon.Close(context.WithoutCancel(ctx)); err != nil {
+		r.log.Error("closing the monitor", "err", err)
+	}
+	r.stopServing()
+	interrupted, err := r.ls.Finish(res.Steps, hessian.Replica{Net: r.net}.Checksum(), trainErr)
+	if err != nil {
+		return err
+	}
+	r.report(res, interrupted)
+	return nil
+}
+
+// join shares this rank's set-up outcome and the warm state with the
+// group and creates the monitor, the same way on every rank.
+func (r *rankRun) join(setupErr error) error {
 	var fields []distributed.Field
 	if setupErr == nil {
 		fields = append([]distributed.Field{
 			{Name: "parameter count", Value: float64(r.net.Dim())}, {Name: "steps", Value: float64(r.steps)},
 			{Name: "--every", Value: float64(r.cfg.Every)}, {Name: "probe batch size", Value: float64(r.probe.Len())},
-		}, replica{net: r.net}.Checksum().Fields("initial weights")...)
+		}, hessian.Replica{Net: r.net}.Checksum().Fields("initial weights")...)
 	}
 	if err := distributed.Handshake(r.comm, setupErr, fields...); err != nil {
 		return err
@@ -179,27 +213,13 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 		opts = append(opts, monitor.WithSink(r.st), monitor.WithSink(r.exp))
 	}
 	r.mon, err = monitor.New(r.o.run, r.lcfg, opts...)
-	if err != nil {
-		return err // the same on every rank: it depends on the flags only
-	}
+	return err // the same on every rank: it depends on the flags only
+}
 
-	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSrv()
-	srvDone := make(chan error, 1)
-	if r.serve != nil {
-		go func() { srvDone <- r.serve(srvCtx) }()
-	} else {
-		srvDone <- nil
-	}
-	r.log.Info("training", "run", r.o.run, "blas", trainer.BLAS().String(), "ranks", r.size, "model", r.net.String(), "params", r.net.Dim(), "data", describeData(r.train),
-		"optimizer", r.opt.Name(), "lr", r.o.opt.lr, "steps", r.steps, "probe_every", r.lcfg.Every, "probe_batch", r.probe.Len(),
-		"probe_shard", r.shard.Len(), "db", r.o.db)
-
-	var bar *progressbar.ProgressBar
-	if r.rank == 0 {
-		bar = r.con.progressBar(r.o.progress, r.steps)
-	}
-	hook := func(ctx context.Context, info trainer.StepInfo) error {
+// stepHook is the training hook: metrics and progress on rank 0, and the
+// lockstep probe of a due step on every rank.
+func (r *rankRun) stepHook(bar *progressbar.ProgressBar) trainer.Hook {
+	return func(ctx context.Context, info trainer.StepInfo) error {
 		if r.exp != nil {
 			r.exp.ObserveTraining(r.o.run, info.Step, info.Loss, info.LearningRate)
 		}
@@ -208,7 +228,7 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 		}
 		meta := hessian.StepInfo(info)
 		meta.Blocks = r.blocks
-		s, probed, err := r.ls.Step(ctx, r.mon, meta, replica{net: info.Model, shard: r.shard, loss: info.LossFn, mode: r.mode})
+		s, probed, err := r.ls.Step(ctx, r.mon, meta, hessian.Replica{Net: info.Model, Shard: r.shard, Loss: info.LossFn, Mode: r.mode})
 		if err != nil {
 			if r.ls.Left() {
 				return err // every rank stops here
@@ -221,52 +241,6 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 		}
 		return nil
 	}
-	res, trainErr := trainer.Train(ctx, trainer.Config{
-		Model: r.net, Loss: trainer.CrossEntropy{}, Optimizer: r.opt, Data: r.train, BatchSize: r.o.opt.batch, Steps: r.steps,
-		Seed: r.o.model.seed, Hooks: []trainer.Hook{hook},
-	})
-	if bar != nil {
-		_ = bar.Finish()
-	}
-	// Probes are synchronous, so nothing is in flight: Close only writes
-	// the newest warm state (rank 0; the others drop it). It is local, not
-	// collective.
-	if err := r.mon.Close(context.WithoutCancel(ctx)); err != nil {
-		r.log.Error("closing the monitor", "err", err)
-	}
-	stopSrv()
-	if err := <-srvDone; err != nil {
-		r.log.Warn("metrics server", "err", err)
-	}
-	interrupted, err := r.ls.Finish(res.Steps, replica{net: r.net}.Checksum(), trainErr)
-	if err != nil {
-		return err
-	}
-	r.report(res, interrupted)
-	return nil
-}
-
-// replica is a trainer network as the protocol sees it.
-type replica struct {
-	net   *trainer.Network
-	shard trainer.Batch
-	loss  trainer.Loss
-	mode  trainer.Mode
-}
-
-// Checksum covers the weights and the buffers (BatchNorm's running
-// statistics), which must stay identical too.
-func (p replica) Checksum() distributed.Checksum {
-	return distributed.Sum(p.net.Params(), p.net.Buffers())
-}
-
-// Operator is the exact Hessian of this rank's shard of the probe batch.
-func (p replica) Operator() (hvp.Operator, int, error) {
-	op, err := hessian.NewExact(p.net, p.shard, p.loss, p.mode)
-	if err != nil {
-		return nil, 0, err
-	}
-	return op, p.shard.Len(), nil
 }
 
 // setup does this rank's local set-up; an error is shared in the handshake.
@@ -279,7 +253,7 @@ func (r *rankRun) setup() error {
 	r.steps = r.o.opt.totalSteps(r.train.Len())
 	r.blocks = hessian.Blocks(r.net)
 	r.probe = probeSubset(r.train, r.o.mon.probeBatch, r.o.model.seed)
-	if r.shard, err = shardBatch(r.probe, r.comm); err != nil {
+	if r.shard, err = hessian.ShardBatch(r.probe, r.comm); err != nil {
 		return fmt.Errorf("--probe-batch %d over %d ranks: %w", r.probe.Len(), r.size, err)
 	}
 	if r.rank != 0 {
@@ -301,43 +275,43 @@ func (r *rankRun) setup() error {
 		return err
 	}
 	r.exp = metrics.NewExporter()
-	if r.o.listen != "off" && r.o.listen != "" {
-		ln, err := listenTCP(r.o.listen)
-		if err != nil {
-			return fmt.Errorf("--listen %s: %w", r.o.listen, err)
-		}
-		r.listener = ln
-		srv, err := httpHandler(r.exp, r.st)
-		if err != nil {
-			return err
-		}
-		r.serve = func(ctx context.Context) error { return api.ServeListener(ctx, ln, srv) }
-		r.log.Info("serving", "page", pageURL(ln), "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
+	if r.o.listen == "off" || r.o.listen == "" {
+		return nil
 	}
+	h, err := httpHandler(r.exp, r.st)
+	if err != nil {
+		return err
+	}
+	at, stop, err := api.Start(r.o.listen, h)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", r.o.listen, err)
+	}
+	r.stopServer = stop
+	base := "http://" + at.String()
+	r.log.Info("serving", "page", base+"/", "metrics", base+"/metrics", "api", base+"/api/runs")
 	return nil
 }
 
-// closeLocal releases what setup opened (rank 0: the store, the listener
-// if it was never served).
-func (r *rankRun) closeLocal() {
-	if r.listener != nil && r.serve == nil {
-		_ = r.listener.Close()
+// stopServing shuts rank 0's server down, once.
+func (r *rankRun) stopServing() {
+	if r.stopServer == nil {
+		return
 	}
+	if err := r.stopServer(); err != nil {
+		r.log.Warn("metrics server", "err", err)
+	}
+	r.stopServer = nil
+}
+
+// closeLocal releases what setup opened (rank 0: the server if training
+// never stopped it, and the store).
+func (r *rankRun) closeLocal() {
+	r.stopServing()
 	if r.st != nil {
 		if err := r.st.Close(); err != nil {
 			r.log.Error("closing the store", "err", err)
 		}
 	}
-}
-
-// shardBatch returns comm's rank's contiguous part of b (see hvp.Shard).
-func shardBatch(b trainer.Batch, comm hvp.Comm) (trainer.Batch, error) {
-	d := &data.Dataset{X: b.X.Data, Labels: b.Labels, Shape: b.X.Shape}
-	shard, err := hessian.ShardDataset(d, comm)
-	if err != nil {
-		return trainer.Batch{}, err
-	}
-	return trainer.HeadBatch(shard, 0), nil
 }
 
 // report prints rank 0's summary.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hessmon/hessmon/hvp"
+	"github.com/hessmon/hessmon/internal/testutil"
 	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 )
@@ -18,7 +19,7 @@ import (
 // rankOutput is what one rank of an in-process distributed run printed.
 type rankOutput struct {
 	err            error
-	stdout, stderr syncBuffer
+	stdout, stderr testutil.SyncBuffer
 }
 
 // runTrainRanks runs `hessmon train` on size in-process ranks (goroutines
@@ -150,10 +151,10 @@ func TestTrainDistributedMatchesSingleProcess(t *testing.T) {
 	base := []string{"train", "--data", "synthetic", "--hidden", "16", "--steps", "30", "--every", "10", "--probe-batch", "50",
 		"--top", "3", "--esd-steps", "12", "--max-hvps", "200", "--run", "r", "--seed", "3", "--progress", "off"}
 	single, dist := dir+"/single.db", dir+"/dist.db"
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	var worst float64
 	for phase := range 2 { // phase 1 resumes run r: warm start from the store
-		var stdout, stderr syncBuffer
+		var stdout, stderr testutil.SyncBuffer
 		args := append(append([]string{}, base...), "--async=false", "--db", single, "--listen", "off")
 		if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
 			t.Fatalf("single process, phase %d: exit %d\n%s", phase, code, stderr.String())

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -20,37 +19,9 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/hessmon/hessmon/internal/testutil"
 	"github.com/hessmon/hessmon/store"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a running
-// command and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func gauge(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
 	f, ok := fams[name]
@@ -87,11 +58,11 @@ next:
 // stored snapshot of the step they report. SIGINT (context cancellation)
 // then stops the run cleanly with its snapshots committed.
 func TestTrainServesLiveMetrics(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	db := t.TempDir() + "/h.db"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"train", "--data", "synthetic", "--steps", "100000", "--every", "5", "--probe-batch", "64",

@@ -110,10 +110,7 @@ func BenchmarkCost(b *testing.B) {
 	if os.Getenv("HESSMON_GOMLX_STOCK") == "1" {
 		graph.VJPRegistration[graph.NodeTypeDot] = stockDotVJP
 		graph.VJPRegistration[graph.NodeTypeDotGeneral] = stockDotGeneralVJP
-		defer func() {
-			graph.VJPRegistration[graph.NodeTypeDot] = fastDotVJP
-			graph.VJPRegistration[graph.NodeTypeDotGeneral] = fastDotGeneralVJP
-		}()
+		defer UseFastVJPs()
 		stock := newTwin(b, []int{784, 128, 128, 10}, trainer.Tanh, activations.TypeTanh, 1000)
 		must(b, stock.op.Apply(dst, v)) // compile
 		el, m := measure(func() { must(b, stock.op.Apply(dst, v)) })

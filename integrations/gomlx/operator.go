@@ -8,9 +8,10 @@
 // recompile. Attach wires an Operator and a monitor.Monitor into a
 // train.Loop.
 //
-// Importing this package replaces GoMLX's VJPs of Dot and DotGeneral with
-// contraction-based ones (see vjp.go): v0.26.0's own rules make an HVP of an
-// MLP at batch 1000 cost seconds and gigabytes.
+// Importing this package changes nothing in GoMLX. v0.26.0's own VJPs of
+// Dot and DotGeneral make an HVP of an MLP at batch 1000 cost seconds and
+// gigabytes; a program opts into contraction-based ones, for every graph it
+// builds, with UseFastVJPs at the start of main (see vjp.go).
 package gomlx
 
 import (

@@ -79,13 +79,10 @@ func TestFastVJPMatchesStock(t *testing.T) {
 	for _, m := range testModels() {
 		t.Run(m.name, func(t *testing.T) {
 			ctx, _ := m.trained(t, backend, 1)
-			fast := m.operator(t, ctx)
+			fast := m.operator(t, ctx) // TestMain opted in
 			graph.VJPRegistration[graph.NodeTypeDot] = stockDotVJP
 			graph.VJPRegistration[graph.NodeTypeDotGeneral] = stockDotGeneralVJP
-			defer func() {
-				graph.VJPRegistration[graph.NodeTypeDot] = fastDotVJP
-				graph.VJPRegistration[graph.NodeTypeDotGeneral] = fastDotGeneralVJP
-			}()
+			defer UseFastVJPs()
 			stock := m.operator(t, ctx)
 			n := fast.Dim()
 			v := randFloats(rand.New(rand.NewPCG(5, 6)), n)

@@ -29,21 +29,36 @@ import (
 //     which is slow but correct, so a GoMLX that stores its axes differently
 //     loses speed, never correctness.
 //
-// The registration happens in init, before any goroutine can build a
-// gradient graph, because graph.VJPRegistration is a plain map that GoMLX
-// reads without a lock. It changes the VJPs for every graph in the process,
-// training graphs included; the tests check the replacement against GoMLX's
-// own rule on the axis layouts of dense, Einsum and attention layers.
+// Nothing changes on import. The replacement is the caller's choice,
+// through UseFastVJPs, because graph.VJPRegistration is one plain map per
+// process: replacing an entry changes the VJPs of every graph, training
+// graphs included. The tests check the replacement against GoMLX's own rule
+// on the axis layouts of dense, Einsum and attention layers.
 
-// The stock rules, kept as fallbacks. Written once in package initialisation.
+// The stock rules, kept as fallbacks: read (never written) during package
+// initialisation.
 var (
 	stockDotVJP        = graph.VJPRegistration[graph.NodeTypeDot]
 	stockDotGeneralVJP = graph.VJPRegistration[graph.NodeTypeDotGeneral]
 )
 
-func init() {
+// UseFastVJPs replaces GoMLX's VJPs of Dot and DotGeneral with this
+// package's contractions, for every graph in the process, and returns a
+// function that puts back the rules it replaced. On an MLP 784-128-128-10 at
+// probe batch 1000 it makes an HVP 130 ms and 45 MB instead of 2.1 s and
+// 2.1 GB; gradients agree with GoMLX's own to rounding.
+//
+// Call it at the start of main, before any goroutine builds a gradient
+// graph: GoMLX reads graph.VJPRegistration without a lock.
+func UseFastVJPs() (restore func()) {
+	prevDot := graph.VJPRegistration[graph.NodeTypeDot]
+	prevDotGeneral := graph.VJPRegistration[graph.NodeTypeDotGeneral]
 	graph.VJPRegistration[graph.NodeTypeDot] = fastDotVJP
 	graph.VJPRegistration[graph.NodeTypeDotGeneral] = fastDotGeneralVJP
+	return func() {
+		graph.VJPRegistration[graph.NodeTypeDot] = prevDot
+		graph.VJPRegistration[graph.NodeTypeDotGeneral] = prevDotGeneral
+	}
 }
 
 // fastDotVJP is the VJP of graph.Dot: vector·vector, matrix·vector,

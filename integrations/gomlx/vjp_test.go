@@ -84,7 +84,7 @@ func TestDotGeneralVJPLayouts(t *testing.T) {
 		fast := grads()
 		graph.VJPRegistration[graph.NodeTypeDotGeneral] = stockDotGeneralVJP
 		stock := grads()
-		graph.VJPRegistration[graph.NodeTypeDotGeneral] = fastDotGeneralVJP
+		UseFastVJPs()
 		for i := range fast {
 			if d := relDiff(fast[i], stock[i]); d > 1e-13 {
 				t.Errorf("%s: operand %d gradient differs from GoMLX's by %.2g", c.name, i, d)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/hessmon/hessmon/internal/testutil"
 )
 
 var (
@@ -446,34 +447,6 @@ func buildHessmon(t *testing.T, dir string) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// lockedBuffer collects a process's output for the failure message.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestBrowserLiveTrain runs a real `hessmon train` on synthetic data, opens
 // its page in headless chromium and checks that the charts and the table
 // hold what the JSON API serves, that a new probe appears without a reload,
@@ -487,7 +460,7 @@ func TestBrowserLiveTrain(t *testing.T) {
 	b := newBrowser(t)
 	dir := t.TempDir()
 	bin := buildHessmon(t, dir)
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	base := "http://" + addr
 	db := filepath.Join(dir, "h.db")
 	train := startServing(t, bin, addr, append([]string{"train", "--data", "synthetic", "--hidden", "64,64", "--lr", "0.005",
@@ -550,7 +523,7 @@ func TestBrowserLiveTrain(t *testing.T) {
 	b.do(t, 30*time.Second, chromedp.Navigate("about:blank"))
 	_, seen := b.errorsSince(0)
 	train.stop()
-	addr = freeAddr(t)
+	addr = testutil.FreeAddr(t)
 	base = "http://" + addr
 	startServing(t, bin, addr, "serve", "--db", db, "--listen", addr)
 	b.do(t, 30*time.Second, chromedp.Navigate(base+"/?poll=500"))
@@ -580,7 +553,7 @@ func startServing(t *testing.T, bin, addr string, args ...string) served {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, args...)
-	var out lockedBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 20 * time.Second

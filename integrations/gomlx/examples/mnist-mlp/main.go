@@ -53,6 +53,7 @@ type config struct {
 }
 
 func main() {
+	hgomlx.UseFastVJPs() // matmul VJPs in contractions, before any graph is built
 	var c config
 	flag.IntVar(&c.Steps, "steps", 1000, "SGD steps")
 	flag.IntVar(&c.Every, "every", 100, "probe the Hessian every N steps")

@@ -5,15 +5,23 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/hessmon/hessmon/data"
+	hgomlx "github.com/hessmon/hessmon/integrations/gomlx"
 	"github.com/hessmon/hessmon/store"
 )
 
 // TestRunWritesStore trains for a few steps on a slice of MNIST and reads
 // the store back. It skips when the GoMNIST data is not in the module cache.
+// TestMain opts into the fast matmul VJPs as main does.
+func TestMain(m *testing.M) {
+	hgomlx.UseFastVJPs()
+	os.Exit(m.Run())
+}
+
 func TestRunWritesStore(t *testing.T) {
 	if _, err := data.MNISTDir(); errors.Is(err, data.ErrNoMNIST) {
 		t.Skip(err)

@@ -66,6 +66,7 @@ type config struct {
 }
 
 func main() {
+	hgomlx.UseFastVJPs() // matmul VJPs in contractions, before any graph is built
 	var c config
 	flag.IntVar(&c.Steps, "steps", 4000, "Adam steps (4000: about 5 minutes on 2 cores)")
 	flag.IntVar(&c.Every, "every", 200, "probe the Hessian every N steps")

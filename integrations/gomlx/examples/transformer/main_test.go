@@ -4,14 +4,22 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 
+	hgomlx "github.com/hessmon/hessmon/integrations/gomlx"
 	"github.com/hessmon/hessmon/store"
 )
 
 // TestRunWritesStore trains a tiny transformer for a few steps and reads
 // the store back as `hessmon show` does.
+// TestMain opts into the fast matmul VJPs as main does.
+func TestMain(m *testing.M) {
+	hgomlx.UseFastVJPs()
+	os.Exit(m.Run())
+}
+
 func TestRunWritesStore(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "t.db")
 	c := config{Steps: 12, Every: 6, Layers: 1, Dim: 8, Heads: 2, SeqLen: 8, Batch: 4, ProbeBatch: 2,
