@@ -276,4 +276,3 @@ func (o clockedOp) Apply(dst, v []float64) error {
 	o.clock.advance(o.cost)
 	return o.Operator.Apply(dst, v)
 }
-
