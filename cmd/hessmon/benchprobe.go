@@ -11,6 +11,7 @@ import (
 	"gonum.org/v1/gonum/stat"
 
 	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/internal/probeknobs"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/export"
 	"github.com/hessmon/hessmon/snapshot"
@@ -65,8 +66,7 @@ type probeBench struct {
 // round1Config is the monitor's estimator configuration of round 1: the ESD
 // apart from the eigen solve, a warm Krylov–Schur, a fixed trace budget.
 func round1Config(c monitor.Config) monitor.Config {
-	c.SeparateESD, c.WarmKrylovSchur = true, true
-	return c
+	return c.WithKnobs(probeknobs.Knobs{SeparateESD: true, WarmKrylovSchur: true})
 }
 
 func benchProbe(ctx context.Context, e *env, args []string) error {
