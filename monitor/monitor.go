@@ -171,6 +171,21 @@ func WithSink(s Sink) Option { return func(m *Monitor) { m.sinks = append(m.sink
 // WithWarmStore persists warm state across restarts of the same run.
 func WithWarmStore(w WarmStore) Option { return func(m *Monitor) { m.warmS = w } }
 
+// Store is a sink that also keeps the warm state, as *store.Store does.
+type Store interface {
+	Sink
+	WarmStore
+}
+
+// WithStore wires s as both a sink and the warm store: one option for a
+// store, so a resumed run starts warm from where it stopped.
+func WithStore(s Store) Option {
+	return func(m *Monitor) {
+		m.sinks = append(m.sinks, s)
+		m.warmS = s
+	}
+}
+
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(m *Monitor) { m.log = l } }
 
