@@ -185,21 +185,30 @@ func TestSchedulerBudget(t *testing.T) {
 			t.Errorf("plan %+v, want kind %q reason %q skip %v", p, kind, reason, skip)
 		}
 	}
-	// Nothing measured yet: a full probe, to measure it.
+	// Nothing measured yet: a light probe, to measure the cost per HVP.
+	want(s.decide(both), snapshot.KindLight, snapshot.ReasonScheduled, false)
+	s.charge(10 * time.Millisecond)
+	s.measured(snapshot.KindLight, 10*time.Millisecond, 10)
+	// 1 ms per HVP: a full probe is guessed at 60 HVPs (5 eigenpairs, 30
+	// ESD steps, half the trace's 40): 70 ms ≤ 0.1 × 990 ms.
+	if got := s.estimate(snapshot.KindFull); got != 60*time.Millisecond {
+		t.Errorf("full probe estimate %v, want 60ms", got)
+	}
 	want(s.decide(both), snapshot.KindFull, snapshot.ReasonBudget, false)
 	s.charge(200 * time.Millisecond)
-	s.measured(snapshot.KindFull, 200*time.Millisecond)
-	// 0.2 s spent of 0.1 × 0.8 s: no full; a light one, unmeasured.
-	want(s.decide(both), snapshot.KindLight, snapshot.ReasonScheduled, false)
-	s.charge(5 * time.Millisecond)
-	s.measured(snapshot.KindLight, 5*time.Millisecond)
-	// Over budget even for a light probe: skip.
-	want(s.decide(both), "", "", true)
-	if got := s.overhead(); math.Abs(got-0.205/0.795) > 1e-12 {
-		t.Errorf("overhead %g, want %g", got, 0.205/0.795)
+	s.measured(snapshot.KindFull, 200*time.Millisecond, 50)
+	// Per HVP now (0.8·10 ms + 200 ms)/(0.8·10 + 50): full 179 ms, light
+	// 36 ms; 210 ms spent of 0.1 × 790 ms: nothing fits.
+	perHVP := (0.8*0.01 + 0.2) / (0.8*10 + 50)
+	if got, w := s.estimate(snapshot.KindLight).Seconds(), 10*perHVP; math.Abs(got-w) > 1e-9 {
+		t.Errorf("light estimate %g s, want %g", got, w)
 	}
-	// 3 s more of training: 0.1 × 3.795 s pays for a light probe (0.21 s)
-	// but not a full one (0.405 s); 1 s more pays for the full one.
+	want(s.decide(both), "", "", true)
+	if got := s.overhead(); math.Abs(got-0.21/0.79) > 1e-12 {
+		t.Errorf("overhead %g, want %g", got, 0.21/0.79)
+	}
+	// 3 s more of training: 0.1 × 3.79 s pays for a light probe (0.246 s)
+	// but not a full one (0.389 s); 1 s more pays for the full one.
 	s.train += 3 * time.Second
 	want(s.decide(both), snapshot.KindLight, snapshot.ReasonScheduled, false)
 	s.train += time.Second
@@ -221,7 +230,9 @@ func TestBudgetMeasuresSlowdown(t *testing.T) {
 	dense := hvp.NewDense(spectrumMatrix(testSpectrum(30), 4))
 	f := &fakeFactory{make: func() *gatedOp { return newGatedOp(dense, true) }}
 	clock := &fakeClock{t: time.Unix(0, 0)}
-	m, _ := New("r", Config{Every: 5, Async: true, TopK: 1, NoTrace: true, NoESD: true}, WithLogger(discardLogger()))
+	// NoTriggers: the spectrum has |λmin|/λ1 = 0.15, which would bring a
+	// full probe forward.
+	m, _ := New("r", Config{Every: 5, Async: true, TopK: 1, NoTrace: true, NoESD: true, NoTriggers: true}, WithLogger(discardLogger()))
 	m.now = clock.now
 	ctx := context.Background()
 	step := func(i int64, d time.Duration) {
@@ -230,30 +241,36 @@ func TestBudgetMeasuresSlowdown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i := int64(1); i <= 5; i++ { // step 5 starts the full probe
+	for i := int64(1); i <= 5; i++ { // step 5 starts a light probe
 		step(i, time.Millisecond)
 	}
 	for i := int64(6); i <= 9; i++ { // 3 ms beside it: 2 ms excess each
 		step(i, 3*time.Millisecond)
 	}
 	close(f.ops[0].gate)
-	for m.Stats().Probes == 0 {
+	for {
+		m.mu.Lock()
+		idle := m.inFlight == nil
+		m.mu.Unlock()
+		if idle {
+			break
+		}
 		time.Sleep(time.Millisecond)
 	}
-	step(10, time.Millisecond) // settles the full probe: 8 ms; a light one starts
+	step(10, time.Millisecond) // settles the light probe: 8 ms
 	st := m.Stats()
 	if st.OverheadSeconds != 0.008 || st.TrainSeconds != 0.017 || math.Abs(st.Overhead-0.008/0.009) > 1e-12 {
 		t.Errorf("stats %+v, want 8 ms of overhead in 17 ms of training", st)
 	}
-	if len(f.ops) != 2 {
-		t.Fatalf("%d probes started, want 2", len(f.ops))
+	// 8 ms spent against 5% of 9 ms: step 10 gets no probe.
+	if len(f.ops) != 1 || st.Skipped != 1 || st.Light != 1 || st.Due != 2 {
+		t.Errorf("%d probes started, stats %+v; want the light probe of step 5 and step 10 skipped", len(f.ops), st)
 	}
-	close(f.ops[1].gate)
+	for _, op := range f.ops[1:] {
+		close(op.gate)
+	}
 	if err := m.Close(ctx); err != nil {
 		t.Fatal(err)
-	}
-	if st := m.Stats(); st.Full != 1 || st.Light != 1 {
-		t.Errorf("stats %+v, want the full probe of step 5 and the light one of step 10 (the full one is over budget)", st)
 	}
 }
 
