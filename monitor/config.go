@@ -48,6 +48,7 @@ type Config struct {
 	// separateESD and warmKrylovSchur are round 1's estimator
 	// configuration, for hessmon bench probe only (see WithKnobs).
 	separateESD, warmKrylovSchur bool
+	probeNice                    int
 
 	// BlockEigenEvery, when > 0, adds λ1 of each diagonal Hessian block
 	// (layer-wise sharpness) every so many probes; each costs a small
@@ -215,6 +216,6 @@ func (c Config) Tracking() Config {
 // WithKnobs returns c with hessmon's benchmark-only estimator knobs set;
 // the knobs' package is internal, so only hessmon's own benchmarks can.
 func (c Config) WithKnobs(k probeknobs.Knobs) Config {
-	c.separateESD, c.warmKrylovSchur = k.SeparateESD, k.WarmKrylovSchur
+	c.separateESD, c.warmKrylovSchur, c.probeNice = k.SeparateESD, k.WarmKrylovSchur, k.ProbeNice
 	return c
 }

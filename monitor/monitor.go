@@ -384,6 +384,7 @@ func (m *Monitor) launch(f *flight, op hvp.Operator, info StepInfo, plan Plan) {
 	}
 	m.mu.Unlock()
 	go func() {
+		lowerPriority(m.cfg.probeNice)
 		defer close(f.done)
 		defer f.cancel()
 		s, err := m.probePlanned(f.ctx, info.Step, op, info, plan)

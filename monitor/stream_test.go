@@ -301,3 +301,43 @@ func TestFullEvery(t *testing.T) {
 		}
 	}
 }
+
+// TestLightPreconditionedMatchesTruth: for Adam a light probe adds
+// λ1(P⁻¹H), the top eigenvalue of P^{-1/2}·H·P^{-1/2}, within its residual
+// of the dense truth.
+func TestLightPreconditionedMatchesTruth(t *testing.T) {
+	const n = 40
+	h := spectrumMatrix(testSpectrum(n), 13)
+	p := make([]float64, n)
+	for i := range p {
+		p[i] = 0.5 + float64(i%5)
+	}
+	sym := mat.NewSymDense(n, nil)
+	for i := range n {
+		for j := i; j < n; j++ {
+			sym.SetSym(i, j, h.At(i, j)/math.Sqrt(p[i]*p[j]))
+		}
+	}
+	var es mat.EigenSym
+	if !es.Factorize(sym, false) {
+		t.Fatal("EigenSym failed")
+	}
+	truth := es.Values(nil)[n-1]
+	sink := &memSink{}
+	m, _ := New("r", Config{Every: 1, LightOnly: true}, WithSink(sink), WithLogger(discardLogger()))
+	info := StepInfo{Step: 1, LearningRate: 1e-3, Optimizer: snapshot.Adam, Beta1: 0.9, Preconditioner: p}
+	if err := m.Step(context.Background(), info, func() (hvp.Operator, error) { return hvp.NewDense(h), nil }); err != nil {
+		t.Fatal(err)
+	}
+	s := sink.snaps[0]
+	pl := s.PreconditionedLambda1
+	if s.Failed() || pl == nil {
+		t.Fatalf("light Adam probe: failure %q, λ1(P⁻¹H) %v", s.Failure, pl)
+	}
+	if d := math.Abs(pl.Value - truth); d > pl.Residual+1e-12 {
+		t.Errorf("λ1(P⁻¹H) %.10g, truth %.10g: off by %.3g > residual %.3g", pl.Value, truth, d, pl.Residual)
+	}
+	if want := pl.Value / SharpnessThreshold(snapshot.Adam, 1e-3, 0.9); math.Abs(s.SharpnessRatio-want) > 1e-12 {
+		t.Errorf("sharpness ratio %g, want λ1(P⁻¹H)/threshold %g", s.SharpnessRatio, want)
+	}
+}

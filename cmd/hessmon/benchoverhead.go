@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/hessmon/hessmon/internal/probeknobs"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
@@ -20,6 +21,7 @@ type overheadBench struct {
 	Async            bool    `json:"async"`
 	Budget           float64 `json:"budget"`
 	Busy             int     `json:"busy"`
+	ProbeNice        int     `json:"probe_nice,omitempty"`
 	Reps             int     `json:"reps"`
 	PlainSeconds     float64 `json:"plain_seconds"`
 	MonitoredSeconds float64 `json:"monitored_seconds"`
@@ -74,6 +76,7 @@ func benchOverhead(ctx context.Context, e *env, args []string) error {
 		"The wait for the last probe is a fixed cost per run, so shorter runs show a larger ratio: see tail_seconds and loop_overhead_ratio")
 	reps := fs.Int("reps", 3, "runs of each kind")
 	busy := fs.Int("busy", 0, "busy-spin processes (sh -c 'while :; do :; done') running beside both the plain and the monitored runs")
+	nice := fs.Int("probe-nice", 0, "run the asynchronous probes' thread at this nice value (Linux; rounds 1 and 2 used 19), to measure that choice against the default normal priority")
 	asJSON := fs.Bool("json", false, "print JSON")
 	// The bench's default schedule is every 100 steps.
 	if err := fs.Set("every", "100"); err != nil {
@@ -92,8 +95,9 @@ func benchOverhead(ctx context.Context, e *env, args []string) error {
 	if o.data, _, err = o.mf.loadData(); err != nil {
 		return err
 	}
+	o.cfg = o.cfg.WithKnobs(probeknobs.Knobs{ProbeNice: *nice})
 	o.steps = *steps
-	o.res = overheadBench{Steps: *steps, Every: o.cfg.Every, Async: o.cfg.Async, Budget: o.cfg.Budget, Busy: *busy, Reps: *reps}
+	o.res = overheadBench{Steps: *steps, Every: o.cfg.Every, Async: o.cfg.Async, Budget: o.cfg.Budget, Busy: *busy, ProbeNice: *nice, Reps: *reps}
 	stop, err := startBusy(*busy)
 	if err != nil {
 		return err

@@ -14,4 +14,8 @@ type Knobs struct {
 	// WarmKrylovSchur warm-starts the eigen solve with round 1's
 	// Krylov–Schur instead of the subspace refinement.
 	WarmKrylovSchur bool
+	// ProbeNice, when > 0, runs asynchronous probes on a thread of this
+	// nice value (Linux), as rounds 1 and 2 did with 19; by default they
+	// run at normal priority and the budget paces them.
+	ProbeNice int
 }
