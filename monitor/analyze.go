@@ -50,209 +50,280 @@ var ErrBudget = errors.New("monitor: HVP budget exhausted")
 // estimates of a Snapshot (top-k eigenpairs with residuals, trace ± stderr
 // with per-block traces, ESD), each warm-started from warm (nil: cold), and
 // returns the warm state for the next call. The monitor runs it at every
-// probe and `hessmon analyze` once; both therefore report the same thing
-// for the same operator and Config.
+// full probe and `hessmon analyze` once; both therefore report the same
+// thing for the same operator and Config.
 //
 // Analyze writes only the estimate fields of dst (Eigenvalues, Residuals,
 // Eigenvectors with KeepVectors, LambdaMin, PreconditionedLambda1,
 // BlockMass, BlockLambda1, Trace, ESD, Warm).
 //
-// The ESD's Lanczos steps are reserved from the budget first, the eigen
-// solve gets what it needs, the trace the rest up to Config.TraceMaxHVPs;
-// the eigen solve's H·v products deflate the trace at no extra HVPs. An
-// eigen solve that stops at its budget (estimators.ErrNotConverged) still
-// lets the trace and ESD run; the error is returned at the end with every
-// estimate reached filled in. Analyze does not recover panics or check for
-// NaN: the monitor's probe does that around it.
+// The HVPs come from one Budget of Config.MaxHVPs: the ESD's Lanczos steps
+// are reserved first, the eigen solve gets what it needs but leaves
+// EigenReserve, the trace the rest up to Config.TraceMaxHVPs; the eigen
+// solve's H·v products deflate the trace at no extra HVPs. An eigen solve
+// that stops at its budget (estimators.ErrNotConverged) still lets the
+// trace and ESD run; the error is returned at the end with every estimate
+// reached filled in. Analyze does not recover panics or check for NaN: the
+// monitor's probe does that around it.
 func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg Config, in Inputs) (*estimators.Warm, Cost, error) {
-	blocks, warm, cold := in.Blocks, in.Warm, in.Cold
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, Cost{}, err
 	}
-	if warm == nil {
-		warm = new(estimators.Warm)
+	a := &analysis{cfg: cfg, op: op, in: in, dst: dst, warm: in.Warm, next: new(estimators.Warm), budget: NewBudget(cfg.MaxHVPs)}
+	if a.warm == nil {
+		a.warm = new(estimators.Warm)
 	}
-	next := new(estimators.Warm)
-	var cost Cost
-	budget := cfg.MaxHVPs
-	esdCost := 0
-	if !cfg.NoESD {
-		esdCost = cfg.ESDProbes * min(cfg.ESDSteps, op.Dim())
-	}
-	var eigenErr error
-	var vectors, products, basis, basisProducts [][]float64
-	// The ESD's Lanczos basis, with its products, starts the eigen solve:
-	// a random Krylov space of 30 steps already holds good approximations
-	// of both ends of the spectrum, so the top-k cost little more than the
-	// previous eigenvectors' products, and λmin comes with them.
-	var esdRes *estimators.ESDResult
-	var esdWarm *estimators.ESDWarm
-	shared := !cfg.NoESD && !cfg.NoEigen && !cfg.Power && !cfg.SeparateESD &&
-		esdCost*op.Dim() <= sharedKrylovMaxFloats && budget >= esdCost
-	if shared {
-		res, w, err := estimators.ESD(ctx, op, estimators.ESDOptions{
-			Probes: cfg.ESDProbes, Steps: min(cfg.ESDSteps, op.Dim()), Seed: cfg.Seed + 2, KeepBasis: true,
-		}, warm.ESD)
-		cost.ESD = res.HVPs
-		if err != nil {
-			return nil, cost, fmt.Errorf("ESD: %w", err)
-		}
-		esdRes, esdWarm = &res, w
-	}
-	if !cfg.NoEigen {
-		k := min(cfg.TopK, op.Dim())
-		if esdRes != nil {
-			budget -= cost.ESD
-			esdCost = 0 // spent
-		}
-		limit := max(1, budget-esdCost-10)
-		if cfg.EigenMaxHVPs > 0 {
-			limit = min(limit, cfg.EigenMaxHVPs)
-		}
-		var res estimators.EigenResult
-		var w *estimators.EigenWarm
-		var err error
-		if cfg.Power {
-			res, err = estimators.PowerIteration(ctx, op, estimators.PowerOptions{K: k, Seed: cfg.Seed, KeepVectors: true})
-		} else {
-			eigenWarm := warm.Eigen
-			if cold {
-				eigenWarm = nil
-			}
-			eo := estimators.EigenOptions{
-				K: k, Order: cfg.Order, Tol: cfg.EigenTol, MaxHVPs: limit,
-				Seed: cfg.Seed, KeepVectors: true, KeepProducts: true,
-				MinTol: cfg.LambdaMinTol, NoRefine: cfg.WarmKrylovSchur, KeepBasis: esdRes != nil, WarmMaxHVPs: cfg.EigenWarmMaxHVPs,
-			}
-			if esdRes != nil {
-				eo.Subspace, eo.SubspaceProducts = esdRes.Basis, esdRes.Products
-				eo.SubspaceOrthonormal = esdRes.Probes == 1 // one probe's Lanczos vectors are orthonormal; several are not
-			}
-			res, w, err = estimators.TopEigen(ctx, op, eo, eigenWarm)
-			if len(res.Values) > 0 && cfg.Order == estimators.Algebraic {
-				dst.LambdaMin = &snapshot.Eigenpair{Value: res.Min, Residual: res.MinResidual}
-			}
-		}
-		cost.Eigen = res.HVPs
-		budget -= res.HVPs
-		// A probe is warm when it started from the previous one's state,
-		// even if the ESD's Krylov space alone held the eigenpairs.
-		dst.Warm = res.Warm || (in.Warm != nil && in.Warm.Eigen != nil && !cold && esdRes != nil)
-		dst.Eigenvalues, dst.Residuals = res.Values, res.Residuals
-		if cfg.KeepVectors {
-			dst.Eigenvectors = res.Vectors
-		}
-		switch {
-		case errors.Is(err, estimators.ErrNotConverged):
-			eigenErr = fmt.Errorf("top-%d eigenvalues: %w", k, err)
-		case err != nil:
-			return nil, cost, fmt.Errorf("top-%d eigenvalues: %w", k, err)
-		default:
-			next.Eigen = w
-			vectors, products = res.Vectors, res.Products
-			basis, basisProducts = res.Basis, res.BasisProducts
-			if cfg.Power {
-				products = nil
-			}
+	a.esdCost = ESDCost(cfg, op.Dim())
+	a.budget.Reserve(a.esdCost)
+	stages := []func(context.Context) error{a.sharedESD, a.eigen, a.preconditioned, a.blockEigen, a.trace, a.esd}
+	for _, stage := range stages {
+		if err := stage(ctx); err != nil {
+			return nil, a.cost, errors.Join(a.eigenErr, err)
 		}
 	}
-	if len(vectors) > 0 && len(blocks) > 0 {
-		dst.BlockMass = blockMass(vectors[0], blocks)
+	if a.eigenErr != nil {
+		return nil, a.cost, a.eigenErr
 	}
-	if in.Preconditioner != nil && !cfg.NoEigen {
-		pop, err := hvp.NewInversePreconditioned(op, in.Preconditioner)
-		if err != nil {
-			return nil, cost, errors.Join(eigenErr, fmt.Errorf("preconditioned sharpness: %w", err))
-		}
-		pw := warm.Precond
-		if cold {
-			pw = nil
-		}
-		res, w, err := estimators.TopEigen(ctx, pop, estimators.EigenOptions{
-			K: 1, Tol: cfg.EigenTol, MaxHVPs: max(1, budget-esdCost-2), Seed: cfg.Seed + 3,
-		}, pw)
-		cost.Preconditioned = res.HVPs
-		budget -= res.HVPs
-		if len(res.Values) > 0 {
-			dst.PreconditionedLambda1 = &snapshot.Eigenpair{Value: res.Values[0], Residual: res.Residuals[0]}
-		}
-		switch {
-		case errors.Is(err, estimators.ErrNotConverged):
-			eigenErr = errors.Join(eigenErr, fmt.Errorf("preconditioned sharpness: %w", err))
-		case err != nil:
-			return nil, cost, errors.Join(eigenErr, fmt.Errorf("preconditioned sharpness: %w", err))
-		default:
-			next.Precond = w
+	return a.next, a.cost, nil
+}
+
+// analysis is one Analyze: its inputs, its budget, and what each stage
+// leaves for the next.
+type analysis struct {
+	cfg        Config
+	op         hvp.Operator
+	in         Inputs
+	dst        *snapshot.Snapshot
+	warm, next *estimators.Warm
+	budget     *Budget
+	esdCost    int // the ESD's reserved Lanczos steps (0 once spent)
+	cost       Cost
+	// eigenErr is an eigen solve that stopped at its budget: the other
+	// estimates still run, and Analyze returns it at the end.
+	eigenErr error
+	// The eigen solve's vectors and basis with their products, which
+	// deflate the trace.
+	vectors, products, basis, basisProducts [][]float64
+	// The ESD run first, whose Krylov basis starts the eigen solve.
+	esdRes  *estimators.ESDResult
+	esdWarm *estimators.ESDWarm
+}
+
+// sharedESD runs the ESD first when its Lanczos basis, with its products,
+// can start the eigen solve: a random Krylov space of 30 steps already
+// holds good approximations of both ends of the spectrum, so the top-k
+// cost little more than the previous eigenvectors' products, and λmin
+// comes with them.
+func (a *analysis) sharedESD(ctx context.Context) error {
+	c := a.cfg
+	shared := !c.NoESD && !c.NoEigen && !c.Power && !c.separateESD &&
+		a.esdCost*a.op.Dim() <= sharedKrylovMaxFloats && a.budget.Left() >= 0
+	if !shared {
+		return nil
+	}
+	res, w, err := estimators.ESD(ctx, a.op, estimators.ESDOptions{
+		Probes: c.ESDProbes, Steps: min(c.ESDSteps, a.op.Dim()), Seed: c.Seed + 2, KeepBasis: true,
+	}, a.warm.ESD)
+	a.cost.ESD = res.HVPs
+	if err != nil {
+		return fmt.Errorf("ESD: %w", err)
+	}
+	a.esdRes, a.esdWarm = &res, w
+	a.budget.Unreserve(a.esdCost)
+	a.budget.Spend(res.HVPs)
+	a.esdCost = 0
+	return nil
+}
+
+// eigen is the top-k solve (and λmin from its Krylov space).
+func (a *analysis) eigen(ctx context.Context) error {
+	c := a.cfg
+	if c.NoEigen {
+		return nil
+	}
+	k := min(c.TopK, a.op.Dim())
+	limit := max(1, a.budget.Left()-EigenReserve)
+	if c.EigenMaxHVPs > 0 {
+		limit = min(limit, c.EigenMaxHVPs)
+	}
+	var res estimators.EigenResult
+	var w *estimators.EigenWarm
+	var err error
+	if c.Power {
+		res, err = estimators.PowerIteration(ctx, a.op, estimators.PowerOptions{K: k, Seed: c.Seed, KeepVectors: true})
+	} else {
+		res, w, err = a.topEigen(ctx, k, limit)
+	}
+	a.cost.Eigen = res.HVPs
+	a.budget.Spend(res.HVPs)
+	// A probe is warm when it started from the previous one's state,
+	// even if the ESD's Krylov space alone held the eigenpairs.
+	a.dst.Warm = res.Warm || (a.in.Warm != nil && a.in.Warm.Eigen != nil && !a.in.Cold && a.esdRes != nil)
+	a.dst.Eigenvalues, a.dst.Residuals = res.Values, res.Residuals
+	if c.KeepVectors {
+		a.dst.Eigenvectors = res.Vectors
+	}
+	switch {
+	case errors.Is(err, estimators.ErrNotConverged):
+		a.eigenErr = fmt.Errorf("top-%d eigenvalues: %w", k, err)
+	case err != nil:
+		return fmt.Errorf("top-%d eigenvalues: %w", k, err)
+	default:
+		a.next.Eigen = w
+		a.vectors, a.products = res.Vectors, res.Products
+		a.basis, a.basisProducts = res.Basis, res.BasisProducts
+		if c.Power {
+			a.products = nil
 		}
 	}
-	if in.BlockEigen && len(blocks) > 0 && !cfg.NoEigen {
-		groups := estimators.GroupBlocks(blocks, cfg.BlockGroups)
-		res, _, err := estimators.BlockEigen(ctx, op, groups, estimators.EigenOptions{
-			Tol: cfg.EigenTol, MaxHVPs: max(1, (budget-esdCost-2)/max(1, len(groups))), Seed: cfg.Seed + 4,
-		}, nil)
-		for _, r := range res {
-			cost.Blocks += r.HVPs
-			dst.BlockLambda1 = append(dst.BlockLambda1, snapshot.BlockValue{Name: r.Name, Value: r.Value, Residual: r.Residual})
-		}
-		budget -= cost.Blocks
-		if err != nil {
-			return nil, cost, errors.Join(eigenErr, fmt.Errorf("block eigenvalues: %w", err))
-		}
+	if len(a.vectors) > 0 && len(a.in.Blocks) > 0 {
+		a.dst.BlockMass = blockMass(a.vectors[0], a.in.Blocks)
 	}
-	if !cfg.NoTrace {
-		if budget-esdCost < 2 {
-			return nil, cost, errors.Join(eigenErr, fmt.Errorf("%w before the trace (%d HVPs)", ErrBudget, cfg.MaxHVPs))
-		}
-		traceBudget := budget - esdCost
-		if !cfg.TraceUncapped {
-			traceBudget = min(traceBudget, cfg.TraceMaxHVPs)
-		}
-		defl, deflProducts := vectors, products
-		if len(basis) > 0 {
-			// The eigen solve's whole basis (the ESD's Krylov vectors, the
-			// previous eigenvectors, the corrections) deflates: its part of
-			// the trace, tr(QᵀHQ), is exact and costs nothing. It holds the
-			// eigenvectors, so they are not passed again (a dependent set).
-			defl, deflProducts = basis, basisProducts
-		}
-		res, w, err := estimators.Trace(ctx, op, estimators.TraceOptions{
-			RelTol: cfg.TraceRelTol, MaxHVPs: traceBudget, Seed: cfg.Seed + 1,
-			Blocks: blocks, Deflate: defl, DeflateProducts: deflProducts, DeflateOrthonormal: len(basis) > 0,
-		}, warm.Trace)
-		cost.Trace = res.HVPs
-		budget -= res.HVPs
-		if err != nil {
-			return nil, cost, errors.Join(eigenErr, fmt.Errorf("trace: %w", err))
-		}
-		t := &snapshot.Trace{Value: res.Value, StdErr: res.StdErr, Probes: res.Probes, Method: res.Method}
-		for _, b := range res.Blocks {
-			t.Blocks = append(t.Blocks, snapshot.BlockTrace{Name: b.Name, Value: b.Value, StdErr: b.StdErr})
-		}
-		dst.Trace = t
-		next.Trace = w
+	return nil
+}
+
+// topEigen is eigen's Krylov–Schur solve, from the ESD's basis when it ran.
+func (a *analysis) topEigen(ctx context.Context, k, limit int) (estimators.EigenResult, *estimators.EigenWarm, error) {
+	c := a.cfg
+	eigenWarm := a.warm.Eigen
+	if a.in.Cold {
+		eigenWarm = nil
 	}
-	if esdRes != nil {
-		dst.ESD = &snapshot.ESD{Nodes: esdRes.Nodes, Weights: esdRes.Weights, Probes: esdRes.Probes, Steps: esdRes.Steps, Sigma2: ESDSigma2}
-		next.ESD = esdWarm
-	} else if !cfg.NoESD {
-		if budget < esdCost {
-			return nil, cost, errors.Join(eigenErr, fmt.Errorf("%w before the ESD (%d HVPs)", ErrBudget, cfg.MaxHVPs))
-		}
-		res, w, err := estimators.ESD(ctx, op, estimators.ESDOptions{
-			Probes: cfg.ESDProbes, Steps: min(cfg.ESDSteps, op.Dim()), Seed: cfg.Seed + 2,
-		}, warm.ESD)
-		cost.ESD = res.HVPs
-		if err != nil {
-			return nil, cost, errors.Join(eigenErr, fmt.Errorf("ESD: %w", err))
-		}
-		dst.ESD = &snapshot.ESD{Nodes: res.Nodes, Weights: res.Weights, Probes: res.Probes, Steps: res.Steps, Sigma2: ESDSigma2}
-		next.ESD = w
+	eo := estimators.EigenOptions{
+		K: k, Order: c.Order, Tol: c.EigenTol, MaxHVPs: limit,
+		Seed: c.Seed, KeepVectors: true, KeepProducts: true,
+		MinTol: c.LambdaMinTol, NoRefine: c.warmKrylovSchur, KeepBasis: a.esdRes != nil, WarmMaxHVPs: c.EigenWarmMaxHVPs,
 	}
-	if eigenErr != nil {
-		return nil, cost, eigenErr
+	if a.esdRes != nil {
+		eo.Subspace, eo.SubspaceProducts = a.esdRes.Basis, a.esdRes.Products
+		eo.SubspaceOrthonormal = a.esdRes.Probes == 1 // one probe's Lanczos vectors are orthonormal; several are not
 	}
-	return next, cost, nil
+	res, w, err := estimators.TopEigen(ctx, a.op, eo, eigenWarm)
+	if len(res.Values) > 0 && c.Order == estimators.Algebraic {
+		a.dst.LambdaMin = &snapshot.Eigenpair{Value: res.Min, Residual: res.MinResidual}
+	}
+	return res, w, err
+}
+
+// preconditioned is λ1(P⁻¹H) for an adaptive optimiser.
+func (a *analysis) preconditioned(ctx context.Context) error {
+	if a.in.Preconditioner == nil || a.cfg.NoEigen {
+		return nil
+	}
+	pop, err := hvp.NewInversePreconditioned(a.op, a.in.Preconditioner)
+	if err != nil {
+		return fmt.Errorf("preconditioned sharpness: %w", err)
+	}
+	pw := a.warm.Precond
+	if a.in.Cold {
+		pw = nil
+	}
+	res, w, err := estimators.TopEigen(ctx, pop, estimators.EigenOptions{
+		K: 1, Tol: a.cfg.EigenTol, MaxHVPs: max(1, a.budget.Left()-2), Seed: a.cfg.Seed + 3,
+	}, pw)
+	a.cost.Preconditioned = res.HVPs
+	a.budget.Spend(res.HVPs)
+	if len(res.Values) > 0 {
+		a.dst.PreconditionedLambda1 = &snapshot.Eigenpair{Value: res.Values[0], Residual: res.Residuals[0]}
+	}
+	switch {
+	case errors.Is(err, estimators.ErrNotConverged):
+		a.eigenErr = errors.Join(a.eigenErr, fmt.Errorf("preconditioned sharpness: %w", err))
+	case err != nil:
+		return fmt.Errorf("preconditioned sharpness: %w", err)
+	default:
+		a.next.Precond = w
+	}
+	return nil
+}
+
+// blockEigen is λ1 of each diagonal block (groups of blocks).
+func (a *analysis) blockEigen(ctx context.Context) error {
+	blocks := a.in.Blocks
+	if !a.in.BlockEigen || len(blocks) == 0 || a.cfg.NoEigen {
+		return nil
+	}
+	groups := estimators.GroupBlocks(blocks, a.cfg.BlockGroups)
+	res, _, err := estimators.BlockEigen(ctx, a.op, groups, estimators.EigenOptions{
+		Tol: a.cfg.EigenTol, MaxHVPs: max(1, (a.budget.Left()-2)/max(1, len(groups))), Seed: a.cfg.Seed + 4,
+	}, nil)
+	for _, r := range res {
+		a.cost.Blocks += r.HVPs
+		a.dst.BlockLambda1 = append(a.dst.BlockLambda1, snapshot.BlockValue{Name: r.Name, Value: r.Value, Residual: r.Residual})
+	}
+	a.budget.Spend(a.cost.Blocks)
+	if err != nil {
+		return fmt.Errorf("block eigenvalues: %w", err)
+	}
+	return nil
+}
+
+// trace is the trace with its per-block traces, deflated by the eigen
+// solve's basis.
+func (a *analysis) trace(ctx context.Context) error {
+	c := a.cfg
+	if c.NoTrace {
+		return nil
+	}
+	if a.budget.Left() < 2 {
+		return fmt.Errorf("%w before the trace (%d HVPs)", ErrBudget, c.MaxHVPs)
+	}
+	traceBudget := a.budget.Left()
+	if !c.TraceUncapped {
+		traceBudget = min(traceBudget, c.TraceMaxHVPs)
+	}
+	defl, deflProducts := a.vectors, a.products
+	if len(a.basis) > 0 {
+		// The eigen solve's whole basis (the ESD's Krylov vectors, the
+		// previous eigenvectors, the corrections) deflates: its part of
+		// the trace, tr(QᵀHQ), is exact and costs nothing. It holds the
+		// eigenvectors, so they are not passed again (a dependent set).
+		defl, deflProducts = a.basis, a.basisProducts
+	}
+	res, w, err := estimators.Trace(ctx, a.op, estimators.TraceOptions{
+		RelTol: c.TraceRelTol, MaxHVPs: traceBudget, Seed: c.Seed + 1,
+		Blocks: a.in.Blocks, Deflate: defl, DeflateProducts: deflProducts, DeflateOrthonormal: len(a.basis) > 0,
+	}, a.warm.Trace)
+	a.cost.Trace = res.HVPs
+	a.budget.Spend(res.HVPs)
+	if err != nil {
+		return fmt.Errorf("trace: %w", err)
+	}
+	t := &snapshot.Trace{Value: res.Value, StdErr: res.StdErr, Probes: res.Probes, Method: res.Method}
+	for _, b := range res.Blocks {
+		t.Blocks = append(t.Blocks, snapshot.BlockTrace{Name: b.Name, Value: b.Value, StdErr: b.StdErr})
+	}
+	a.dst.Trace = t
+	a.next.Trace = w
+	return nil
+}
+
+// esd records the shared ESD, or runs it last from its reserve.
+func (a *analysis) esd(ctx context.Context) error {
+	c := a.cfg
+	if a.esdRes != nil {
+		r := a.esdRes
+		a.dst.ESD = &snapshot.ESD{Nodes: r.Nodes, Weights: r.Weights, Probes: r.Probes, Steps: r.Steps, Sigma2: ESDSigma2}
+		a.next.ESD = a.esdWarm
+		return nil
+	}
+	if c.NoESD {
+		return nil
+	}
+	if a.budget.Left() < 0 {
+		return fmt.Errorf("%w before the ESD (%d HVPs)", ErrBudget, c.MaxHVPs)
+	}
+	res, w, err := estimators.ESD(ctx, a.op, estimators.ESDOptions{
+		Probes: c.ESDProbes, Steps: min(c.ESDSteps, a.op.Dim()), Seed: c.Seed + 2,
+	}, a.warm.ESD)
+	a.cost.ESD = res.HVPs
+	if err != nil {
+		return fmt.Errorf("ESD: %w", err)
+	}
+	a.dst.ESD = &snapshot.ESD{Nodes: res.Nodes, Weights: res.Weights, Probes: res.Probes, Steps: res.Steps, Sigma2: ESDSigma2}
+	a.next.ESD = w
+	return nil
 }
 
 // blockMass returns ‖v[b]‖² for each block b of the unit vector v.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/internal/probeknobs"
 )
 
 // Config says what a probe computes and when. The zero value is usable:
@@ -44,12 +45,10 @@ type Config struct {
 	// the eigen solve's Krylov space, with its residual) to this residual
 	// relative to ‖H‖, at the cost of extra HVPs; 0 reports it as found.
 	LambdaMinTol float64
-	// SeparateESD runs the ESD's Lanczos apart from the eigen solve, as
-	// round 1 did; by default the eigen solve starts from the ESD's Krylov
-	// basis and its products. WarmKrylovSchur warm-starts the eigen solve
-	// with round 1's Krylov–Schur instead of the subspace refinement.
-	// Both exist to measure what the defaults save (hessmon bench probe).
-	SeparateESD, WarmKrylovSchur bool
+	// separateESD and warmKrylovSchur are round 1's estimator
+	// configuration, for hessmon bench probe only (see WithKnobs).
+	separateESD, warmKrylovSchur bool
+	probeNice                    int
 
 	// BlockEigenEvery, when > 0, adds λ1 of each diagonal Hessian block
 	// (layer-wise sharpness) every so many probes; each costs a small
@@ -211,5 +210,12 @@ func (c Config) validate() error {
 func (c Config) Tracking() Config {
 	c.NoEigen, c.TopK, c.EigenTol, c.EigenWarmMaxHVPs = false, 1, 1e-3, 10
 	c.NoTrace, c.NoESD = true, true
+	return c
+}
+
+// WithKnobs returns c with hessmon's benchmark-only estimator knobs set;
+// the knobs' package is internal, so only hessmon's own benchmarks can.
+func (c Config) WithKnobs(k probeknobs.Knobs) Config {
+	c.separateESD, c.warmKrylovSchur, c.probeNice = k.SeparateESD, k.WarmKrylovSchur, k.ProbeNice
 	return c
 }

@@ -3,7 +3,6 @@ package monitor
 import (
 	"context"
 	"errors"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -87,43 +86,33 @@ func TestStepAsyncRunsAndSkipsWhenBusy(t *testing.T) {
 			<-f.ops[0].started // the first probe is running (and blocked)
 		}
 	}
-	// Steps 2..10 had 5 due steps; the first started a full probe, the
-	// second a light one beside it (a light probe may run while a full one
-	// does), the other 3 found both slots busy. (Before light probes: one
-	// probe, 4 skipped.)
-	if got := m.Stats(); got.Skipped != 3 || got.Probes != 0 || got.Due != 5 {
-		t.Fatalf("while the probes are blocked: stats %+v, want 5 due, 3 skipped, 0 finished", got)
+	// Steps 2..10 had 5 due steps; the first started, the other 4 found it
+	// in flight.
+	if got := m.Stats(); got.Skipped != 4 || got.Probes != 0 {
+		t.Fatalf("while the probe is blocked: stats %+v, want 4 skipped, 0 finished", got)
 	}
-	if len(f.calls) != 2 || f.calls[0] != 2 || f.calls[1] != 4 {
-		t.Fatalf("factory called at %v, want only at steps 2 and 4", f.calls)
+	if len(f.calls) != 1 || f.calls[0] != 2 {
+		t.Fatalf("factory called at %v, want only at step 2", f.calls)
 	}
-	for _, op := range f.ops {
-		if w := op.workers.Load(); w != 1 {
-			t.Errorf("in-flight probe has %d workers while training runs, want 1", w)
-		}
+	op := f.ops[0]
+	if w := op.workers.Load(); w != 1 {
+		t.Errorf("in-flight probe has %d workers while training runs, want 1", w)
 	}
 	done := make(chan error, 1)
 	go func() { done <- m.Close(ctx) }()
-	// Close must hand the probes every core before it waits.
-	for _, op := range f.ops {
-		for op.workers.Load() != 0 {
-			time.Sleep(time.Millisecond)
-		}
-		close(op.gate) // let the probe finish
+	// Close must hand the probe every core before it waits.
+	for op.workers.Load() != 0 {
+		time.Sleep(time.Millisecond)
 	}
+	close(op.gate) // let the probe finish
 	if err := <-done; err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if got := m.Stats(); got.Probes != 2 || got.Skipped != 3 || got.Full != 1 || got.Light != 1 {
+	if got := m.Stats(); got.Probes != 1 || got.Skipped != 4 {
 		t.Errorf("after Close: stats %+v", got)
 	}
-	sort.Slice(sink.snaps, func(i, j int) bool { return sink.snaps[i].Step < sink.snaps[j].Step })
-	if len(sink.snaps) != 2 || sink.snaps[1].Step != 4 || sink.snaps[1].Kind != snapshot.KindLight || sink.snaps[0].Kind != snapshot.KindFull {
-		t.Errorf("snapshots %+v, want a full probe of step 2 and a light one of step 4", sink.snaps)
-	}
-	op := f.ops[0]
-	if sink.snaps[0].Step != 2 || sink.snaps[0].Failed() {
-		t.Errorf("snapshots %+v, want a good probe of step 2", sink.snaps)
+	if len(sink.snaps) != 1 || sink.snaps[0].Step != 2 || sink.snaps[0].Failed() {
+		t.Errorf("snapshots %+v, want one good probe of step 2", sink.snaps)
 	}
 	if !op.closed.Load() {
 		t.Error("the operator was not closed after its probe")
@@ -182,7 +171,9 @@ func TestCloseCancelsInFlightProbe(t *testing.T) {
 func TestCloseFinishesProbeAndSavesWarm(t *testing.T) {
 	dense := hvp.NewDense(spectrumMatrix(testSpectrum(40), 9))
 	ws := &memWarm{}
-	m, _ := New("r", Config{Every: 1, Async: true, TopK: 2, NoTrace: true, NoESD: true, WarmEvery: 100, WarmInterval: time.Hour},
+	// FullEvery 1: a full probe (the budget's first probe is a light one,
+	// whose warm state is not persisted).
+	m, _ := New("r", Config{Every: 1, Async: true, FullEvery: 1, TopK: 2, NoTrace: true, NoESD: true, WarmEvery: 100, WarmInterval: time.Hour},
 		WithWarmStore(ws), WithLogger(discardLogger()))
 	ctx := context.Background()
 	op := func() (hvp.Operator, error) { return dense, nil }
@@ -276,4 +267,3 @@ func (o clockedOp) Apply(dst, v []float64) error {
 	o.clock.advance(o.cost)
 	return o.Operator.Apply(dst, v)
 }
-

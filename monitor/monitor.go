@@ -116,8 +116,8 @@ type Monitor struct {
 	lastProbe int64
 	lastStep  time.Time // when the previous Step returned
 	closed    bool
-	inFlight  *flight   // the running asynchronous full probe, or nil
-	lightRun  *flight   // the running asynchronous light probe, or nil
+	inFlight  *flight   // the running asynchronous light probe, or nil
+	fullRun   *flight   // the running asynchronous full probe, or nil
 	finished  []*flight // ended flights whose cost the next Step settles
 	sched     *scheduler
 	fulls     int // full probes recorded (the cold-restart count)
@@ -140,6 +140,7 @@ type flight struct {
 	op     hvp.Operator
 	kind   snapshot.Kind
 	cost   time.Duration // what it has cost training so far
+	hvps   int           // the probe's, once it ended
 }
 
 // Stats counts what the monitor did.
@@ -171,6 +172,21 @@ func WithSink(s Sink) Option { return func(m *Monitor) { m.sinks = append(m.sink
 
 // WithWarmStore persists warm state across restarts of the same run.
 func WithWarmStore(w WarmStore) Option { return func(m *Monitor) { m.warmS = w } }
+
+// Store is a sink that also keeps the warm state, as *store.Store does.
+type Store interface {
+	Sink
+	WarmStore
+}
+
+// WithStore wires s as both a sink and the warm store: one option for a
+// store, so a resumed run starts warm from where it stopped.
+func WithStore(s Store) Option {
+	return func(m *Monitor) {
+		m.sinks = append(m.sinks, s)
+		m.warmS = s
+	}
+}
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(m *Monitor) { m.log = l } }
@@ -285,8 +301,11 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 	start := m.now()
 	op := m.operator(info.Step, newOp)
 	var err error
+	var hvps int
 	if f == nil {
-		_, err = m.probePlanned(ctx, info.Step, op, info, plan)
+		var s snapshot.Snapshot
+		s, err = m.probePlanned(ctx, info.Step, op, info, plan)
+		hvps = s.HVPs
 		closeOperator(op, m.log)
 	} else {
 		m.launch(f, op, info, plan)
@@ -299,7 +318,7 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 	if f != nil {
 		f.cost += end.Sub(start)
 	} else {
-		m.sched.measured(plan.Kind, end.Sub(start))
+		m.sched.measured(plan.Kind, end.Sub(start), hvps)
 	}
 	m.lastStep = end
 	m.mu.Unlock()
@@ -312,7 +331,7 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 func (m *Monitor) settleLocked(now time.Time) {
 	if !m.lastStep.IsZero() {
 		var running []*flight
-		for _, f := range []*flight{m.inFlight, m.lightRun} {
+		for _, f := range []*flight{m.fullRun, m.inFlight} {
 			if f != nil {
 				running = append(running, f)
 			}
@@ -325,7 +344,7 @@ func (m *Monitor) settleLocked(now time.Time) {
 		}
 	}
 	for _, f := range m.finished {
-		m.sched.measured(f.kind, f.cost)
+		m.sched.measured(f.kind, f.cost, f.hvps)
 	}
 	m.finished = m.finished[:0]
 	m.lastStep = now
@@ -342,7 +361,7 @@ func (m *Monitor) planLocked(ctx context.Context, step int64) (plan Plan, f *fli
 	m.stats.Due++
 	free := slots{light: true, full: true}
 	if m.cfg.Async {
-		free = slots{light: m.lightRun == nil, full: m.inFlight == nil}
+		free = slots{light: m.inFlight == nil, full: m.fullRun == nil}
 	}
 	plan = m.sched.decide(free)
 	if plan.Skip {
@@ -355,9 +374,9 @@ func (m *Monitor) planLocked(ctx context.Context, step int64) (plan Plan, f *fli
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f = &flight{done: make(chan struct{}), ctx: pctx, cancel: cancel, kind: plan.Kind}
 	if plan.Kind == snapshot.KindFull {
-		m.inFlight = f
+		m.fullRun = f
 	} else {
-		m.lightRun = f
+		m.inFlight = f
 	}
 	return plan, f, true
 }
@@ -373,18 +392,21 @@ func (m *Monitor) launch(f *flight, op hvp.Operator, info StepInfo, plan Plan) {
 	}
 	m.mu.Unlock()
 	go func() {
+		lowerPriority(m.cfg.probeNice)
 		defer close(f.done)
 		defer f.cancel()
-		if _, err := m.probePlanned(f.ctx, info.Step, op, info, plan); err != nil && !errors.Is(err, context.Canceled) {
+		s, err := m.probePlanned(f.ctx, info.Step, op, info, plan)
+		if err != nil && !errors.Is(err, context.Canceled) {
 			m.log.Error("recording probe", "run", m.run, "step", info.Step, "err", err)
 		}
 		closeOperator(op, m.log)
 		m.mu.Lock()
+		f.hvps = s.HVPs
+		if m.fullRun == f {
+			m.fullRun = nil
+		}
 		if m.inFlight == f {
 			m.inFlight = nil
-		}
-		if m.lightRun == f {
-			m.lightRun = nil
 		}
 		m.finished = append(m.finished, f)
 		m.mu.Unlock()
@@ -426,7 +448,7 @@ func (m *Monitor) Close(ctx context.Context) error {
 	}
 	m.closed = true
 	var flights []*flight
-	for _, f := range []*flight{m.inFlight, m.lightRun} {
+	for _, f := range []*flight{m.fullRun, m.inFlight} {
 		if f != nil {
 			flights = append(flights, f)
 			if f.op != nil {

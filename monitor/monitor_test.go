@@ -214,7 +214,7 @@ func TestResumeStartsWarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	m2, err := New("run", cfg, WithSink(st), WithWarmStore(st))
+	m2, err := New("run", cfg, WithStore(st)) // one option: sink and warm store
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,4 +3,4 @@
 package monitor
 
 // lowerPriority is a no-op where the nice value is not per thread.
-func lowerPriority() {}
+func lowerPriority(int) {}

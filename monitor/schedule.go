@@ -41,14 +41,17 @@ type scheduler struct {
 	train, spent time.Duration
 	base         time.Duration
 	baseN        int
-	// cost is the last measured cost to training of each kind (-1: not
-	// measured yet).
-	cost map[snapshot.Kind]time.Duration
+	// What probes cost training per HVP (decayed sums over the finished
+	// probes of both kinds), and the HVPs each kind took last: a probe's
+	// cost is estimated as their product, so a full probe has an estimate
+	// before the first one ran.
+	costSum, hvpSum float64
+	expect          map[snapshot.Kind]int
 }
 
 func newScheduler(cfg Config) *scheduler {
 	s := &scheduler{fullEvery: cfg.FullEvery, lightOnly: cfg.LightOnly, budget: cfg.Budget,
-		cost: map[snapshot.Kind]time.Duration{snapshot.KindLight: -1, snapshot.KindFull: -1}}
+		expect: map[snapshot.Kind]int{snapshot.KindLight: lightExpectHVPs, snapshot.KindFull: fullExpectHVPs(cfg)}}
 	if !cfg.Async && s.fullEvery == 0 {
 		s.fullEvery = 1 // synchronous: deterministic, every due step full
 	}
@@ -80,8 +83,43 @@ func (s *scheduler) observeStep(d time.Duration, busy bool) time.Duration {
 // charge adds d of probe cost (the caller-side part or a step's excess).
 func (s *scheduler) charge(d time.Duration) { s.spent += d }
 
-// measured records what one finished probe of kind cost training.
-func (s *scheduler) measured(kind snapshot.Kind, d time.Duration) { s.cost[kind] = max(0, d) }
+// measured records what one finished probe of kind, of hvps products,
+// cost training.
+func (s *scheduler) measured(kind snapshot.Kind, d time.Duration, hvps int) {
+	if hvps <= 0 {
+		return
+	}
+	const keep = 0.8 // older probes fade: the machine's load changes
+	s.costSum = keep*s.costSum + max(0, d.Seconds())
+	s.hvpSum = keep*s.hvpSum + float64(hvps)
+	s.expect[kind] = hvps
+}
+
+// estimate is the expected cost of a probe of kind, -1 before any probe
+// was measured.
+func (s *scheduler) estimate(kind snapshot.Kind) time.Duration {
+	if s.hvpSum == 0 {
+		return -1
+	}
+	return time.Duration(s.costSum / s.hvpSum * float64(s.expect[kind]) * float64(time.Second))
+}
+
+// lightExpectHVPs is a light probe's HVPs before one was measured (a warm
+// one takes about 5 for λ1 and 5 for λmin).
+const lightExpectHVPs = 10
+
+// fullExpectHVPs guesses a full probe's HVPs from cfg before one ran: the
+// ESD's steps, two products per eigenpair, half the trace's cap.
+func fullExpectHVPs(cfg Config) int {
+	n := 2 * cfg.TopK
+	if !cfg.NoESD {
+		n += cfg.ESDProbes * cfg.ESDSteps
+	}
+	if !cfg.NoTrace {
+		n += cfg.TraceMaxHVPs / 2
+	}
+	return max(n, lightExpectHVPs)
+}
 
 // overhead is the measured share of training time the probes took:
 // spent / (train − spent), the slowdown against a run without them.
@@ -96,9 +134,6 @@ func (s *scheduler) overhead() float64 {
 // fits reports whether a probe costing c keeps the spent time within the
 // budget's share of the probe-free training time.
 func (s *scheduler) fits(c time.Duration) bool {
-	if c < 0 {
-		return true // never measured: measure it
-	}
 	plain := max(0, s.train-s.spent)
 	return float64(s.spent+c) <= s.budget*float64(plain)
 }
@@ -125,10 +160,17 @@ func (s *scheduler) decide(free slots) Plan {
 		}
 		return s.light(free, snapshot.ReasonScheduled)
 	}
-	if free.full && s.fits(s.cost[snapshot.KindFull]) {
+	// The budget: nothing measured yet, a light probe measures the cost
+	// per HVP; then a full probe when its estimate fits, else a light one
+	// when that fits, else none.
+	full, light := s.estimate(snapshot.KindFull), s.estimate(snapshot.KindLight)
+	if light < 0 {
+		return s.light(free, snapshot.ReasonScheduled)
+	}
+	if free.full && s.fits(full) {
 		return Plan{Kind: snapshot.KindFull, Reason: snapshot.ReasonBudget}
 	}
-	if !s.fits(s.cost[snapshot.KindLight]) {
+	if !s.fits(light) {
 		return Plan{Skip: true}
 	}
 	return s.light(free, snapshot.ReasonScheduled)

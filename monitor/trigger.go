@@ -17,8 +17,8 @@ import (
 //   - jump: λ1 is more than 25% away from the reference's λ1. The full
 //     probe resets the reference, so a steady drift fires once per 25%.
 //   - negative curvature: |λmin|/λ1 > 0.1 (λmin < 0) while armed; firing
-//     disarms it, and it re-arms only once a probe sees the ratio below
-//     0.05.
+//     disarms it, and it re-arms only once a light probe sees the ratio
+//     below 0.05.
 //   - failure: a light probe failed (NaN, Inf, error); it fires once per
 //     run of failures and re-arms at the next good probe.
 const (
@@ -84,7 +84,9 @@ func (t *triggers) full(s *snapshot.Snapshot) {
 	if s.SharpnessThreshold > 0 {
 		t.refBand = band(s.SharpnessRatio, 0)
 	}
-	t.negRule(s)
+	// The negative-curvature rule keeps its state from light probes only:
+	// a full probe reports λmin from its top-k Krylov space as found, which
+	// need not be the smallest eigenvalue, while the light probe tracks it.
 	t.failArm = true
 	t.next = ""
 }

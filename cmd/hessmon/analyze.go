@@ -183,17 +183,13 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 	if relTol <= 0 {
 		relTol = math.SmallestNonzeroFloat64 // no early stop: spend --max-hvps
 	}
-	esdCost := 0
-	if *doESD {
-		esdCost = *esdProbes * min(*esdSteps, net.Dim())
-	}
 	cfg := monitor.Config{
 		NoEigen: *top == 0, TopK: *top, Order: ord, EigenTol: *tol, EigenMaxHVPs: *maxHVPs, Power: *power,
 		NoTrace: !*doTrace, TraceRelTol: relTol, TraceMaxHVPs: min(*traceMax, *maxHVPs),
 		NoESD: !*doESD, ESDProbes: *esdProbes, ESDSteps: *esdSteps,
-		MaxHVPs: 2*(*maxHVPs) + esdCost + 10, // each estimator gets --max-hvps
-		Seed:    mf.seed,
+		Seed: mf.seed,
 	}
+	cfg.MaxHVPs = monitor.BudgetFor(cfg, net.Dim()) // each estimator gets --max-hvps
 	var sn snapshot.Snapshot
 	_, cost, err := monitor.Analyze(ctx, &sn, op, cfg, monitor.Inputs{Blocks: hessian.Blocks(net)})
 	if err != nil && !errors.Is(err, estimators.ErrNotConverged) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/internal/bench"
+	"github.com/hessmon/hessmon/internal/probeknobs"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/export"
 	"github.com/hessmon/hessmon/snapshot"
@@ -75,8 +76,7 @@ type probeBench struct {
 // round1Config is the monitor's estimator configuration of round 1: the ESD
 // apart from the eigen solve, a warm Krylov–Schur, a fixed trace budget.
 func round1Config(c monitor.Config) monitor.Config {
-	c.SeparateESD, c.WarmKrylovSchur = true, true
-	return c
+	return c.WithKnobs(probeknobs.Knobs{SeparateESD: true, WarmKrylovSchur: true})
 }
 
 func benchProbe(ctx context.Context, e *env, args []string) error {

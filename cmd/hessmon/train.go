@@ -320,8 +320,10 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "weights after step %d: checksum %016x\n", res.Steps, trainer.Checksum(net))
-	fmt.Fprintf(w, "probes: %d (%d failed, %d skipped while one was running), %d HVPs, %.1fs probing\n",
-		stats.Probes, stats.Failures, stats.Skipped, stats.HVPs, stats.ProbeSeconds)
+	fmt.Fprintf(w, "probes: %d of %d due steps measured (%d light, %d full, %d brought forward by a trigger), %d skipped, %d failed; "+
+		"%d HVPs (%d light, %d full), %.1fs probing; measured overhead %.1f%% of training (budget %.0f%%)\n",
+		stats.Measured, stats.Due, stats.Light, stats.Full, stats.Triggered, stats.Skipped, stats.Failures,
+		stats.HVPs, stats.LightHVPs, stats.FullHVPs, stats.ProbeSeconds, 100*stats.Overhead, 100*cfg.Budget)
 	printSummaryTail(w, lastSnap, *db, *runID)
 	stopSrv()
 	if err := <-srvDone; err != nil {

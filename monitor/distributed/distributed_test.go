@@ -801,3 +801,44 @@ func TestRankFailures(t *testing.T) {
 		})
 	}
 }
+
+// Light probes run in lockstep like full ones: with a fixed schedule of a
+// full probe every 2nd due step, every rank plans the same kind at the
+// same step, reaches the same snapshot bit for bit, and agrees with one
+// process probing the whole data set.
+func TestLockstepLightProbes(t *testing.T) {
+	const steps = 40
+	cfg := testConfig()
+	cfg.FullEvery = 2
+	want := singleProcess(t, steps, cfg)
+	kinds := []snapshot.Kind{snapshot.KindFull, snapshot.KindLight, snapshot.KindFull, snapshot.KindLight}
+	if len(want) != len(kinds) {
+		t.Fatalf("single process stored %d snapshots, want %d", len(want), len(kinds))
+	}
+	res, calls := trainRanks(t, 2, steps, cfg, nil)
+	sameCalls(t, calls)
+	for r, x := range res {
+		if x.err != nil || len(x.snaps) != len(want) {
+			t.Fatalf("rank %d: %v, %d snapshots", r, x.err, len(x.snaps))
+		}
+		for i, s := range x.snaps {
+			w := want[i]
+			if s.Kind != kinds[i] || s.Kind != w.Kind || s.Step != w.Step || s.HVPs != w.HVPs || s.Failed() {
+				t.Fatalf("rank %d snapshot %d: %s at step %d (%d HVPs, failure %q); single process %s at %d (%d HVPs)",
+					r, i, s.Kind, s.Step, s.HVPs, s.Failure, w.Kind, w.Step, w.HVPs)
+			}
+			l1 := math.Abs(w.Eigenvalues[0])
+			if d := rel(s.Eigenvalues[0], w.Eigenvalues[0], l1); d > 1e-10 {
+				t.Errorf("rank %d step %d: λ1 off by %.3g", r, s.Step, d)
+			}
+			if d := rel(s.LambdaMin.Value, w.LambdaMin.Value, l1); d > 1e-10 {
+				t.Errorf("rank %d step %d: λmin off by %.3g", r, s.Step, d)
+			}
+			a, b := s, res[0].snaps[i]
+			a.Time, b.Time, a.Seconds, b.Seconds = time.Time{}, time.Time{}, 0, 0
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("rank %d's snapshot at step %d differs from rank 0's", r, s.Step)
+			}
+		}
+	}
+}

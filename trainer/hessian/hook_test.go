@@ -95,7 +95,9 @@ func TestAsyncChunkedProbeMatchesSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	batch := trainer.HeadBatch(ds, 100) // 100 is not a multiple of 3: uneven chunks
-	cfg := monitor.Config{Every: 5, TopK: 3, EigenTol: 1e-9, MaxHVPs: 2000, TraceRelTol: 0.05, ESDSteps: 12}
+	// FullEvery 1: full probes both ways (an asynchronous run's budget
+	// would start with a light one).
+	cfg := monitor.Config{Every: 5, FullEvery: 1, TopK: 3, EigenTol: 1e-9, MaxHVPs: 2000, TraceRelTol: 0.05, ESDSteps: 12}
 	info := trainer.StepInfo{Step: 5, Loss: 1, LearningRate: 0.1, Model: net, Optimizer: &trainer.SGD{LR: 0.1}}
 	var snaps [2]*memSink
 	for i, async := range []bool{false, true} {
