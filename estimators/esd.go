@@ -18,6 +18,12 @@ import (
 // esdStream keeps ESD probe ids apart from trace probe ids.
 const esdStream uint64 = 1 << 63
 
+// esdBasisSpare is the room, in n-vectors, that a single probe's kept
+// basis and products leave for an eigen solve to grow them in place: the
+// warm vectors and the corrections of a top-5 solve (TopEigen's refinement
+// basis is at most Steps + K + 10).
+const esdBasisSpare = 16
+
 // ESDOptions configures ESD. Defaults are PyHessian's density(iter=100, n_v=1).
 type ESDOptions struct {
 	// Probes is the number of random start vectors n_v (default 1).
@@ -49,9 +55,10 @@ type ESDResult struct {
 	// random numbers).
 	Warm bool
 	// Basis and Products (with KeepBasis; views of the solver's storage,
-	// one probe's rows back to back, not to be appended to) are the unit
-	// Lanczos vectors of
-	// every probe and H times each, exact products.
+	// one probe's rows back to back) are the unit Lanczos vectors of every
+	// probe and H times each, exact products. With one probe the storage
+	// has room for esdBasisSpare more rows, which an eigen solve started
+	// from it (EigenOptions.Subspace) fills in place.
 	Basis, Products [][]float64
 }
 
@@ -91,11 +98,18 @@ func ESD(ctx context.Context, op hvp.Operator, opt ESDOptions, warm *ESDWarm) (E
 		seed = warm.Seed
 		res.Warm = true
 	}
-	v := make([]float64, steps*n)
+	// A single probe's kept basis leaves room for an eigen solve to grow
+	// it in place (EigenOptions.Subspace): its warm vectors and
+	// corrections are then appended, not the whole basis copied.
+	spare := 0
+	if opt.KeepBasis && probes == 1 {
+		spare = min(esdBasisSpare, n-steps)
+	}
+	v := make([]float64, steps*n, (steps+spare)*n)
 	w := make([]float64, n)
 	var prods []float64 // KeepBasis: the products, rows back to back
 	if opt.KeepBasis {
-		prods = make([]float64, 0, probes*steps*n)
+		prods = make([]float64, 0, (probes*steps+spare)*n)
 	}
 	coef := make([]float64, steps)
 	alpha := make([]float64, steps)
@@ -133,15 +147,7 @@ func ESD(ctx context.Context, op hvp.Operator, opt ESDOptions, warm *ESDWarm) (E
 			if j == steps-1 {
 				break
 			}
-			// Full reorthogonalisation (twice) against v_0..v_j also
-			// removes the α and β terms of the three-term recurrence.
-			basis := blas64.General{Rows: j + 1, Cols: n, Stride: n, Data: v[:(j+1)*n]}
-			c := coef[:j+1]
-			for pass := 0; pass < 2; pass++ {
-				blas64.Gemv(blas.NoTrans, 1, basis, vec(w), 0, vec(c))
-				blas64.Gemv(blas.Trans, -1, basis, vec(c), 1, vec(w))
-			}
-			b := floats.Norm(w, 2)
+			b := lanczosOrth(w, v[:(j+1)*n], n, alpha[j], beta[:j], coef[:j+1])
 			if b <= breakRel*normEst || b == 0 {
 				break // invariant subspace: the quadrature is exact
 			}
@@ -163,6 +169,34 @@ func ESD(ctx context.Context, op hvp.Operator, opt ESDOptions, warm *ESDWarm) (E
 		res.Weights = append(res.Weights, weights...)
 	}
 	return res, &ESDWarm{Dim: n, Seed: seed}, nil
+}
+
+// lanczosOrth turns w = H v_j into the next Lanczos direction and returns
+// its norm β_j: the three-term recurrence first (w −= α_j v_j + β_{j−1}
+// v_{j−1}), then one classical Gram–Schmidt pass over the whole basis (two
+// GEMVs) against the rounding the recurrence lets in, and a second only
+// when the first removed most of what was left (Daniel–Gragg–Kaufman–
+// Stewart). After the recurrence the pass removes a few ulps, so a second
+// is rarely due: half the passes over the basis of unconditional
+// reorthogonalisation twice, which were most of the ESD's time.
+func lanczosOrth(w, basis []float64, n int, alpha float64, beta, c []float64) float64 {
+	j := len(c) - 1
+	floats.AddScaled(w, -alpha, basis[j*n:(j+1)*n])
+	if j > 0 {
+		floats.AddScaled(w, -beta[j-1], basis[(j-1)*n:j*n])
+	}
+	v := blas64.General{Rows: j + 1, Cols: n, Stride: n, Data: basis}
+	nrm := math.Sqrt(floats.Dot(w, w))
+	for pass := 0; pass < 3; pass++ {
+		blas64.Gemv(blas.NoTrans, 1, v, vec(w), 0, vec(c))
+		blas64.Gemv(blas.Trans, -1, v, vec(c), 1, vec(w))
+		prev := nrm
+		nrm = math.Sqrt(floats.Dot(w, w))
+		if nrm > prev/math.Sqrt2 {
+			break
+		}
+	}
+	return nrm
 }
 
 // tridiagQuadrature returns the Gauss quadrature of the Lanczos tridiagonal

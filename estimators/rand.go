@@ -1,6 +1,7 @@
 package estimators
 
 import (
+	"math"
 	"math/rand/v2"
 )
 
@@ -33,17 +34,16 @@ const (
 // trace tracking and the ESD regenerate old probes without storing them.
 func rademacher(dst []float64, seed, id uint64) {
 	r := stream(seed, id)
-	var bits uint64
-	for i := range dst {
-		if i&63 == 0 {
-			bits = r.Uint64()
+	// Bit i of each draw is entry i's sign, set into the bits of 1.0
+	// without a branch: bit 1 gives +1, bit 0 gives −1.
+	const one = 0x3ff0000000000000
+	for i := 0; i < len(dst); i += 64 {
+		bits := r.Uint64()
+		blk := dst[i:min(i+64, len(dst))]
+		for j := range blk {
+			blk[j] = math.Float64frombits(one | (^bits&1)<<63)
+			bits >>= 1
 		}
-		if bits&1 == 1 {
-			dst[i] = 1
-		} else {
-			dst[i] = -1
-		}
-		bits >>= 1
 	}
 }
 

@@ -58,7 +58,8 @@ func (sp *subspace) addOrthonormal(xs, hxs [][]float64) {
 		return
 	}
 	// An empty basis adopts vectors that lie back to back (the ESD's
-	// Lanczos storage) without copying them; a later append copies.
+	// Lanczos storage) without copying them; later appends fill the
+	// storage's spare room in place, and copy only past it.
 	xc, hxc := contiguous(xs, sp.n), contiguous(hxs, sp.n)
 	if m0 == 0 && xc != nil && hxc != nil {
 		sp.s, sp.hs = xc, hxc
@@ -197,35 +198,62 @@ func (sp *subspace) rr() error {
 	return nil
 }
 
-// pair writes Ritz vector j and its exact product into x and hx (length n)
-// and returns the residual ‖Hx − θx‖.
-func (sp *subspace) pair(x, hx []float64, j int) float64 {
-	c := make([]float64, sp.m)
-	for i := range c {
-		c[i] = sp.y.At(i, j)
-	}
-	s := blas64.General{Rows: sp.m, Cols: sp.n, Stride: sp.n, Data: sp.s[:sp.m*sp.n]}
-	hs := blas64.General{Rows: sp.m, Cols: sp.n, Stride: sp.n, Data: sp.hs[:sp.m*sp.n]}
-	blas64.Gemv(blas.Trans, 1, s, vec(c), 0, vec(x))
-	blas64.Gemv(blas.Trans, 1, hs, vec(c), 0, vec(hx))
-	var ss float64
-	t := sp.theta[j]
-	for i := range x {
-		r := hx[i] - t*x[i]
-		ss += r * r
-	}
-	return math.Sqrt(ss)
-}
-
 // invariant reports whether H maps the basis into itself to working
 // precision: ‖HS − S(SᵀHS)‖_F ≤ breakRel·‖H‖est·√m.
 func (sp *subspace) invariant() bool {
 	m, n := sp.m, sp.n
+	// For orthonormal S, ‖HS − GS‖²_F = ‖HS‖²_F − ‖G‖²_F: one pass over HS
+	// and no copy tells a basis that is far from invariant (the usual
+	// case) without the GEMM below. The margin is far above the rounding
+	// of the difference and far below any defect that is not rounding.
+	var hs2, g2 float64
+	for i := range m {
+		h := sp.hrow(i)
+		hs2 += floats.Dot(h, h)
+	}
+	for _, v := range sp.g[:m*m] {
+		g2 += v * v
+	}
+	if hs2-g2 > 1e-8*hs2 {
+		return false
+	}
 	r := slices.Clone(sp.hs[:m*n])
 	s := blas64.General{Rows: m, Cols: n, Stride: n, Data: sp.s[:m*n]}
 	g := blas64.General{Rows: m, Cols: m, Stride: m, Data: sp.g}
 	blas64.Gemm(blas.NoTrans, blas.NoTrans, -1, g, s, 1, blas64.General{Rows: m, Cols: n, Stride: n, Data: r})
 	return floats.Norm(r, 2) <= breakRel*math.Max(sp.normEst, math.SmallestNonzeroFloat64)*math.Sqrt(float64(m))*10
+}
+
+// pairs writes the Ritz vectors js and their exact products into the rows
+// of x and hx (len(js)×n each) and the residuals ‖Hx − θx‖ into res: two
+// GEMMs, one pass over S and one over HS for all of them, instead of two
+// GEMVs per pair.
+func (sp *subspace) pairs(x, hx []float64, js []int, res []float64) {
+	m, n, p := sp.m, sp.n, len(js)
+	if p == 0 {
+		return
+	}
+	yk := make([]float64, m*p)
+	for i := range m {
+		for l, j := range js {
+			yk[i*p+l] = sp.y.At(i, j)
+		}
+	}
+	y := blas64.General{Rows: m, Cols: p, Stride: p, Data: yk}
+	s := blas64.General{Rows: m, Cols: n, Stride: n, Data: sp.s[:m*n]}
+	hs := blas64.General{Rows: m, Cols: n, Stride: n, Data: sp.hs[:m*n]}
+	blas64.Gemm(blas.Trans, blas.NoTrans, 1, y, s, 0, blas64.General{Rows: p, Cols: n, Stride: n, Data: x[:p*n]})
+	blas64.Gemm(blas.Trans, blas.NoTrans, 1, y, hs, 0, blas64.General{Rows: p, Cols: n, Stride: n, Data: hx[:p*n]})
+	for l, j := range js {
+		xl, hl := x[l*n:(l+1)*n], hx[l*n:(l+1)*n]
+		var ss float64
+		t := sp.theta[j]
+		for i := range xl {
+			r := hl[i] - t*xl[i]
+			ss += r * r
+		}
+		res[l] = math.Sqrt(ss)
+	}
 }
 
 // restart replaces the basis by the Ritz vectors keep (with their
@@ -235,8 +263,8 @@ func (sp *subspace) restart(keep []int) {
 	s := make([]float64, p*sp.n)
 	hs := make([]float64, p*sp.n)
 	g := make([]float64, p*p)
+	sp.pairs(s, hs, keep, make([]float64, p))
 	for l, j := range keep {
-		sp.pair(s[l*sp.n:(l+1)*sp.n], hs[l*sp.n:(l+1)*sp.n], j)
 		g[l*p+l] = sp.theta[j]
 	}
 	sp.s, sp.hs, sp.g, sp.m = s, hs, g, p
@@ -256,6 +284,21 @@ type refineResult struct {
 	converged        bool
 }
 
+// refineRun is one refine call's state: its targets, the Ritz pairs of the
+// last round in one reused buffer (wanted pairs, then λmin's), and how far
+// the rounds have gone.
+type refineRun struct {
+	k              int
+	order          Order
+	tol, minTol    float64
+	maxHVPs, basis int
+
+	x, hx      []float64 // (k+1)×n: the wanted Ritz vectors, then λmin's
+	res        []float64
+	round      int
+	randomised bool
+}
+
 // refine runs Rayleigh–Ritz on the basis and adds the residuals of the
 // wanted pairs that are not yet within tol·‖H‖est, until all are or the
 // basis has spent maxHVPs products in total. The basis is restarted to the
@@ -263,9 +306,9 @@ type refineResult struct {
 //
 // With minTol > 0 the smallest Ritz pair is refined too, to minTol·‖H‖est.
 func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol float64, maxHVPs, maxBasis int) (refineResult, error) {
+	rn := &refineRun{k: k, order: order, tol: tol, minTol: minTol, maxHVPs: maxHVPs, basis: maxBasis,
+		x: make([]float64, (k+1)*sp.n), hx: make([]float64, (k+1)*sp.n), res: make([]float64, k+1)}
 	var res refineResult
-	round := 0
-	randomised := false
 	for {
 		if err := sp.rr(); err != nil {
 			return res, err
@@ -274,46 +317,16 @@ func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol 
 			return res, fmt.Errorf("%w: the basis has %d directions, %d wanted", ErrNotConverged, sp.m, k)
 		}
 		wanted := keepSet(sp.theta, order, k)
-		res.values = make([]float64, k)
-		res.residuals = make([]float64, k)
-		res.vectors = make([][]float64, k)
-		res.products = make([][]float64, k)
-		lim := tol * sp.normEst
 		var open []int
-		for i, j := range wanted {
-			x, hx := make([]float64, sp.n), make([]float64, sp.n)
-			r := sp.pair(x, hx, j)
-			res.values[i], res.residuals[i], res.vectors[i], res.products[i] = sp.theta[j], r, x, hx
-			if r > lim {
-				open = append(open, i)
-			}
-		}
-		minX, minHX := make([]float64, sp.n), make([]float64, sp.n)
-		res.minResidual = sp.pair(minX, minHX, 0)
-		res.min = sp.theta[0]
-		refineMin := minTol > 0 && res.minResidual > minTol*sp.normEst && !contains(wanted, 0)
+		var refineMin bool
+		res, open, refineMin = sp.ritzRound(rn, wanted)
 		if len(open) == 0 && !refineMin {
-			// An invariant basis (a Krylov space that closed, as for a
-			// low-rank H) sees a repeated eigenvalue once: the wanted pairs
-			// are eigenpairs but maybe not the wanted ones. Random
-			// directions reopen it, once.
-			if !randomised && sp.m < sp.n && sp.invariant() {
-				randomised = true
-				added := 0
-				for range min(k, sp.n-sp.m) {
-					x := make([]float64, sp.n)
-					gaussian(x, sp.rng)
-					ok, err := sp.add(ctx, x, nil)
-					if err != nil {
-						return res, err
-					}
-					if ok {
-						added++
-					}
-				}
-				if added > 0 {
-					continue
-				}
+			again, err := sp.reopen(ctx, rn)
+			if err != nil {
+				return res, err
+			}
+			if again {
+				continue
 			}
 			res.converged = true
 			return res, nil
@@ -322,7 +335,8 @@ func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol 
 		if refineMin {
 			dirs++
 		}
-		if round > 0 || slices.ContainsFunc(open, func(i int) bool { return res.residuals[i] > blockRoundFactor*lim }) {
+		lim := tol * sp.normEst
+		if rn.round > 0 || slices.ContainsFunc(open, func(i int) bool { return res.residuals[i] > blockRoundFactor*lim }) {
 			dirs = 1
 		}
 		if sp.hvps+dirs > maxHVPs {
@@ -340,54 +354,9 @@ func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol 
 			// The wanted pairs are unchanged by the restart: recompute
 			// their residual directions below from the same vectors.
 		}
-		var resid [][]float64
-		for _, i := range open {
-			r := make([]float64, sp.n)
-			floats.AddScaledTo(r, res.products[i], -res.values[i], res.vectors[i])
-			resid = append(resid, r)
-		}
-		if refineMin {
-			r := make([]float64, sp.n)
-			floats.AddScaledTo(r, minHX, -res.min, minX)
-			resid = append(resid, r)
-		}
-		// One block round of residuals pays when each pair needs about one
-		// correction (its residual within a small factor of the
-		// tolerance); otherwise single directions from the start.
-		if round == 0 && len(resid) > 1 {
-			for _, i := range open {
-				if res.residuals[i] > blockRoundFactor*lim {
-					round = 1
-					break
-				}
-			}
-		}
-		if round > 0 && len(resid) > 1 {
-			// After one block round, one direction per round: a random
-			// combination of the normalised residuals holds every one of
-			// them, so the basis grows as a single-vector Krylov space
-			// (Lanczos from a combination, the cheapest per HVP when many
-			// rounds are needed) instead of a block one.
-			c := make([]float64, sp.n)
-			for _, r := range resid {
-				w := 1.0 // unnormalised: the worst residuals dominate
-				if sp.rng.Float64() < 0.5 {
-					w = -w
-				}
-				floats.AddScaled(c, w, r)
-			}
-			resid = [][]float64{c}
-		}
-		round++
-		added := 0
-		for _, r := range resid {
-			ok, err := sp.add(ctx, r, nil)
-			if err != nil {
-				return res, err
-			}
-			if ok {
-				added++
-			}
+		added, err := sp.addResiduals(ctx, rn, res, open, refineMin, lim)
+		if err != nil {
+			return res, err
 		}
 		if added == 0 {
 			// Every residual lies in the basis: it is invariant to working
@@ -397,15 +366,122 @@ func (sp *subspace) refine(ctx context.Context, k int, order Order, tol, minTol 
 	}
 }
 
+// ritzRound computes the wanted Ritz pairs and λmin's with their
+// residuals, and returns them with the indices (into wanted) of the pairs
+// above tolerance and whether λmin still needs refining.
+func (sp *subspace) ritzRound(rn *refineRun, wanted []int) (res refineResult, open []int, refineMin bool) {
+	k, n := rn.k, sp.n
+	js := append(slices.Clone(wanted), 0)
+	sp.pairs(rn.x, rn.hx, js, rn.res)
+	res.values = make([]float64, k)
+	res.residuals = make([]float64, k)
+	res.vectors = make([][]float64, k)
+	res.products = make([][]float64, k)
+	lim := rn.tol * sp.normEst
+	for i, j := range wanted {
+		res.values[i], res.residuals[i] = sp.theta[j], rn.res[i]
+		res.vectors[i], res.products[i] = rn.x[i*n:(i+1)*n:(i+1)*n], rn.hx[i*n:(i+1)*n:(i+1)*n]
+		if rn.res[i] > lim {
+			open = append(open, i)
+		}
+	}
+	res.min, res.minResidual = sp.theta[0], rn.res[k]
+	refineMin = rn.minTol > 0 && res.minResidual > rn.minTol*sp.normEst && !contains(wanted, 0)
+	return res, open, refineMin
+}
+
+// reopen handles a round in which every pair converged. An invariant basis
+// (a Krylov space that closed, as for a low-rank H) sees a repeated
+// eigenvalue once: the wanted pairs are eigenpairs but maybe not the
+// wanted ones. Random directions reopen it, once; reopen reports whether
+// it added any.
+func (sp *subspace) reopen(ctx context.Context, rn *refineRun) (bool, error) {
+	if rn.randomised || sp.m >= sp.n || !sp.invariant() {
+		return false, nil
+	}
+	rn.randomised = true
+	added := 0
+	for range min(rn.k, sp.n-sp.m) {
+		x := make([]float64, sp.n)
+		gaussian(x, sp.rng)
+		ok, err := sp.add(ctx, x, nil)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			added++
+		}
+	}
+	return added > 0, nil
+}
+
+// addResiduals adds the residual directions of the open pairs (and of
+// λmin's with refineMin) to the basis, one HVP each, and returns how many
+// were new. One block round of residuals pays when each pair needs about
+// one correction (its residual within a small factor of the tolerance);
+// otherwise single directions from the start.
+func (sp *subspace) addResiduals(ctx context.Context, rn *refineRun, res refineResult, open []int, refineMin bool, lim float64) (int, error) {
+	n := sp.n
+	var resid [][]float64
+	for _, i := range open {
+		r := make([]float64, n)
+		floats.AddScaledTo(r, res.products[i], -res.values[i], res.vectors[i])
+		resid = append(resid, r)
+	}
+	if refineMin {
+		r := make([]float64, n)
+		k := rn.k
+		floats.AddScaledTo(r, rn.hx[k*n:(k+1)*n], -res.min, rn.x[k*n:(k+1)*n])
+		resid = append(resid, r)
+	}
+	if rn.round == 0 && len(resid) > 1 {
+		for _, i := range open {
+			if res.residuals[i] > blockRoundFactor*lim {
+				rn.round = 1
+				break
+			}
+		}
+	}
+	if rn.round > 0 && len(resid) > 1 {
+		// After one block round, one direction per round: a random
+		// combination of the normalised residuals holds every one of
+		// them, so the basis grows as a single-vector Krylov space
+		// (Lanczos from a combination, the cheapest per HVP when many
+		// rounds are needed) instead of a block one.
+		c := make([]float64, n)
+		for _, r := range resid {
+			w := 1.0 // unnormalised: the worst residuals dominate
+			if sp.rng.Float64() < 0.5 {
+				w = -w
+			}
+			floats.AddScaled(c, w, r)
+		}
+		resid = [][]float64{c}
+	}
+	rn.round++
+	added := 0
+	for _, r := range resid {
+		ok, err := sp.add(ctx, r, nil)
+		if err != nil {
+			return added, err
+		}
+		if ok {
+			added++
+		}
+	}
+	return added, nil
+}
+
 // contiguous returns rows as one row-major len(rows)×n slice, without
 // copying, when they already lie back to back in one array; else nil. The
-// result's capacity ends with the last row, so appending to it copies.
+// result keeps the array's capacity past the last row, so appending to it
+// writes there (the ESD leaves that room for the eigen solve).
 func contiguous(rows [][]float64, n int) []float64 {
 	k := len(rows)
 	if k == 0 || n == 0 || len(rows[0]) != n || cap(rows[0]) < k*n {
 		return nil
 	}
-	all := rows[0][: k*n : k*n]
+	all := rows[0][:k*n]
 	for i, r := range rows {
 		if len(r) != n || &r[0] != &all[i*n] {
 			return nil

@@ -738,56 +738,20 @@ func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]floa
 	n := op.Dim()
 	df := &deflation{}
 	for i, v := range basis {
+		if len(v) != n || (products != nil && len(products[i]) != n) || (orthonormal && products == nil) {
+			return nil, fmt.Errorf("%w: deflation vector %d", hvp.ErrDim, i)
+		}
 		if orthonormal {
-			if len(v) != n || len(products[i]) != n {
-				return nil, fmt.Errorf("%w: deflation vector %d", hvp.ErrDim, i)
-			}
 			df.q = append(df.q, v)
 			df.hq = append(df.hq, products[i])
 			continue
 		}
-		if len(v) != n || (products != nil && len(products[i]) != n) {
-			return nil, fmt.Errorf("%w: deflation vector %d", hvp.ErrDim, i)
-		}
-		x := slices.Clone(v)
 		var hx []float64
 		if products != nil {
-			hx = slices.Clone(products[i])
+			hx = products[i]
 		}
-		n0 := floats.Norm(x, 2)
-		if n0 == 0 || math.IsNaN(n0) || math.IsInf(n0, 0) {
-			continue
-		}
-		// Modified Gram–Schmidt, repeated while a pass removes most of what
-		// is left (DGKS: a nearly dependent set needs more than two);
-		// products follow the same linear combinations so that they stay H
-		// times the vectors.
-		nrm := n0
-		for pass := 0; pass < 5; pass++ {
-			for j, u := range df.q {
-				c := floats.Dot(u, x)
-				floats.AddScaled(x, -c, u)
-				if hx != nil {
-					floats.AddScaled(hx, -c, df.hq[j])
-				}
-			}
-			prev := nrm
-			nrm = floats.Norm(x, 2)
-			if pass >= 1 && nrm > prev/math.Sqrt2 {
-				break
-			}
-		}
-		if nrm <= 1e-8*n0 {
-			continue // dependent
-		}
-		floats.Scale(1/nrm, x)
-		if hx != nil {
-			floats.Scale(1/nrm, hx)
-		}
-		df.q = append(df.q, x)
-		df.hq = append(df.hq, hx)
+		df.addOrth(v, hx)
 	}
-	k := len(df.q)
 	for i := range df.hq {
 		if df.hq[i] != nil {
 			continue
@@ -799,11 +763,61 @@ func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]floa
 		*hvps++
 		df.hq[i] = y
 	}
-	if k == 0 { // every vector was zero or dependent: nothing is deflated
-		df.exact = make([]float64, 1+len(blocks))
+	df.exact = make([]float64, 1+len(blocks))
+	if len(df.q) == 0 { // every vector was zero or dependent: nothing is deflated
 		return df, nil
 	}
-	// M = QᵀHQ (symmetrised), exact = tr(M), as one GEMM.
+	return df, df.exactParts(n, blocks)
+}
+
+// addOrth orthogonalises a copy of v (and of its product hv, when not nil,
+// by the same combinations so that it stays H times the vector) against
+// the basis and appends it unless it is zero or dependent: modified
+// Gram–Schmidt, repeated while a pass removes most of what is left (DGKS: a
+// nearly dependent set needs more than two).
+func (df *deflation) addOrth(v, hv []float64) {
+	x := slices.Clone(v)
+	var hx []float64
+	if hv != nil {
+		hx = slices.Clone(hv)
+	}
+	n0 := floats.Norm(x, 2)
+	if n0 == 0 || math.IsNaN(n0) || math.IsInf(n0, 0) {
+		return
+	}
+	nrm := n0
+	for pass := 0; pass < 5; pass++ {
+		for j, u := range df.q {
+			c := floats.Dot(u, x)
+			floats.AddScaled(x, -c, u)
+			if hx != nil {
+				floats.AddScaled(hx, -c, df.hq[j])
+			}
+		}
+		prev := nrm
+		nrm = floats.Norm(x, 2)
+		if pass >= 1 && nrm > prev/math.Sqrt2 {
+			break
+		}
+	}
+	if nrm <= 1e-8*n0 {
+		return // dependent
+	}
+	floats.Scale(1/nrm, x)
+	if hx != nil {
+		floats.Scale(1/nrm, hx)
+	}
+	df.q = append(df.q, x)
+	df.hq = append(df.hq, hx)
+}
+
+// exactParts computes M = QᵀHQ (symmetrised) with one GEMM, exact[0] =
+// tr(M), and each block's exact part: with Y_a = hq_a − Σ_c M_ac q_c it is
+// Σ_{j∈b} [(Q M Qᵀ)_jj + 2 (Q ∘ Y)_j·1] = 2 Σ_a (q_a·hq_a)_b − Σ_ac M_ac
+// (q_a·q_c)_b, so one k×k Gram matrix and k dots per block, without the
+// k×n matrix 2HQ − MQ.
+func (df *deflation) exactParts(n int, blocks []Block) error {
+	k := len(df.q)
 	m := make([]float64, k*k)
 	qm, hqm := contiguous(df.q, n), contiguous(df.hq, n)
 	if qm == nil {
@@ -826,28 +840,26 @@ func newDeflation(ctx context.Context, op hvp.Operator, basis, products [][]floa
 			m[a*k+b], m[b*k+a] = s, s
 		}
 	}
-	df.exact = make([]float64, 1+len(blocks))
 	for a := 0; a < k; a++ {
 		df.exact[0] += m[a*k+a]
 	}
 	if math.IsNaN(df.exact[0]) || math.IsInf(df.exact[0], 0) {
-		return nil, ErrNonFinite
+		return ErrNonFinite
 	}
-	// Block i's exact part is Σ_{j∈b} [(Q M Qᵀ)_jj + 2 (Q ∘ (I−QQᵀ)HQ)_j·1]:
-	// with QM_a = Σ_b M_ab q_b and Y_a = hq_a − QM_a it is
-	// Σ_{j∈b} Σ_a q_a[j]·(QM_a[j] + 2 Y_a[j]) = Σ_a q_a·(2 hq_a − QM_a) on b.
-	if len(blocks) > 0 {
-		// T = 2·HQ − M·Q as one GEMM (rows are a), then Σ_a q_a∘t_a per block.
-		t := slices.Clone(hqm)
-		blas64.Gemm(blas.NoTrans, blas.NoTrans, -1, blas64.General{Rows: k, Cols: k, Stride: k, Data: m},
-			blas64.General{Rows: k, Cols: n, Stride: n, Data: qm}, 2, blas64.General{Rows: k, Cols: n, Stride: n, Data: t})
-		for a := 0; a < k; a++ {
-			for i, bl := range blocks {
-				lo, hi := bl.Offset, bl.Offset+bl.Len
-				df.exact[i+1] += floats.Dot(qm[a*n+lo:a*n+hi], t[a*n+lo:a*n+hi])
-			}
+	gram := make([]float64, k*k)
+	for i, bl := range blocks {
+		if bl.Len == 0 {
+			continue
 		}
+		lo, hi := bl.Offset, bl.Offset+bl.Len
+		sub := blas64.General{Rows: k, Cols: bl.Len, Stride: n, Data: qm[lo : (k-1)*n+hi]}
+		blas64.Gemm(blas.NoTrans, blas.Trans, 1, sub, sub, 0, blas64.General{Rows: k, Cols: k, Stride: k, Data: gram})
+		var d float64
+		for a := 0; a < k; a++ {
+			d += floats.Dot(qm[a*n+lo:a*n+hi], hqm[a*n+lo:a*n+hi])
+		}
+		df.exact[i+1] = 2*d - floats.Dot(m, gram)
 	}
 	df.qm, df.hqm = qm, hqm
-	return df, nil
+	return nil
 }

@@ -21,8 +21,14 @@ type Warm struct {
 // ErrBadWarm reports bytes that are not a serialised Warm.
 var ErrBadWarm = errors.New("estimators: invalid warm-state encoding")
 
+// The encoding's versions: HMW1 stored eigenvectors as float64; HMW2
+// stores them as float32, halving the state a store keeps per run (a
+// warm start only needs a direction: the solve refines it, and rounding of
+// 6·10⁻⁸ relative is far below any eigen tolerance a probe uses). Both are
+// read; HMW2 is written.
 const (
-	warmMagic   = "HMW1"
+	warmMagicV1 = "HMW1"
+	warmMagic   = "HMW2"
 	flagEigen   = 1
 	flagTrace   = 2
 	flagESD     = 4
@@ -32,9 +38,14 @@ const (
 
 // MarshalBinary encodes the warm state in a small versioned little-endian
 // format closed by a CRC-32, so that corruption is detected on load.
-func (w *Warm) MarshalBinary() ([]byte, error) {
-	var e enc
-	e.b = append(e.b, warmMagic...)
+// Eigenvectors are stored as float32; everything else as float64.
+func (w *Warm) MarshalBinary() ([]byte, error) { return w.marshal(warmMagic) }
+
+// marshal writes the given version (tests write HMW1 to check that old
+// states still load).
+func (w *Warm) marshal(magic string) ([]byte, error) {
+	e := enc{vec32: magic != warmMagicV1}
+	e.b = append(e.b, magic...)
 	var flags byte
 	if w.Eigen != nil {
 		flags |= flagEigen
@@ -89,14 +100,18 @@ func (w *Warm) MarshalBinary() ([]byte, error) {
 // an error wrapping ErrBadWarm; it never panics and never allocates more
 // than the input's size warrants.
 func (w *Warm) UnmarshalBinary(data []byte) error {
-	if len(data) < len(warmMagic)+1+4 || string(data[:len(warmMagic)]) != warmMagic {
+	if len(data) < len(warmMagic)+1+4 {
+		return fmt.Errorf("%w: missing header", ErrBadWarm)
+	}
+	magic := string(data[:len(warmMagic)])
+	if magic != warmMagic && magic != warmMagicV1 {
 		return fmt.Errorf("%w: missing header", ErrBadWarm)
 	}
 	body := data[:len(data)-4]
 	if crc32.ChecksumIEEE(body) != binary.LittleEndian.Uint32(data[len(data)-4:]) {
 		return fmt.Errorf("%w: checksum mismatch", ErrBadWarm)
 	}
-	d := dec{b: body[len(warmMagic):]}
+	d := dec{b: body[len(warmMagic):], vec32: magic != warmMagicV1}
 	flags := d.byte()
 	if flags&^(flagEigen|flagTrace|flagESD|flagPrecond) != 0 {
 		return fmt.Errorf("%w: unknown section flags %#x", ErrBadWarm, flags)
@@ -160,7 +175,11 @@ func (e *enc) eigen(ew *EigenWarm) error {
 	e.floats(ew.Values)
 	e.u64(uint64(len(ew.Vectors)))
 	for _, v := range ew.Vectors {
-		e.floats(v)
+		if e.vec32 {
+			e.floats32(v)
+		} else {
+			e.floats(v)
+		}
 	}
 	return nil
 }
@@ -171,7 +190,11 @@ func (d *dec) eigen() (*EigenWarm, error) {
 	nv := d.count(8)
 	ew.Vectors = make([][]float64, 0, nv)
 	for i := 0; i < nv && d.err == nil; i++ {
-		ew.Vectors = append(ew.Vectors, d.floats())
+		if d.vec32 {
+			ew.Vectors = append(ew.Vectors, d.floats32())
+		} else {
+			ew.Vectors = append(ew.Vectors, d.floats())
+		}
 	}
 	if d.err == nil {
 		if err := ew.validate(); err != nil {
@@ -223,7 +246,11 @@ func (tw *TraceWarm) validate() error {
 	return nil
 }
 
-type enc struct{ b []byte }
+// enc appends the encoding; vec32 writes eigenvectors as float32.
+type enc struct {
+	b     []byte
+	vec32 bool
+}
 
 func (e *enc) u64(x uint64)  { e.b = binary.LittleEndian.AppendUint64(e.b, x) }
 func (e *enc) f64(x float64) { e.u64(math.Float64bits(x)) }
@@ -231,6 +258,15 @@ func (e *enc) floats(x []float64) {
 	e.u64(uint64(len(x)))
 	for _, v := range x {
 		e.f64(v)
+	}
+}
+
+// floats32 writes x rounded to float32 (entries beyond float32's range
+// become ±Inf, which the decoder rejects: no unit eigenvector has them).
+func (e *enc) floats32(x []float64) {
+	e.u64(uint64(len(x)))
+	for _, v := range x {
+		e.b = binary.LittleEndian.AppendUint32(e.b, math.Float32bits(float32(v)))
 	}
 }
 
@@ -256,8 +292,9 @@ func (e *enc) chain(c TraceChain) {
 // dec reads with bounds checks; the first failure sticks in err and every
 // later read returns zero values.
 type dec struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	vec32 bool // eigenvectors are float32 (HMW2)
 }
 
 func (d *dec) fail(what string) {
@@ -318,6 +355,19 @@ func (d *dec) floats() []float64 {
 		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(d.b[8*i:]))
 	}
 	d.b = d.b[8*n:]
+	return out
+}
+
+func (d *dec) floats32() []float64 {
+	n := d.count(4)
+	if d.err != nil {
+		return nil
+	}
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(d.b[4*i:])))
+	}
+	d.b = d.b[4*n:]
 	return out
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"math"
 	"reflect"
 	"testing"
 
@@ -44,10 +45,18 @@ func TestWarmRoundTrip(t *testing.T) {
 	if err := got.UnmarshalBinary(data); err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got, w) {
+	// Everything survives exactly except the eigenvectors, which are
+	// stored as float32.
+	want := w
+	want.Eigen = rounded32(w.Eigen)
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("round trip changed the state:\n got %+v\nwant %+v", got.Trace, w.Trace)
 	}
-	// The decoded state drives the next calls exactly like the original.
+	if v := w.Eigen.Vectors[0]; reflect.DeepEqual(got.Eigen.Vectors[0], v) {
+		t.Error("eigenvectors kept float64 bits: not stored as float32")
+	}
+	// The decoded state drives the next solve like the original: as warm,
+	// in as many HVPs, to the same eigenvalues within the tolerance.
 	ctx := context.Background()
 	p, _ := tm.perturbed(1e-4, 1)
 	ev1, _, err := TopEigen(ctx, p, EigenOptions{K: 3, KeepVectors: true}, w.Eigen)
@@ -58,8 +67,13 @@ func TestWarmRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(ev1, ev2) || !ev2.Warm {
-		t.Error("decoded eigen warm state behaves differently")
+	if !ev2.Warm || ev2.HVPs != ev1.HVPs {
+		t.Errorf("decoded eigen warm state: warm %v in %d HVPs, the original warm %v in %d", ev2.Warm, ev2.HVPs, ev1.Warm, ev1.HVPs)
+	}
+	for i := range ev1.Values {
+		if d := math.Abs(ev1.Values[i] - ev2.Values[i]); d > 1e-6*math.Abs(ev1.Values[0]) {
+			t.Errorf("λ%d = %v from the decoded state, %v from the original", i+1, ev2.Values[i], ev1.Values[i])
+		}
 	}
 	opt := TraceOptions{Deflate: ev1.Vectors, Blocks: blocks, MaxHVPs: 23, RelTol: -1, Seed: 1}
 	t1, _, err := Trace(ctx, p, opt, w.Trace)
@@ -81,6 +95,48 @@ func TestWarmRoundTrip(t *testing.T) {
 	var e Warm
 	if err := e.UnmarshalBinary(empty); err != nil || e.Eigen != nil || e.Trace != nil || e.ESD != nil {
 		t.Errorf("empty bundle: %+v, %v", e, err)
+	}
+}
+
+// rounded32 is ew with its vectors rounded to float32, as HMW2 stores them.
+func rounded32(ew *EigenWarm) *EigenWarm {
+	out := &EigenWarm{Values: ew.Values}
+	for _, v := range ew.Vectors {
+		r := make([]float64, len(v))
+		for i, x := range v {
+			r[i] = float64(float32(x))
+		}
+		out.Vectors = append(out.Vectors, r)
+	}
+	return out
+}
+
+// TestWarmReadsV1: states written before eigenvectors were stored as
+// float32 (HMW1) still load, exactly; the new encoding is about half the
+// size for the vectors.
+func TestWarmReadsV1(t *testing.T) {
+	_, w, _ := warmFixture(t)
+	old, err := w.marshal(warmMagicV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Warm
+	if err := got.UnmarshalBinary(old); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, w) {
+		t.Fatal("HMW1 state did not load exactly")
+	}
+	cur, err := w.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vecBytes := 0
+	for _, v := range w.Eigen.Vectors {
+		vecBytes += 4 * len(v)
+	}
+	if len(old)-len(cur) != vecBytes {
+		t.Errorf("HMW2 is %d bytes, HMW1 %d: want %d fewer (4 per eigenvector entry)", len(cur), len(old), vecBytes)
 	}
 }
 
@@ -126,6 +182,9 @@ func FuzzWarmUnmarshal(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(data)
+	if old, err := w.marshal(warmMagicV1); err == nil {
+		f.Add(old)
+	}
 	small, _ := (&Warm{ESD: &ESDWarm{Dim: 3, Seed: 9}}).MarshalBinary()
 	f.Add(small)
 	f.Add([]byte("HMW1\x07"))
@@ -144,8 +203,9 @@ func FuzzWarmUnmarshal(f *testing.F) {
 				}
 				continue
 			}
-			// Whatever is accepted encodes back to the same bytes.
-			again, err := w.MarshalBinary()
+			// Whatever is accepted encodes back to the same bytes in its
+			// own version.
+			again, err := w.marshal(string(in[:len(warmMagic)]))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,11 +10,13 @@ import (
 	"sync"
 	"testing"
 
+	"gonum.org/v1/gonum/mat"
+
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
-	"gonum.org/v1/gonum/mat"
 )
 
 // runRanks runs f once per rank, each in its own goroutine, as the ranks of
@@ -340,9 +342,9 @@ func analyse(op hvp.Operator) (analysis, error) {
 
 // localOperator builds a rank's Hessian on its shard, split into chunks as
 // hessmon analyze does for large batches.
-func localOperator(net *trainer.Network, d *trainer.Dataset, chunk int) (hvp.Operator, error) {
+func localOperator(net *trainer.Network, d *data.Dataset, chunk int) (hvp.Operator, error) {
 	if d.Len() <= chunk {
-		return hessian.NewExact(net, d.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+		return hessian.NewExact(net, trainer.HeadBatch(d, 0), trainer.CrossEntropy{}, trainer.ModeEval)
 	}
 	var batches []trainer.Batch
 	for from := 0; from < d.Len(); from += chunk {
@@ -350,7 +352,7 @@ func localOperator(net *trainer.Network, d *trainer.Dataset, chunk int) (hvp.Ope
 		if err != nil {
 			return nil, err
 		}
-		batches = append(batches, sub.Head(0))
+		batches = append(batches, trainer.HeadBatch(sub, 0))
 	}
 	return hessian.NewExactBatches(net, batches, trainer.CrossEntropy{}, trainer.ModeEval)
 }
@@ -363,8 +365,8 @@ func TestAllReduceMatchesSingleProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := trainer.Synthetic(samples, net.InShape(), 4, 5)
-	single, err := hessian.NewExact(net, data.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+	ds := data.Synthetic(samples, net.InShape(), 4, 5)
+	single, err := hessian.NewExact(net, trainer.HeadBatch(ds, 0), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +383,7 @@ func TestAllReduceMatchesSingleProcess(t *testing.T) {
 		for _, chunk := range []int{samples, 17} {
 			t.Run(fmt.Sprintf("ranks=%d/chunk=%d", size, chunk), func(t *testing.T) {
 				got, errs := runRanks(size, func(c hvp.Comm) (analysis, error) {
-					shard, err := hessian.ShardDataset(data, c)
+					shard, err := hessian.ShardDataset(ds, c)
 					if err != nil {
 						return analysis{}, err
 					}

@@ -9,6 +9,7 @@ import (
 
 	"gonum.org/v1/gonum/mat"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
@@ -42,12 +43,12 @@ func TestBlockEigenMatchesDense(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := trainer.Synthetic(40, net.InShape(), 3, 2)
+	ds := data.Synthetic(40, net.InShape(), 3, 2)
 	if _, err := trainer.Train(context.Background(), trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.1},
-		Data: data, BatchSize: 0, Steps: 30, Seed: 1}); err != nil {
+		Data: ds, BatchSize: 0, Steps: 30, Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
-	op, err := hessian.NewExact(net, data.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+	op, err := hessian.NewExact(net, trainer.HeadBatch(ds, 0), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}

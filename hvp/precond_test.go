@@ -8,6 +8,7 @@ import (
 
 	"gonum.org/v1/gonum/mat"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
@@ -79,17 +80,17 @@ func TestPreconditionedMatchesDenseMLP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := trainer.Synthetic(40, net.InShape(), 3, 2)
+	ds := data.Synthetic(40, net.InShape(), 3, 2)
 	opt := &trainer.Adam{LR: 0.01}
 	if _, err := trainer.Train(context.Background(), trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: opt,
-		Data: data, BatchSize: 0, Steps: 10, Seed: 1}); err != nil {
+		Data: ds, BatchSize: 0, Steps: 10, Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
 	p := make([]float64, net.Dim())
 	if !opt.Preconditioner(p) {
 		t.Fatal("Adam has no preconditioner after 10 steps")
 	}
-	h, err := hessian.NewExact(net, data.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+	h, err := hessian.NewExact(net, trainer.HeadBatch(ds, 0), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,17 +85,35 @@ type Config struct {
 	MaxDuration time.Duration
 
 	// Async probes the frozen operator in a goroutine while training
-	// continues; at most one probe is in flight, and a probe that falls due
-	// while another runs is skipped (Stats.Skipped). On Linux the probe's
-	// thread runs at nice 19, so on a machine with more runnable threads
-	// than cores the probe waits, not the training (measured with a CPU hog
-	// on one of two cores: loop 1.37× plain at normal priority, 0.99× at
-	// nice 19, with fewer probes finished).
+	// continues. At most one light and one full probe are in flight; a due
+	// step whose slot is busy gets the other kind, or is skipped
+	// (Stats.Skipped). The probe goroutine runs at normal priority: the
+	// budget, not the nice value, keeps its cost to training.
 	Async bool
-	// OverheadTarget, when > 0, adapts the interval so that probing takes
-	// at most this fraction of training time (e.g. 0.05 for 5%), between
-	// Every/4 and 64·Every.
-	OverheadTarget float64
+
+	// Budget is the share of training time the probes may cost training
+	// (default 0.05). The scheduler measures what each kind of probe
+	// costs: a synchronous probe its time, an asynchronous one the time it
+	// takes from the training loop (building its operator, and the steps'
+	// slowdown against probe-free steps while it runs). At each due step of
+	// an asynchronous run it takes a full probe when the measured cost of
+	// one fits, else a light probe when that fits, else none. Synchronous
+	// runs keep a fixed schedule; the budget only reports there.
+	Budget float64
+	// FullEvery, when > 0, is a fixed schedule: a full probe at every
+	// FullEvery-th due step (the first included), light probes at the
+	// others, whatever the budget. Synchronous runs default to 1: every
+	// due step full, as before light probes existed.
+	FullEvery int
+	// LightOnly takes light probes only (no triggers).
+	LightOnly bool
+	// NoTriggers stops light probes from bringing full probes forward
+	// (see trigger.go for the rules: sharpness threshold, a 25% jump of
+	// λ1, negative curvature, a failure).
+	NoTriggers bool
+	// LightTol is the light probe's residual tolerance relative to λ1
+	// (default 1e-3).
+	LightTol float64
 
 	// WarmEvery and WarmInterval bound how often the warm state goes to the
 	// WarmStore: after at least WarmEvery probes (default 10) or
@@ -139,6 +157,12 @@ func (c Config) withDefaults() Config {
 		c.MaxDuration = 2 * time.Minute
 	}
 	def(&c.WarmEvery, 10)
+	if c.Budget == 0 {
+		c.Budget = 0.05
+	}
+	if c.LightTol == 0 {
+		c.LightTol = defaultLightTol
+	}
 	if c.WarmInterval == 0 {
 		c.WarmInterval = time.Minute
 	}
@@ -169,11 +193,23 @@ func (c Config) validate() error {
 	neg("MaxDuration", c.MaxDuration < 0)
 	neg("WarmEvery", c.WarmEvery < 0)
 	neg("WarmInterval", c.WarmInterval < 0)
-	if c.OverheadTarget < 0 || c.OverheadTarget >= 1 {
-		errs = append(errs, fmt.Errorf("OverheadTarget %g must be in [0, 1)", c.OverheadTarget))
+	neg("FullEvery", c.FullEvery < 0)
+	neg("LightTol", c.LightTol < 0)
+	if c.Budget < 0 || c.Budget >= 1 {
+		errs = append(errs, fmt.Errorf("Budget %g must be in [0, 1)", c.Budget))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("monitor: bad Config: %w", err)
 	}
 	return nil
+}
+
+// Tracking returns c as the top-1 tracking preset for frequent probes: λ1
+// alone to a relative residual of 1e-3, warm from the previous probe in a
+// few HVPs, restarting cold when the warm start needs more than 10; no
+// trace, no ESD. It is `hessmon train --track`.
+func (c Config) Tracking() Config {
+	c.NoEigen, c.TopK, c.EigenTol, c.EigenWarmMaxHVPs = false, 1, 1e-3, 10
+	c.NoTrace, c.NoESD = true, true
+	return c
 }

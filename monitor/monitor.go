@@ -107,17 +107,20 @@ type Monitor struct {
 	sinks []Sink
 	warmS WarmStore
 	log   *slog.Logger
-	now   func() time.Time // the clock of the overhead target; tests replace it
+	now   func() time.Time // the clock of the budget; tests replace it
 
 	mu        sync.Mutex
-	warm      *estimators.Warm
+	warm      *estimators.Warm // the full probes' warm state
+	light     *LightWarm       // the light probes', kept apart
 	every     int64
 	lastProbe int64
 	lastStep  time.Time // when the previous Step returned
 	closed    bool
-	inFlight  *flight // the running asynchronous probe, or nil
-	probeTime time.Duration
-	trainTime time.Duration
+	inFlight  *flight   // the running asynchronous full probe, or nil
+	lightRun  *flight   // the running asynchronous light probe, or nil
+	finished  []*flight // ended flights whose cost the next Step settles
+	sched     *scheduler
+	fulls     int // full probes recorded (the cold-restart count)
 	stats     Stats
 	// warm-state persistence: the newest state not yet written, and when
 	// and after how many probes the last write happened.
@@ -126,6 +129,7 @@ type Monitor struct {
 	savedProbes  int
 	everSaved    bool
 	warmSaveErrs int
+	hist         history // the run's stored past (resume.go)
 }
 
 // flight is one asynchronous probe.
@@ -134,13 +138,27 @@ type flight struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	op     hvp.Operator
+	kind   snapshot.Kind
+	cost   time.Duration // what it has cost training so far
 }
 
 // Stats counts what the monitor did.
 type Stats struct {
-	Probes, Failures, Skipped int
-	HVPs                      int
-	ProbeSeconds              float64
+	// Due counts due steps; each got a light or full probe or was
+	// Skipped (its slot busy, or over budget). Probes = Light + Full,
+	// and Measured counts the good ones (a λ1 with its residual).
+	Due, Probes, Failures, Skipped int
+	Light, Full, Measured          int
+	// Triggered counts full probes a trigger brought forward.
+	Triggered int
+	HVPs      int
+	// LightHVPs and FullHVPs split HVPs by kind.
+	LightHVPs, FullHVPs int
+	ProbeSeconds        float64
+	// TrainSeconds is the training loop's wall time between Steps and
+	// OverheadSeconds what the probes cost it (see Config.Budget);
+	// Overhead is their ratio against the probe-free time.
+	TrainSeconds, OverheadSeconds, Overhead float64
 	// WarmWrites counts warm states written to the WarmStore.
 	WarmWrites int
 }
@@ -167,9 +185,12 @@ func New(run string, cfg Config, opts ...Option) (*Monitor, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	m := &Monitor{cfg: cfg, run: run, every: cfg.Every, log: slog.Default(), now: time.Now}
+	m := &Monitor{cfg: cfg, run: run, every: cfg.Every, log: slog.Default(), now: time.Now, sched: newScheduler(cfg)}
 	for _, o := range opts {
 		o(m)
+	}
+	if err := m.learnHistory(); err != nil {
+		return nil, err
 	}
 	if m.warmS != nil {
 		b, err := m.warmS.Warm(run)
@@ -194,8 +215,8 @@ func (m *Monitor) Run() string { return m.run }
 // Config returns the effective configuration (defaults filled in).
 func (m *Monitor) Config() Config { return m.cfg }
 
-// Interval is the current probe interval; it changes only with an
-// overhead target.
+// Interval is the probe interval (Config.Every): the budget decides the
+// kind of probe at each due step, not the interval.
 func (m *Monitor) Interval() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -206,7 +227,11 @@ func (m *Monitor) Interval() int64 {
 func (m *Monitor) Stats() Stats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.stats
+	st := m.stats
+	st.TrainSeconds = m.sched.train.Seconds()
+	st.OverheadSeconds = max(0, m.sched.spent.Seconds())
+	st.Overhead = m.sched.overhead()
+	return st
 }
 
 // Due reports whether a probe is due at step.
@@ -221,15 +246,16 @@ func (m *Monitor) dueLocked(step int64) bool { return step > 0 && step-m.lastPro
 // Step tells the monitor that the loop finished info.Step, and probes the
 // Hessian when a probe is due, building the operator with newOp. Between
 // probes it only records the step (training observers see its loss and
-// learning rate) and the time since the previous Step, which the overhead
-// target counts as training time.
+// learning rate) and the time since the previous Step, which the budget
+// counts as training time.
 //
+// At a due step the scheduler picks a light or full probe (see
+// Config.Budget, Config.FullEvery and the triggers), or skips the step.
 // Synchronously, Step returns when the probe is recorded; with
-// Config.Async it returns once the probe has started, and a probe that
-// falls due while another is running is skipped. Step returns an error
-// only when ctx is done, the monitor is closed, or a sink failed to record
-// a synchronous probe; probe failures are snapshots, not errors, so a loop
-// may log Step's error and go on.
+// Config.Async it returns once the probe has started. Step returns an
+// error only when ctx is done, the monitor is closed, or a sink failed to
+// record a synchronous probe; probe failures are snapshots, not errors, so
+// a loop may log Step's error and go on.
 func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -240,27 +266,12 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 		m.mu.Unlock()
 		return ErrClosed
 	}
-	if !m.lastStep.IsZero() {
-		m.trainTime += now.Sub(m.lastStep)
+	m.settleLocked(now)
+	if err := m.checkHistoryLocked(info.Step); err != nil {
+		m.mu.Unlock()
+		return err
 	}
-	m.lastStep = now
-	due := m.dueLocked(info.Step)
-	var f *flight
-	switch {
-	case due && m.cfg.Async && m.inFlight != nil:
-		// Skip this scheduled probe; the next one is due an interval later.
-		m.stats.Skipped++
-		m.lastProbe = info.Step
-		due = false
-	case due && m.cfg.Async:
-		// Reserve the slot now, so that a concurrent Close waits for it.
-		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		f = &flight{done: make(chan struct{}), ctx: pctx, cancel: cancel}
-		m.inFlight = f
-		m.lastProbe = info.Step
-	case due:
-		m.lastProbe = info.Step
-	}
+	plan, f, due := m.planLocked(ctx, info.Step)
 	m.mu.Unlock()
 
 	for _, s := range m.sinks {
@@ -268,18 +279,91 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 			o.ObserveTraining(m.run, info.Step, info.Loss, info.LearningRate)
 		}
 	}
-	if !due {
+	if !due || plan.Skip {
 		return nil
 	}
+	start := m.now()
 	op := m.operator(info.Step, newOp)
+	var err error
 	if f == nil {
-		_, err := m.Probe(ctx, info.Step, op, info)
+		_, err = m.probePlanned(ctx, info.Step, op, info, plan)
 		closeOperator(op, m.log)
-		m.mu.Lock()
-		m.lastStep = m.now() // the probe's own time is not training time
-		m.mu.Unlock()
-		return err
+	} else {
+		m.launch(f, op, info, plan)
 	}
+	m.mu.Lock()
+	end := m.now()
+	// The caller's share of the probe (building the operator, or all of a
+	// synchronous probe) is its cost, and no training time.
+	m.sched.charge(end.Sub(start))
+	if f != nil {
+		f.cost += end.Sub(start)
+	} else {
+		m.sched.measured(plan.Kind, end.Sub(start))
+	}
+	m.lastStep = end
+	m.mu.Unlock()
+	return err
+}
+
+// settleLocked counts the step that ended at now as training time, charges
+// its excess over a probe-free step to the asynchronous probes that ran
+// during it, and closes the accounts of those that have ended.
+func (m *Monitor) settleLocked(now time.Time) {
+	if !m.lastStep.IsZero() {
+		var running []*flight
+		for _, f := range []*flight{m.inFlight, m.lightRun} {
+			if f != nil {
+				running = append(running, f)
+			}
+		}
+		running = append(running, m.finished...)
+		ex := m.sched.observeStep(now.Sub(m.lastStep), len(running) > 0)
+		m.sched.charge(ex)
+		for _, f := range running {
+			f.cost += ex / time.Duration(len(running))
+		}
+	}
+	for _, f := range m.finished {
+		m.sched.measured(f.kind, f.cost)
+	}
+	m.finished = m.finished[:0]
+	m.lastStep = now
+}
+
+// planLocked decides what step gets; due is false when no probe is due.
+// An asynchronous probe gets its flight, reserved now so that a
+// concurrent Close waits for it.
+func (m *Monitor) planLocked(ctx context.Context, step int64) (plan Plan, f *flight, due bool) {
+	if !m.dueLocked(step) {
+		return Plan{}, nil, false
+	}
+	m.lastProbe = step
+	m.stats.Due++
+	free := slots{light: true, full: true}
+	if m.cfg.Async {
+		free = slots{light: m.lightRun == nil, full: m.inFlight == nil}
+	}
+	plan = m.sched.decide(free)
+	if plan.Skip {
+		m.stats.Skipped++
+		return plan, nil, true
+	}
+	if !m.cfg.Async {
+		return plan, nil, true
+	}
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f = &flight{done: make(chan struct{}), ctx: pctx, cancel: cancel, kind: plan.Kind}
+	if plan.Kind == snapshot.KindFull {
+		m.inFlight = f
+	} else {
+		m.lightRun = f
+	}
+	return plan, f, true
+}
+
+// launch runs the planned probe of flight f on op in a goroutine.
+func (m *Monitor) launch(f *flight, op hvp.Operator, info StepInfo, plan Plan) {
 	m.mu.Lock()
 	f.op = op
 	if m.closed {
@@ -289,21 +373,22 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 	}
 	m.mu.Unlock()
 	go func() {
-		lowerPriority()
 		defer close(f.done)
 		defer f.cancel()
-		if _, err := m.Probe(f.ctx, info.Step, op, info); err != nil && !errors.Is(err, context.Canceled) {
+		if _, err := m.probePlanned(f.ctx, info.Step, op, info, plan); err != nil && !errors.Is(err, context.Canceled) {
 			m.log.Error("recording probe", "run", m.run, "step", info.Step, "err", err)
 		}
 		closeOperator(op, m.log)
 		m.mu.Lock()
-		m.inFlight = nil
+		if m.inFlight == f {
+			m.inFlight = nil
+		}
+		if m.lightRun == f {
+			m.lightRun = nil
+		}
+		m.finished = append(m.finished, f)
 		m.mu.Unlock()
 	}()
-	m.mu.Lock()
-	m.lastStep = m.now()
-	m.mu.Unlock()
-	return nil
 }
 
 // operator calls newOp, turning an error or a panic into an operator whose
@@ -327,12 +412,12 @@ func (m *Monitor) operator(step int64, newOp OperatorFunc) (op hvp.Operator) {
 	return op
 }
 
-// Close ends the monitor: it waits for the in-flight asynchronous probe,
-// handing it every core (the operator's SetWorkers(0)), writes the newest
-// warm state and flushes the sinks. When ctx ends first, the probe is
-// cancelled (it stops within one HVP and is not recorded) and Close
-// returns ctx's error after it has stopped. Later Steps return ErrClosed;
-// a second Close returns nil.
+// Close ends the monitor: it waits for the in-flight asynchronous probes,
+// handing them every core (the operator's SetWorkers(0)), writes the newest
+// warm state and flushes the sinks. When ctx ends first, the probes are
+// cancelled (they stop within one HVP and are not recorded) and Close
+// returns ctx's error after they have stopped. Later Steps return
+// ErrClosed; a second Close returns nil.
 func (m *Monitor) Close(ctx context.Context) error {
 	m.mu.Lock()
 	if m.closed {
@@ -340,13 +425,18 @@ func (m *Monitor) Close(ctx context.Context) error {
 		return nil
 	}
 	m.closed = true
-	f := m.inFlight
-	if f != nil && f.op != nil {
-		setWorkers(f.op, 0)
+	var flights []*flight
+	for _, f := range []*flight{m.inFlight, m.lightRun} {
+		if f != nil {
+			flights = append(flights, f)
+			if f.op != nil {
+				setWorkers(f.op, 0)
+			}
+		}
 	}
 	m.mu.Unlock()
 	var errs []error
-	if f != nil {
+	for _, f := range flights {
 		select {
 		case <-f.done:
 		case <-ctx.Done():
@@ -368,59 +458,122 @@ func (m *Monitor) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Probe runs the configured estimators on op at step now, whatever the
-// schedule, and returns the snapshot, which has also been handed to every
-// sink. It is the synchronous primitive under Step, for callers that
-// schedule probes themselves (the distributed protocol, tests). Probe
+// Probe runs a full probe on op at step now, whatever the schedule, and
+// returns the snapshot, which has also been handed to every sink. It is
+// the synchronous primitive under Step, for callers that schedule probes
+// themselves (tests, and ProbePlan for the distributed protocol). Probe
 // never panics and returns an error only when ctx ends (the half-done
 // probe is then not recorded) or a sink fails; estimator failures are
 // recorded in the snapshot.
 func (m *Monitor) Probe(ctx context.Context, step int64, op hvp.Operator, info StepInfo) (snapshot.Snapshot, error) {
+	return m.probePlanned(ctx, step, op, info, Plan{Kind: snapshot.KindFull, Reason: snapshot.ReasonScheduled})
+}
+
+// ProbePlan runs the probe plan asks for (as Plan returned it) on op at
+// step, as Probe does.
+func (m *Monitor) ProbePlan(ctx context.Context, step int64, op hvp.Operator, info StepInfo, plan Plan) (snapshot.Snapshot, error) {
+	if plan.Skip {
+		return snapshot.Snapshot{}, errors.New("monitor: ProbePlan of a skipped step")
+	}
+	return m.probePlanned(ctx, step, op, info, plan)
+}
+
+// Plan takes the scheduler's decision for a due step at step without
+// probing, for callers that run the probe themselves with ProbePlan (the
+// distributed lockstep: every rank's monitor, fed the same steps and
+// values, decides the same in a synchronous run). ok is false when no
+// probe is due.
+func (m *Monitor) Plan(step int64) (plan Plan, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cfg.Async {
+		return Plan{}, false
+	}
+	plan, _, ok = m.planLocked(context.Background(), step)
+	return plan, ok
+}
+
+// probePlanned runs and records one probe of plan's kind.
+func (m *Monitor) probePlanned(ctx context.Context, step int64, op hvp.Operator, info StepInfo, plan Plan) (snapshot.Snapshot, error) {
 	m.mu.Lock()
 	m.lastProbe = max(m.lastProbe, step)
-	warm := m.warm
-	cold := !m.cfg.NoColdRestarts && m.stats.Probes > 0 && m.stats.Probes%m.cfg.ColdEvery == 0
-	blockEigen := m.cfg.BlockEigenEvery > 0 && m.stats.Probes%m.cfg.BlockEigenEvery == 0
+	o := probeOptions{plan: plan, warm: m.warm, light: m.light}
+	if plan.Kind == snapshot.KindFull {
+		o.cold = !m.cfg.NoColdRestarts && m.fulls > 0 && m.fulls%m.cfg.ColdEvery == 0
+		o.blockEigen = m.cfg.BlockEigenEvery > 0 && m.fulls%m.cfg.BlockEigenEvery == 0
+	}
 	m.mu.Unlock()
 
-	blocks := info.Blocks
-	if blocks == nil {
+	o.blocks = info.Blocks
+	if o.blocks == nil {
 		if b, ok := op.(interface{ Blocks() []estimators.Block }); ok {
-			blocks = b.Blocks()
+			o.blocks = b.Blocks()
 		}
 	}
 	if l, ok := op.(interface{ Loss() float64 }); ok {
 		info.Loss = l.Loss()
 	}
 	start := m.now()
-	s, newWarm := m.probe(ctx, step, op, info, blocks, warm, cold, blockEigen)
+	s, out := m.probe(ctx, step, op, info, o)
 	elapsed := m.now().Sub(start)
 	s.Seconds = elapsed.Seconds()
+	if p, ok := op.(interface{ Precision() snapshot.Precision }); ok {
+		s.Precision = p.Precision() // float32 operators say so; empty means float64
+	}
 	if err := ctx.Err(); err != nil && s.Failure != "" {
 		// The caller stopped (e.g. SIGINT or Close): that is no probe
 		// failure, and a half-done probe is not recorded.
 		return s, fmt.Errorf("monitor: probe at step %d: %w", step, err)
 	}
+	m.record(&s, out)
+	return s, m.emit(s)
+}
 
+// record updates the warm states, the triggers and the counters with the
+// finished probe s.
+func (m *Monitor) record(s *snapshot.Snapshot, out probeOutput) {
 	m.mu.Lock()
-	if s.Failure == "" && newWarm != nil {
-		m.warm = newWarm
-		m.unsaved = newWarm
+	defer m.mu.Unlock()
+	good := s.Failure == ""
+	if s.Kind == snapshot.KindFull {
+		m.fulls++
+		m.stats.Full++
+		m.stats.FullHVPs += s.HVPs
+		if good && out.warm != nil {
+			m.warm = out.warm
+			m.unsaved = out.warm
+			m.light = seedLight(m.light, out.warm)
+		}
+		if s.Reason.Trigger() {
+			m.stats.Triggered++
+		}
+		m.sched.trig.full(s)
+	} else {
+		m.stats.Light++
+		m.stats.LightHVPs += s.HVPs
+		if good && out.light != nil {
+			m.light = out.light
+		}
+		m.sched.trig.light(s)
+	}
+	if _, ok := s.Lambda1(); ok && good {
+		m.stats.Measured++
 	}
 	m.stats.Probes++
 	m.stats.HVPs += s.HVPs
 	m.stats.ProbeSeconds += s.Seconds
-	if s.Failure != "" {
+	if !good {
 		m.stats.Failures++
 	}
-	m.probeTime += elapsed
-	m.adaptLocked()
-	m.mu.Unlock()
+}
 
+// emit logs s and hands it to the sinks, then writes the warm state when
+// it is due.
+func (m *Monitor) emit(s snapshot.Snapshot) error {
 	if s.Failure != "" {
-		m.log.Warn("probe failed", "run", m.run, "step", step, "reason", s.Failure, "detail", s.Detail)
+		m.log.Warn("probe failed", "run", m.run, "step", s.Step, "kind", s.Kind, "reason", s.Failure, "detail", s.Detail)
 	} else {
-		m.log.Debug("probe", "run", m.run, "step", step, "hvps", s.HVPs, "seconds", s.Seconds, "warm", s.Warm)
+		m.log.Debug("probe", "run", m.run, "step", s.Step, "kind", s.Kind, "why", s.Reason, "hvps", s.HVPs, "seconds", s.Seconds, "warm", s.Warm)
 	}
 	var errs []error
 	for _, sink := range m.sinks {
@@ -428,13 +581,15 @@ func (m *Monitor) Probe(ctx context.Context, step int64, op hvp.Operator, info S
 			errs = append(errs, err)
 		}
 	}
-	if err := m.saveWarm(false); err != nil {
-		errs = append(errs, err)
+	if s.Kind == snapshot.KindFull {
+		if err := m.saveWarm(false); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return s, fmt.Errorf("monitor: step %d: %w", step, err)
+		return fmt.Errorf("monitor: step %d: %w", s.Step, err)
 	}
-	return s, nil
+	return nil
 }
 
 // saveWarm writes the newest unsaved warm state when the write rate allows
@@ -470,28 +625,30 @@ func (m *Monitor) saveWarm(force bool) error {
 	return nil
 }
 
-// adaptLocked stretches or shrinks the interval to hold the overhead
-// target: the interval scales with (probe time share)/(target), within
-// [Every/4, 64·Every].
-func (m *Monitor) adaptLocked() {
-	if m.cfg.OverheadTarget <= 0 || m.trainTime <= 0 || m.stats.Probes < 1 {
-		return
-	}
-	share := m.probeTime.Seconds() / m.trainTime.Seconds()
-	next := float64(m.every) * share / m.cfg.OverheadTarget
-	lo, hi := float64(max(1, m.cfg.Every/4)), float64(64*m.cfg.Every)
-	next = math.Min(hi, math.Max(lo, next))
-	// Move at most a factor 2 per probe to avoid oscillation.
-	next = math.Min(2*float64(m.every), math.Max(float64(m.every)/2, next))
-	m.every = int64(math.Round(next))
+// probeOptions say what one probe runs with.
+type probeOptions struct {
+	plan   Plan
+	blocks []estimators.Block
+	warm   *estimators.Warm // the full probe's
+	light  *LightWarm
+	// cold ignores the full probe's eigen warm state (the periodic cold
+	// restart); blockEigen adds the block λ1s.
+	cold, blockEigen bool
 }
 
-// probe runs the pipeline with panic, NaN, budget and time isolation.
-func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, info StepInfo, blocks []estimators.Block, warm *estimators.Warm, cold, blockEigen bool) (s snapshot.Snapshot, newWarm *estimators.Warm) {
+// probeOutput is a probe's next warm state, of its kind.
+type probeOutput struct {
+	warm  *estimators.Warm
+	light *LightWarm
+}
+
+// probe runs the pipeline of the planned kind with panic, NaN, budget and
+// time isolation.
+func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, info StepInfo, o probeOptions) (s snapshot.Snapshot, out probeOutput) {
 	s = snapshot.Snapshot{
 		Run: m.run, Step: step, Time: time.Now().UTC(),
 		Loss: info.Loss, LearningRate: info.LearningRate, Optimizer: info.Optimizer, Beta1: info.Beta1,
-		Warm: warm != nil,
+		Kind: o.plan.Kind, Reason: o.plan.Reason,
 	}
 	counted := &hvp.Counting{Op: guard{op}}
 	defer func() {
@@ -499,26 +656,33 @@ func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, info S
 			s.Failure = snapshot.FailPanic
 			s.Detail = fmt.Sprintf("%v\n%s", r, debug.Stack())
 			s.HVPs = counted.Count()
-			newWarm = nil
+			out = probeOutput{}
 		}
 	}()
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.MaxDuration)
 	defer cancel()
-	in := Inputs{Blocks: blocks, Warm: warm, Cold: cold, BlockEigen: blockEigen}
+	in := Inputs{Blocks: o.blocks, Warm: o.warm, Cold: o.cold, BlockEigen: o.blockEigen}
 	if info.Optimizer.Adaptive() {
 		in.Preconditioner = info.Preconditioner
 	}
-	newWarm, _, err := Analyze(ctx, &s, counted, m.cfg, in)
+	var err error
+	if o.plan.Kind == snapshot.KindLight {
+		in.Warm = nil
+		out.light, _, err = AnalyzeLight(ctx, &s, counted, m.cfg, in, o.light)
+	} else {
+		s.Warm = o.warm != nil
+		out.warm, _, err = Analyze(ctx, &s, counted, m.cfg, in)
+	}
 	s.HVPs = counted.Count()
 	s.Failure, s.Detail = classify(err)
 	if s.Failure == "" && !finiteSnapshot(&s) {
 		s.Failure, s.Detail = snapshot.FailNaN, "an estimate is NaN or infinite"
 	}
 	if s.Failure != "" {
-		newWarm = nil
+		out = probeOutput{}
 	}
 	setSharpness(&s)
-	return s, newWarm
+	return s, out
 }
 
 // classify maps a pipeline error to a failure reason.

@@ -240,7 +240,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := New("", Config{}); err == nil {
 		t.Error("empty run id accepted")
 	}
-	if _, err := New("r", Config{OverheadTarget: 1.5}); err == nil {
+	if _, err := New("r", Config{Budget: 1.5}); err == nil {
 		t.Error("overhead target 1.5 accepted")
 	}
 }

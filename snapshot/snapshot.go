@@ -236,6 +236,16 @@ type Run struct {
 	Optimizer Optimizer         `json:"optimizer,omitempty"`
 	Started   time.Time         `json:"started"`
 	Config    map[string]string `json:"config,omitempty"`
+	// Resumes is the run's lineage: each time it was resumed from a
+	// checkpoint, and at which step, oldest first.
+	Resumes []Resume `json:"resumes,omitempty"`
+}
+
+// Resume records one resumption of a run: training restarted after step
+// AtStep (from its checkpoint there) at Time.
+type Resume struct {
+	AtStep int64     `json:"at_step"`
+	Time   time.Time `json:"time"`
 }
 
 // NegativeMass is the share of the quadrature's weight at nodes below

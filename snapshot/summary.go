@@ -32,11 +32,12 @@ type RunSummary struct {
 	Light        int      `json:"light,omitempty"`
 	FirstLambda1 *float64 `json:"first_lambda1"`
 	LastLambda1  *float64 `json:"last_lambda1"`
+	Resumes      []Resume `json:"resumes,omitempty"`
 }
 
 // NewRunSummary starts an empty summary of r.
 func NewRunSummary(r Run) RunSummary {
-	return RunSummary{ID: r.ID, Model: r.Model, Optimizer: r.Optimizer, Started: r.Started}
+	return RunSummary{ID: r.ID, Model: r.Model, Optimizer: r.Optimizer, Started: r.Started, Resumes: r.Resumes}
 }
 
 // Add folds s into the summary. Snapshots must be added in increasing step

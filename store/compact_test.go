@@ -40,7 +40,7 @@ func churned(t *testing.T) (path string, warm []byte) {
 
 func contents(t *testing.T, path string) (map[string][]any, Stats) {
 	t.Helper()
-	s, err := OpenReadOnly(path)
+	s, err := Open(path, Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	r, err := store.OpenReadOnly(path)
+	r, err := store.Open(path, store.Options{ReadOnly: true})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -71,8 +71,8 @@ func Example() {
 }
 
 // Inspection tools tell the user what went wrong in one line.
-func ExampleOpenReadOnly() {
-	_, err := store.OpenReadOnly(filepath.Join(os.TempDir(), "no-such-hessmon.db"))
+func ExampleOpen_readOnly() {
+	_, err := store.Open(filepath.Join(os.TempDir(), "no-such-hessmon.db"), store.Options{ReadOnly: true})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		fmt.Println("no such store")
@@ -84,9 +84,9 @@ func ExampleOpenReadOnly() {
 	// Output: no such store
 }
 
-// A long run is read in pieces: Scan decodes only the parts asked for (here
-// no ESD and no eigenvectors), SnapshotsPage one page at a time.
-func ExampleStore_Scan() {
+// A long run is read in pieces: a Query selects the parts to decode (here
+// no ESD and no eigenvectors), a step range and a page size.
+func ExampleStore_Read() {
 	dir, err := os.MkdirTemp("", "hessmon")
 	if err != nil {
 		log.Fatal(err)
@@ -107,14 +107,13 @@ func ExampleStore_Scan() {
 			log.Fatal(err)
 		}
 	}
-	err = st.Scan("r", 0, -1, store.WithTrace, func(s snapshot.Snapshot) error {
+	for s, err := range st.All("r", store.Query{Fields: store.WithTrace}) {
+		if err != nil {
+			log.Fatal(err)
+		}
 		fmt.Println(s.Step, s.Eigenvalues[0], s.Trace.Value, s.ESD == nil, s.Eigenvectors == nil)
-		return nil
-	})
-	if err != nil {
-		log.Fatal(err)
 	}
-	page, err := st.SnapshotsPage("r", 250, -1, 2, false)
+	page, err := st.Read("r", store.Query{From: 250, Limit: 2})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -152,7 +151,7 @@ func ExampleCompactInPlace() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	r, err := store.OpenReadOnly(path)
+	r, err := store.Open(path, store.Options{ReadOnly: true})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package store
+package store_test
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 
 	hmtest "github.com/hessmon/hessmon/internal/testutil"
 	"github.com/hessmon/hessmon/snapshot"
+	"github.com/hessmon/hessmon/store"
 )
 
 // TestLightSnapshotCompact: a light snapshot, with every field a light probe
@@ -20,7 +21,7 @@ func TestLightSnapshotCompact(t *testing.T) {
 	s.PreconditionedLambda1 = &snapshot.Eigenpair{Value: 1234.5, Residual: 0.7}
 	s.Reason = snapshot.ReasonNegativeCurvature
 	s.Precision = snapshot.Float32
-	b, err := EncodeSnapshot(s)
+	b, err := store.EncodeSnapshot(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +29,7 @@ func TestLightSnapshotCompact(t *testing.T) {
 		t.Errorf("light snapshot encodes in %d bytes, want ≤ 1024", len(b))
 	}
 	t.Logf("light snapshot: %d bytes", len(b))
-	back, err := DecodeSnapshot(b)
+	back, err := store.DecodeSnapshot(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,21 +43,21 @@ func TestLightSnapshotCompact(t *testing.T) {
 	failed := s
 	failed.Failure = snapshot.FailPanic
 	failed.Detail = fmt.Sprintf("λ operator panicked\n%s%s", debug.Stack(), strings.Repeat("λμ", 400))
-	if len(failed.Detail) <= MaxLightDetail {
+	if len(failed.Detail) <= store.MaxLightDetail {
 		t.Fatalf("detail of %d bytes does not test the cap", len(failed.Detail))
 	}
-	b, err = EncodeSnapshot(failed)
+	b, err = store.EncodeSnapshot(failed)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(b) > 1024 {
 		t.Errorf("failed light snapshot encodes in %d bytes, want ≤ 1024", len(b))
 	}
-	back, err = DecodeSnapshot(b)
+	back, err = store.DecodeSnapshot(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !utf8.ValidString(back.Detail) || len(back.Detail) > MaxLightDetail ||
+	if !utf8.ValidString(back.Detail) || len(back.Detail) > store.MaxLightDetail ||
 		!strings.HasPrefix(failed.Detail, strings.TrimSuffix(back.Detail, "…")) || !strings.HasPrefix(back.Detail, "λ operator panicked") {
 		t.Errorf("capped detail (%d bytes) is not a valid head of the original: %q", len(back.Detail), back.Detail)
 	}
@@ -64,11 +65,11 @@ func TestLightSnapshotCompact(t *testing.T) {
 	// A full snapshot keeps its whole detail.
 	full := hmtest.Snapshot("r", 1, 3)
 	full.Failure, full.Detail = snapshot.FailPanic, failed.Detail
-	b, err = EncodeSnapshot(full)
+	b, err = store.EncodeSnapshot(full)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back, err = DecodeSnapshot(b); err != nil || back.Detail != full.Detail {
+	if back, err = store.DecodeSnapshot(b); err != nil || back.Detail != full.Detail {
 		t.Errorf("full snapshot's detail cut to %d of %d bytes (%v)", len(back.Detail), len(full.Detail), err)
 	}
 }

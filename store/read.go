@@ -2,104 +2,93 @@ package store
 
 import (
 	"errors"
+	"iter"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/hessmon/hessmon/snapshot"
 )
 
-// Fields selects the bulky parts of a snapshot that a read decodes. The
-// small fields (step, time, loss, learning rate, eigenvalues, residuals,
-// HVPs, failure…) are always decoded; the trace, the ESD and above all the
-// eigenvectors (Dim floats each) only when asked for, so that a table or a
-// plot of 10,000 snapshots reads a few hundred bytes per snapshot.
-type Fields uint8
+// Fields selects the bulky parts of a snapshot that a read decodes (see
+// snapshot.Fields).
+type Fields = snapshot.Fields
 
+// The field selectors of a Query.
 const (
-	// WithTrace decodes the trace, block traces included, and the
-	// per-block λ1.
-	WithTrace Fields = 1 << iota
-	// WithESD decodes the spectral density's quadrature.
-	WithESD
-	// WithVectors decodes the eigenvectors (large; see Config.KeepVectors).
-	WithVectors
-
-	// Headers decodes the small fields only.
-	Headers Fields = 0
-	// AllFields decodes everything.
-	AllFields = WithTrace | WithESD | WithVectors
+	WithTrace   = snapshot.WithTrace
+	WithESD     = snapshot.WithESD
+	WithVectors = snapshot.WithVectors
+	Headers     = snapshot.Headers
+	AllFields   = snapshot.AllFields
 )
 
-// Range calls fn on the snapshots of run with from ≤ step ≤ to, in step
-// order, fully decoded; to < 0 means no upper bound. It stops at, and
-// returns, fn's first error. fn runs inside a read transaction: keep it
-// short, since a long one can delay the writer.
-func (s *Store) Range(run string, from, to int64, fn func(snapshot.Snapshot) error) error {
-	return s.Scan(run, from, to, AllFields, fn)
-}
+// Query selects the snapshots of a read (see snapshot.Query): a step
+// range, a limit and the parts to decode.
+type Query = snapshot.Query
 
-// Scan is Range decoding only the parts in f.
-func (s *Store) Scan(run string, from, to int64, f Fields, fn func(snapshot.Snapshot) error) error {
-	var (
-		panicked bool
-		pv       any
-	)
-	errPanic := errors.New("panic in Range callback")
-	err := s.view(func(tx *bolt.Tx) error {
-		rb, err := runBucket(tx, run, false, snapshot.Run{})
-		if err != nil {
-			return err
-		}
-		return eachSnapshot(rb, run, from, to, f, func(sn *snapshot.Snapshot) (err error) {
-			// A panic in the caller's fn is theirs, not a corrupt file:
-			// re-raise it after the transaction is closed.
-			defer func() {
-				if r := recover(); r != nil {
-					panicked, pv, err = true, r, errPanic
-				}
-			}()
-			return fn(*sn)
-		})
-	})
-	if panicked {
-		panic(pv)
-	}
-	return err
-}
-
-// errPageFull stops a page read once it holds its limit.
+// errPageFull stops a read once it holds its limit.
 var errPageFull = errors.New("page full")
 
-// SnapshotsPage returns at most limit snapshots of run with from ≤ step ≤
-// to (to < 0: no upper bound), in step order, without eigenvectors unless
-// vectors is set. It reads only the snapshots it returns, so the HTTP API
-// can page through a long run: ask for limit+1 to learn whether more
-// follow and where the next page starts. limit ≤ 0 means no limit.
-func (s *Store) SnapshotsPage(run string, from, to int64, limit int, vectors bool) ([]snapshot.Snapshot, error) {
-	f := WithTrace | WithESD
-	if vectors {
-		f |= WithVectors
-	}
+// Read returns the snapshots of run that q selects, in step order,
+// decoding only the parts in q.Fields and reading only the snapshots it
+// returns, so that the HTTP API pages through a long run at the cost of the
+// page. An unknown run is an error wrapping ErrUnknownRun.
+func (s *Store) Read(run string, q Query) ([]snapshot.Snapshot, error) {
 	out := []snapshot.Snapshot{}
-	err := s.view(func(tx *bolt.Tx) error {
-		rb, err := runBucket(tx, run, false, snapshot.Run{})
+	for sn, err := range s.All(run, q) {
 		if err != nil {
-			return err
+			return nil, err
 		}
-		err = eachSnapshot(rb, run, from, to, f, func(sn *snapshot.Snapshot) error {
-			out = append(out, *sn)
-			if limit > 0 && len(out) >= limit {
-				return errPageFull
-			}
-			return nil
-		})
-		if errors.Is(err, errPageFull) {
-			return nil
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
+		out = append(out, sn)
 	}
 	return out, nil
+}
+
+// All is Read as an iterator, for reads too long to hold in memory. The
+// loop body runs inside a read transaction: keep it short, since a long
+// one can delay the writer. The iterator yields a non-nil error at most
+// once, last.
+func (s *Store) All(run string, q Query) iter.Seq2[snapshot.Snapshot, error] {
+	return func(yield func(snapshot.Snapshot, error) bool) {
+		var (
+			panicked, stopped bool
+			pv                any
+			n                 int
+		)
+		errPanic := errors.New("panic in the loop over Store.All")
+		to := q.To
+		if !q.Bounded() {
+			to = -1
+		}
+		err := s.view(func(tx *bolt.Tx) error {
+			rb, err := runBucket(tx, run, false, snapshot.Run{})
+			if err != nil {
+				return err
+			}
+			return eachSnapshot(rb, run, q.From, to, q.Fields, func(sn *snapshot.Snapshot) (err error) {
+				// A panic in the caller's loop is theirs, not a corrupt
+				// file: re-raise it after the transaction is closed.
+				defer func() {
+					if r := recover(); r != nil {
+						panicked, pv, err = true, r, errPanic
+					}
+				}()
+				if !yield(*sn, nil) {
+					stopped = true
+					return errPageFull
+				}
+				if n++; q.Limit > 0 && n >= q.Limit {
+					return errPageFull
+				}
+				return nil
+			})
+		})
+		switch {
+		case panicked:
+			panic(pv)
+		case errors.Is(err, errPageFull), err == nil, stopped:
+		default:
+			yield(snapshot.Snapshot{}, err)
+		}
+	}
 }

@@ -24,13 +24,21 @@
 // 8.2 MB for 6.0 MB now, either way (`hessmon bench store`). Stats reports
 // the figures; Compact rewrites a finished store without its free pages.
 //
-// Reads of long runs decode only what they need: Scan takes the Fields
-// (trace, ESD, eigenvectors) to decode, SnapshotsPage reads one page.
+// Reads of long runs decode only what they need: Read takes a Query of a
+// step range, a limit and the Fields (trace, ESD, eigenvectors) to decode,
+// and All is the same as an iterator.
+//
+// A run id is a promise: PutSnapshot of a (run, step) already stored fails
+// with an error wrapping ErrExists unless the store was opened with
+// Options.Overwrite, or the caller replaces that one snapshot explicitly
+// with ReplaceSnapshot. LastStep tells a resumed writer where its run's
+// history ends, and runs/<run id>/checkpoint holds the trainer's
+// checkpoint (PutCheckpoint), written in one fsynced transaction.
 //
 // bbolt lets one process write a file at a time, and a writer excludes
 // readers, so a store being written by a live trainer is inspected through
-// the trainer's HTTP API, not by opening the file: OpenReadOnly fails fast
-// with ErrLocked instead of hanging.
+// the trainer's HTTP API, not by opening the file: Open with
+// Options.ReadOnly fails fast with ErrLocked instead of hanging.
 package store
 
 import (
@@ -71,6 +79,10 @@ var (
 
 	ErrUnknownRun  = snapshot.ErrUnknownRun
 	ErrUnknownStep = snapshot.ErrUnknownStep
+	// ErrExists is returned by PutSnapshot for a step already stored.
+	ErrExists = snapshot.ErrDuplicate
+	// ErrReadOnly is returned by writes to a store opened read-only.
+	ErrReadOnly = errors.New("store is open read-only")
 )
 
 // RunSummary is the store's one-line view of a run.
@@ -85,8 +97,16 @@ var (
 	keyWarm         = []byte("warm")
 )
 
-// Options configure a writable store.
+// Options configure a store.
 type Options struct {
+	// ReadOnly opens an existing store for inspection, as bbolt's own
+	// option: Open never creates the file (ErrNotFound), takes a shared
+	// lock and fails within LockTimeout with ErrLocked while a trainer is
+	// writing it; writes fail with ErrReadOnly.
+	ReadOnly bool
+	// Overwrite lets PutSnapshot replace a snapshot already stored at its
+	// run and step. Without it that is an error wrapping ErrExists.
+	Overwrite bool
 	// LockTimeout bounds the wait for the file lock; 0 means
 	// DefaultLockTimeout. After it, Open fails with ErrLocked.
 	LockTimeout time.Duration
@@ -112,8 +132,10 @@ const snapshotFill = 1.0
 // Store is a bbolt file of runs and snapshots. It is safe for concurrent
 // use; reads run concurrently with the single writer.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db        *bolt.DB
+	path      string
+	readOnly  bool
+	overwrite bool
 	// warmMu serialises PutWarm, whose chunks span transactions.
 	warmMu sync.Mutex
 	// afterBatch, if set, runs after each but the last batch of a
@@ -121,13 +143,17 @@ type Store struct {
 	afterBatch func() error
 }
 
-// Open opens path for writing, creating the file and its schema if needed.
-// An existing file is checked first (lock, integrity of its size, schema), so
-// that a trainer never appends to a store it cannot read back.
+// Open opens path for writing, creating the file and its schema if needed,
+// or for reading only with Options.ReadOnly. An existing file is checked
+// first (lock, integrity of its size, schema), so that a trainer never
+// appends to a store it cannot read back.
 func Open(path string, opts Options) (*Store, error) {
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
+	}
+	if opts.ReadOnly {
+		return openReadOnly(path, timeout, false)
 	}
 	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
 		ro, err := openReadOnly(path, timeout, true)
@@ -147,7 +173,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	db.AllocSize = growBytes
-	s := &Store{db: db, path: path}
+	s := &Store{db: db, path: path, overwrite: opts.Overwrite}
 	err = s.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
@@ -177,13 +203,6 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// OpenReadOnly opens an existing store for inspection. It never creates a
-// file (ErrNotFound) and fails within about a second with ErrLocked when a
-// trainer is writing it.
-func OpenReadOnly(path string) (*Store, error) {
-	return openReadOnly(path, DefaultLockTimeout, false)
-}
-
 // openReadOnly opens and validates path. With preWrite set it is Open's
 // check of an existing file, which also accepts a bbolt file left empty by a
 // crash between its creation and the schema write.
@@ -203,7 +222,7 @@ func openReadOnly(path string, timeout time.Duration, preWrite bool) (*Store, er
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, path: path}
+	s := &Store{db: db, path: path, readOnly: true}
 	if err := s.view(func(tx *bolt.Tx) error {
 		if tx.Size() > fi.Size() {
 			return fmt.Errorf("%w: truncated: %d bytes on disk, %d in use", ErrCorrupt, fi.Size(), tx.Size())
@@ -269,6 +288,9 @@ func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
 }
 
 func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	if s.readOnly {
+		return fmt.Errorf("store: %s: %w", s.path, ErrReadOnly)
+	}
 	defer s.named(&err)
 	defer guard(&err)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -425,9 +447,21 @@ func (s *Store) Runs() ([]RunSummary, error) {
 }
 
 // PutSnapshot stores sn under its run and step in its own fsynced
-// transaction, replacing any snapshot at that step. A run not yet recorded
-// with PutRun is created with minimal metadata, so a snapshot is never lost.
+// transaction. A step already stored is an error wrapping ErrExists,
+// unless the store was opened with Options.Overwrite. A run not yet
+// recorded with PutRun is created with minimal metadata, so a snapshot is
+// never lost.
 func (s *Store) PutSnapshot(sn snapshot.Snapshot) error {
+	return s.putSnapshot(sn, s.overwrite)
+}
+
+// ReplaceSnapshot is PutSnapshot replacing a snapshot already stored at
+// sn's run and step: the explicit, per-call consent to overwrite history.
+func (s *Store) ReplaceSnapshot(sn snapshot.Snapshot) error {
+	return s.putSnapshot(sn, true)
+}
+
+func (s *Store) putSnapshot(sn snapshot.Snapshot, overwrite bool) error {
 	if err := validRunID(sn.Run); err != nil {
 		return err
 	}
@@ -447,9 +481,43 @@ func (s *Store) PutSnapshot(sn snapshot.Snapshot) error {
 		if sb == nil {
 			return fmt.Errorf("%w: run %q has no snapshots bucket", ErrCorrupt, sn.Run)
 		}
+		k := stepKey(sn.Step)
+		if !overwrite && sb.Get(k) != nil {
+			return fmt.Errorf("store: run %q step %d: %w (a new run id keeps both; an overwrite must be asked for)", sn.Run, sn.Step, ErrExists)
+		}
 		sb.FillPercent = snapshotFill
-		return sb.Put(stepKey(sn.Step), v)
+		return sb.Put(k, v)
 	})
+}
+
+// LastStep returns the highest step stored for run, and false when the
+// run has no snapshot or is unknown: where a resumed writer's history
+// ends.
+func (s *Store) LastStep(run string) (step int64, ok bool, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		runs := tx.Bucket(bucketRuns)
+		if runs == nil {
+			return fmt.Errorf("%w: no runs bucket", ErrCorrupt)
+		}
+		rb := runs.Bucket([]byte(run))
+		if rb == nil {
+			return nil
+		}
+		sb := rb.Bucket(bucketSnapshots)
+		if sb == nil {
+			return nil
+		}
+		k, _ := sb.Cursor().Last()
+		if k == nil {
+			return nil
+		}
+		if len(k) != 8 {
+			return fmt.Errorf("%w: run %q: snapshot key of %d bytes", ErrCorrupt, run, len(k))
+		}
+		step, ok = int64(binary.BigEndian.Uint64(k)), true
+		return nil
+	})
+	return step, ok, err
 }
 
 // Snapshot returns the snapshot of run at step.

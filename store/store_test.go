@@ -113,7 +113,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ro, err := OpenReadOnly(path)
+	ro, err := Open(path, Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-func TestRangeAndRuns(t *testing.T) {
+func TestReadAndRuns(t *testing.T) {
 	s, _ := newStore(t)
 	runs := []string{"a", "bb", "ccc", "run-with-a-long-name"}
 	steps := []int64{0, 1, 5, 50, 255, 256, 1000, 65536, 1 << 33}
@@ -217,18 +217,18 @@ func TestRangeAndRuns(t *testing.T) {
 		t.Errorf("Latest = step %d, %v", latest.Step, err)
 	}
 
-	// Range stops at the callback's error and returns it.
-	stop := errors.New("stop")
+	// All stops where the loop breaks.
 	n := 0
-	err = s.Range("a", 0, -1, func(snapshot.Snapshot) error {
-		n++
-		if n == 3 {
-			return stop
+	for _, err := range s.All("a", Query{Fields: AllFields}) {
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if err != stop || n != 3 {
-		t.Errorf("Range: err %v after %d calls", err, n)
+		if n++; n == 3 {
+			break
+		}
+	}
+	if n != 3 {
+		t.Errorf("All: %d iterations after a break at 3", n)
 	}
 }
 
@@ -241,8 +241,8 @@ func TestRunCreatedBySnapshot(t *testing.T) {
 	if err != nil || len(sums) != 1 || sums[0].ID != "implicit" || sums[0].Snapshots != 1 {
 		t.Fatalf("Runs = %+v, %v", sums, err)
 	}
-	// Overwriting a step keeps one snapshot.
-	if err := s.PutSnapshot(probe("implicit", 3, true)); err != nil {
+	// Replacing a step keeps one snapshot.
+	if err := s.ReplaceSnapshot(probe("implicit", 3, true)); err != nil {
 		t.Fatal(err)
 	}
 	sums, _ = s.Runs()
@@ -296,12 +296,12 @@ func TestUnknownRunAndStep(t *testing.T) {
 
 func TestNotFound(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "missing.db")
-	_, err := OpenReadOnly(path)
+	_, err := Open(path, Options{ReadOnly: true})
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("got %v, want ErrNotFound", err)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		t.Error("OpenReadOnly created the file")
+		t.Error("Open(ReadOnly) created the file")
 	}
 	// A writer creates the file, but not a missing directory.
 	_, err = Open(filepath.Join(t.TempDir(), "no", "such", "dir.db"), Options{})
@@ -335,7 +335,7 @@ func openWithin(t *testing.T, open func() (*Store, error)) error {
 
 func TestLockedSameProcess(t *testing.T) {
 	_, path := newStore(t) // holds the write lock
-	err := openWithin(t, func() (*Store, error) { return OpenReadOnly(path) })
+	err := openWithin(t, func() (*Store, error) { return Open(path, Options{ReadOnly: true}) })
 	if !errors.Is(err, ErrLocked) {
 		t.Fatalf("read-only open of a written store: %v, want ErrLocked", err)
 	}
@@ -370,14 +370,14 @@ func TestLockedOtherProcess(t *testing.T) {
 	if err != nil || line != "ready\n" {
 		t.Fatalf("child: %q, %v", line, err)
 	}
-	if err := openWithin(t, func() (*Store, error) { return OpenReadOnly(path) }); !errors.Is(err, ErrLocked) {
+	if err := openWithin(t, func() (*Store, error) { return Open(path, Options{ReadOnly: true}) }); !errors.Is(err, ErrLocked) {
 		t.Fatalf("got %v, want ErrLocked", err)
 	}
 	_ = stdin.Close()
 	if err := cmd.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := OpenReadOnly(path)
+	s, err := Open(path, Options{ReadOnly: true})
 	if err != nil {
 		t.Fatalf("after the writer exited: %v", err)
 	}
@@ -413,7 +413,7 @@ func TestCrashDurability(t *testing.T) {
 			}
 		}
 		_ = cmd.Wait()
-		s, err := OpenReadOnly(path)
+		s, err := Open(path, Options{ReadOnly: true})
 		if err != nil {
 			t.Fatalf("rep %d: open after SIGKILL: %v", rep, err)
 		}
@@ -453,8 +453,8 @@ func TestCorruptFiles(t *testing.T) {
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := OpenReadOnly(path); !errors.Is(err, ErrCorrupt) {
-			t.Errorf("%s: OpenReadOnly: %v, want ErrCorrupt", name, err)
+		if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: Open(ReadOnly): %v, want ErrCorrupt", name, err)
 		}
 		if _, err := Open(path, Options{}); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s: Open: %v, want ErrCorrupt", name, err)
@@ -467,7 +467,7 @@ func TestCorruptFiles(t *testing.T) {
 	if err := os.WriteFile(empty, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenReadOnly(empty); !errors.Is(err, ErrCorrupt) {
+	if _, err := Open(empty, Options{ReadOnly: true}); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("empty: %v, want ErrCorrupt", err)
 	}
 }
@@ -497,7 +497,7 @@ func bigStore(t *testing.T) (string, int64) {
 // readAll opens path read-only and reads everything, returning the first
 // error.
 func readAll(path string) error {
-	s, err := OpenReadOnly(path)
+	s, err := Open(path, Options{ReadOnly: true})
 	if err != nil {
 		return err
 	}
@@ -588,7 +588,7 @@ func TestSchemaMismatch(t *testing.T) {
 	}
 	_ = s.Close()
 	for name, open := range map[string]func() (*Store, error){
-		"read-only": func() (*Store, error) { return OpenReadOnly(path) },
+		"read-only": func() (*Store, error) { return Open(path, Options{ReadOnly: true}) },
 		"write":     func() (*Store, error) { return Open(path, Options{}) },
 	} {
 		_, err := open()
@@ -610,7 +610,7 @@ func TestSchemaMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = db.Close()
-	if _, err := OpenReadOnly(other); !errors.Is(err, ErrSchema) {
+	if _, err := Open(other, Options{ReadOnly: true}); !errors.Is(err, ErrSchema) {
 		t.Errorf("foreign bbolt file: %v, want ErrSchema", err)
 	}
 	if _, err := Open(other, Options{}); !errors.Is(err, ErrSchema) {
@@ -638,9 +638,9 @@ func TestReopenForWriting(t *testing.T) {
 	}
 }
 
-// TestRangePanicPropagates: a panic in the caller's callback is not
+// TestAllPanicPropagates: a panic in the caller's callback is not
 // reported as a corrupt store.
-func TestRangePanicPropagates(t *testing.T) {
+func TestAllPanicPropagates(t *testing.T) {
 	s, _ := newStore(t)
 	if err := s.PutSnapshot(probe("r", 1, false)); err != nil {
 		t.Fatal(err)
@@ -654,6 +654,8 @@ func TestRangePanicPropagates(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	_ = s.Range("r", 0, -1, func(snapshot.Snapshot) error { panic("boom") })
-	t.Error("Range swallowed the panic")
+	for range s.All("r", Query{}) {
+		panic("boom")
+	}
+	t.Error("All swallowed the panic")
 }

@@ -326,7 +326,7 @@ func TestWarmCrash(t *testing.T) {
 			}
 		}
 		_ = cmd.Wait()
-		s, err := OpenReadOnly(path)
+		s, err := Open(path, Options{ReadOnly: true})
 		if err != nil {
 			t.Fatalf("rep %d: open after SIGKILL: %v", rep, err)
 		}

@@ -3,6 +3,8 @@ package trainer
 import (
 	"fmt"
 	"testing"
+
+	"github.com/hessmon/hessmon/data"
 )
 
 func benchMLP(tb testing.TB, batch int) (*Tape, Batch, []float64, []float64) {
@@ -11,7 +13,7 @@ func benchMLP(tb testing.TB, batch int) (*Tape, Batch, []float64, []float64) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b := Synthetic(batch, Shape{H: 1, W: 1, C: 784}, 10, 2).Head(batch)
+	b := HeadBatch(data.Synthetic(batch, Shape{H: 1, W: 1, C: 784}, 10, 2), batch)
 	tape := net.NewTape()
 	if _, err := tape.Forward(b, CrossEntropy{}, ModeEval); err != nil {
 		tb.Fatal(err)
@@ -58,10 +60,10 @@ func BenchmarkTrainStep(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	data := Synthetic(6400, Shape{H: 1, W: 1, C: 784}, 10, 2)
+	ds := data.Synthetic(6400, Shape{H: 1, W: 1, C: 784}, 10, 2)
 	b.ResetTimer()
 	if _, err := Train(b.Context(), Config{Model: net, Loss: CrossEntropy{}, Optimizer: &SGD{LR: 0.01, Momentum: 0.9},
-		Data: data, BatchSize: 64, Steps: int64(b.N), Seed: 1}); err != nil {
+		Data: ds, BatchSize: 64, Steps: int64(b.N), Seed: 1}); err != nil {
 		b.Fatal(err)
 	}
 }

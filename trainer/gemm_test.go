@@ -11,6 +11,8 @@ import (
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/blas/gonum"
 	"gonum.org/v1/gonum/floats"
+
+	"github.com/hessmon/hessmon/data"
 )
 
 // TestGemmTiles checks the tiled serial path and the goroutine split
@@ -244,7 +246,7 @@ func TestHVPSkipsZeroInputColumns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b := Synthetic(40, Shape{H: 1, W: 1, C: 784}, 10, 5).Head(40)
+		b := HeadBatch(data.Synthetic(40, Shape{H: 1, W: 1, C: 784}, 10, 5), 40)
 		cols := zeroColumns(b)
 		dense := Batch{X: &Tensor{N: b.X.N, Shape: b.X.Shape, Data: slices.Clone(b.X.Data)}, Labels: b.Labels, Targets: b.Targets}
 		for _, j := range cols {

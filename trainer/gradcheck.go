@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 
 	"gonum.org/v1/gonum/floats"
+
+	"github.com/hessmon/hessmon/data"
 )
 
 // CheckResult holds the worst relative errors of one derivative check.
@@ -169,8 +171,8 @@ func StandardChecks(seed uint64) ([]CheckCase, error) {
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		d := Synthetic(n, in, net.OutShape().C, seed+uint64(len(cases)))
-		cases = append(cases, CheckCase{Name: name, Net: net, Batch: d.Head(0), Mode: mode})
+		d := data.Synthetic(n, in, net.OutShape().C, seed+uint64(len(cases)))
+		cases = append(cases, CheckCase{Name: name, Net: net, Batch: HeadBatch(d, 0), Mode: mode})
 		return nil
 	}
 	dense := Shape{H: 1, W: 1, C: 12}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/hessmon/hessmon/data"
 )
 
 // StepInfo is what a hook sees after each optimiser step.
@@ -30,7 +32,7 @@ type Config struct {
 	Model     *Network
 	Loss      Loss
 	Optimizer Optimizer
-	Data      *Dataset
+	Data      *data.Dataset
 	BatchSize int   // ≤ 0: full batch (gradient descent)
 	Steps     int64 // number of optimiser steps
 	Seed      uint64
@@ -38,6 +40,19 @@ type Config struct {
 	// TrainUpdate uses batch statistics and updates the running ones.
 	BNMode Mode
 	Hooks  []Hook
+
+	// Resume continues a run from its checkpoint: the weights, buffers,
+	// optimiser state and data order are restored and training goes on
+	// with step Resume.Step+1, bitwise as if it had never stopped. The
+	// model, optimiser, data, batch size and seed must be the run's own.
+	Resume *Checkpoint
+	// CheckpointEvery > 0 hands SaveCheckpoint a checkpoint after every
+	// CheckpointEvery-th step, after the last step, and after the last
+	// finished step when ctx is cancelled (SIGINT/SIGTERM): a run killed
+	// outright resumes from its last checkpoint. Each costs a copy of the
+	// weights and the optimiser state.
+	CheckpointEvery int64
+	SaveCheckpoint  CheckpointSaver
 }
 
 // Result summarises a run.
@@ -69,14 +84,28 @@ func Train(ctx context.Context, cfg Config) (Result, error) {
 		mode = ModeTrainUpdate
 	}
 	batches := NewBatcher(cfg.Data, cfg.BatchSize, cfg.Seed)
+	ck := &checkpointer{cfg: &cfg, b: batches}
+	if cfg.CheckpointEvery > 0 && cfg.SaveCheckpoint == nil {
+		return Result{}, errNoSaver
+	}
+	first := int64(1)
+	if cfg.Resume != nil {
+		if cfg.Resume.Step > cfg.Steps {
+			return Result{}, fmt.Errorf("trainer: resuming after step %d of a run of %d steps", cfg.Resume.Step, cfg.Steps)
+		}
+		if err := restoreCheckpoint(&cfg, batches, cfg.Resume); err != nil {
+			return Result{}, err
+		}
+		first, ck.last = cfg.Resume.Step+1, cfg.Resume.Step
+	}
 	tape := cfg.Model.NewTape()
 	grad := make([]float64, cfg.Model.Dim())
 	start := time.Now()
-	var res Result
-	for step := int64(1); step <= cfg.Steps; step++ {
+	res := Result{Steps: first - 1}
+	for step := first; step <= cfg.Steps; step++ {
 		if err := ctx.Err(); err != nil {
 			res.Elapsed = time.Since(start)
-			return res, err
+			return res, errors.Join(err, ck.after(ctx, res.Steps, true))
 		}
 		b, epoch := batches.Next()
 		loss, err := tape.Grad(grad, b, cfg.Loss, mode)
@@ -96,6 +125,10 @@ func Train(ctx context.Context, cfg Config) (Result, error) {
 				return res, fmt.Errorf("trainer: hook at step %d: %w", step, err)
 			}
 		}
+		if err := ck.after(ctx, step, false); err != nil {
+			res.Elapsed = time.Since(start)
+			return res, err
+		}
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil
@@ -103,7 +136,7 @@ func Train(ctx context.Context, cfg Config) (Result, error) {
 
 // Accuracy is the fraction of d classified correctly (Eval mode), computed
 // in chunks to bound memory.
-func Accuracy(net *Network, d *Dataset) (float64, error) {
+func Accuracy(net *Network, d *data.Dataset) (float64, error) {
 	if d.Shape != net.InShape() {
 		d = d.Flat()
 	}
@@ -116,7 +149,7 @@ func Accuracy(net *Network, d *Dataset) (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		b := sub.Head(0)
+		b := HeadBatch(sub, 0)
 		pred, err = tape.Predict(pred, b.X)
 		if err != nil {
 			return 0, err

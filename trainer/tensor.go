@@ -1,7 +1,6 @@
 package trainer
 
 import (
-	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -10,21 +9,14 @@ import (
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/blas/gonum"
 	"gonum.org/v1/gonum/floats"
+
+	"github.com/hessmon/hessmon/data"
 )
 
 // Shape is the per-sample shape of an activation: height, width, channels.
-// Dense activations have H = W = 1.
-type Shape struct{ H, W, C int }
-
-// Size is the number of values per sample.
-func (s Shape) Size() int { return s.H * s.W * s.C }
-
-func (s Shape) String() string {
-	if s.H == 1 && s.W == 1 {
-		return fmt.Sprintf("[%d]", s.C)
-	}
-	return fmt.Sprintf("[%d×%d×%d]", s.C, s.H, s.W)
-}
+// Dense activations have H = W = 1. It is the data package's shape, so a
+// data set's samples and a layer's activations are described alike.
+type Shape = data.Shape
 
 // Tensor is a batch of activations stored NHWC: N·H·W rows of C values.
 //

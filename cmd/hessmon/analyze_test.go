@@ -11,6 +11,7 @@ import (
 	"gonum.org/v1/gonum/mat"
 	"gonum.org/v1/gonum/stat/distuv"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
 )
@@ -20,7 +21,7 @@ import (
 // requires the top-5 eigenvalues to 1e-6 relative and the true trace inside
 // the reported 95% confidence interval (issue B).
 func TestAnalyzeMatchesDenseTruth(t *testing.T) {
-	train, _, err := trainer.LoadMNIST("")
+	train, _, err := data.LoadMNIST("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func TestAnalyzeMatchesDenseTruth(t *testing.T) {
 	}
 
 	// Dense truth from n exact HVPs.
-	op, err := hessian.NewExact(net, train.Head(batch), trainer.CrossEntropy{}, trainer.ModeEval)
+	op, err := hessian.NewExact(net, trainer.HeadBatch(train, batch), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestAnalyzeBlocks(t *testing.T) {
 
 	// Dense truth of fc2.weight and fc2.bias (the last 4·10+10 coordinates)
 	// from the same model, rebuilt as analyze builds it.
-	train := trainer.Synthetic(6000, trainer.Shape{H: 28, W: 28, C: 1}, 10, 1).Flat()
+	train := data.Synthetic(6000, trainer.Shape{H: 28, W: 28, C: 1}, 10, 1).Flat()
 	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{784, 4, 10}, Activation: trainer.Tanh}, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +195,7 @@ func TestAnalyzeBlocks(t *testing.T) {
 		Data: train, BatchSize: 64, Steps: 40, Seed: 1}); err != nil {
 		t.Fatal(err)
 	}
-	op, err := hessian.NewExact(net, train.Head(200), trainer.CrossEntropy{}, trainer.ModeEval)
+	op, err := hessian.NewExact(net, trainer.HeadBatch(train, 200), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}

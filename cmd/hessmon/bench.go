@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
 )
@@ -67,6 +68,7 @@ type hvpBench struct {
 	HVPOverBLAS  float64          `json:"hvp_gflops_over_blas_gflops"`
 	Probe        hvpProbeBench    `json:"probe"`
 	Torch        *torchBench      `json:"torch,omitempty"`
+	Float32      *precisionBench  `json:"float32,omitempty"` // --precision float32
 }
 
 // hvpProbeBench is the monitor's real workload: HVPs on the probe batch.
@@ -127,8 +129,13 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 	script := fs.String("torch-script", "bench/torch_hvp.py", "the PyTorch reference script")
 	python := fs.String("python", "/usr/bin/python3", "Python with torch (Debian's python3-torch installs into /usr/bin/python3)")
 	torchThreads := fs.Int("torch-threads", 0, "torch.set_num_threads for --vs-torch (0: torch's default)")
+	precision := fs.String("precision", "float64", "float32 also times float32 HVPs against float64 in one loop (and torch in float32 with --vs-torch)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	prec, err := hessian.ParsePrecision(*precision)
+	if err != nil {
+		return usageErr("--precision: %v", err)
 	}
 	if *batch <= 0 || *reps <= 0 || *probeBatch <= 0 {
 		return usageErr("--batch, --probe-batch and --reps must be positive")
@@ -137,7 +144,7 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, pb := train.Head(*batch), train.Head(*probeBatch)
+	b, pb := trainer.HeadBatch(train, *batch), trainer.HeadBatch(train, *probeBatch)
 	loss := trainer.CrossEntropy{}
 	op, err := hessian.NewExact(net, b, loss, trainer.ModeEval)
 	if err != nil {
@@ -227,12 +234,23 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 	res.Probe.BLASGFlops = pgemms.Flops() / median(tpb) / 1e9
 	res.Probe.HVPOverBLAS = res.Probe.HVPGFlops / res.Probe.BLASGFlops
 	if *vsTorch {
-		if res.Torch, err = runTorch(ctx, *python, *script, *torchThreads, net, b, v, hv, *reps); err != nil {
+		if res.Torch, err = runTorch(ctx, *python, *script, *torchThreads, "float64", net, b, v, hv, *reps); err != nil {
 			return err
 		}
 		res.Torch.HVPRatio = res.HVPSeconds / res.Torch.HVPSeconds
 		res.Torch.FreshRatio = res.HVPSeconds / res.Torch.HVPFullSeconds
 		res.Torch.FullRatio = res.HVPFull / res.Torch.HVPFullSeconds
+	}
+	if prec == snapshot.Float32 {
+		if res.Float32, err = benchHVP32(ctx, net, b, pb, v, *reps); err != nil {
+			return err
+		}
+		if *vsTorch {
+			if res.Float32.Torch, err = runTorch(ctx, *python, *script, *torchThreads, "float32", net, b, v, hv, *reps); err != nil {
+				return err
+			}
+			res.Float32.Torch.HVPRatio = res.Float32.HVPSeconds / res.Float32.Torch.HVPSeconds
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -252,12 +270,15 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "    double backward, fresh forward   %8.2f ms   hessmon HVP %.2f×, with forward %.2f× it\n", t.HVPFullSeconds*1e3, t.FreshRatio, t.FullRatio)
 		fmt.Fprintf(e.stdout, "    autograd.functional.hvp          %8.2f ms\n", t.FunctionalHVP*1e3)
 	}
+	if res.Float32 != nil {
+		printHVP32(e.stdout, res.Float32, res.Batch)
+	}
 	return nil
 }
 
 // runTorch exports the model, batch, v and hessmon's H·v and times torch's
 // double-backward HVP on them with the reference script.
-func runTorch(ctx context.Context, python, script string, threads int, net *trainer.Network, b trainer.Batch, v, hv []float64, reps int) (*torchBench, error) {
+func runTorch(ctx context.Context, python, script string, threads int, dtype string, net *trainer.Network, b trainer.Batch, v, hv []float64, reps int) (*torchBench, error) {
 	dir, err := os.MkdirTemp("", "hessmon-torch-")
 	if err != nil {
 		return nil, err
@@ -268,7 +289,7 @@ func runTorch(ctx context.Context, python, script string, threads int, net *trai
 		return nil, err
 	}
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, python, script, "--in", path, "--reps", strconv.Itoa(reps), "--threads", strconv.Itoa(threads))
+	cmd := exec.CommandContext(ctx, python, script, "--in", path, "--reps", strconv.Itoa(reps), "--threads", strconv.Itoa(threads), "--dtype", dtype)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

@@ -3,14 +3,18 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"math"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"gonum.org/v1/gonum/stat"
 
-	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/hvp"
+	"github.com/hessmon/hessmon/internal/bench"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/export"
 	"github.com/hessmon/hessmon/snapshot"
@@ -33,6 +37,11 @@ type probeSide struct {
 	LambdaMinRes   float64 `json:"lambda_min_rel_residual,omitempty"`
 	Failures       int     `json:"failures"`
 	Seconds        float64 `json:"seconds"`
+	// HVPSeconds is the wall time of the probes' HVPs (a timing wrapper
+	// around the operator), HVPShare HVPSeconds ÷ Seconds: what the
+	// linear algebra around the products costs is 1 − HVPShare.
+	HVPSeconds float64 `json:"hvp_seconds"`
+	HVPShare   float64 `json:"hvp_share"`
 	// ProbesPer1000 are the probes an asynchronous `hessmon train` with
 	// these estimators finished per 1,000 steps (the last one waited for,
 	// as train does), Skipped the due probes it skipped while one ran.
@@ -60,6 +69,7 @@ type probeBench struct {
 	BaselineHVPsPerProbe float64 `json:"baseline_hvps_per_probe"`
 	TraceStdErrNew       float64 `json:"trace_stderr"`
 	TraceStdErrBaseline  float64 `json:"baseline_trace_stderr"`
+	HVPShare             float64 `json:"hvp_share"` // the current defaults' HVP seconds ÷ probe seconds
 }
 
 // round1Config is the monitor's estimator configuration of round 1: the ESD
@@ -73,9 +83,10 @@ func benchProbe(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "bench probe", "the default trajectory (hessmon train's model and optimiser, a probe every --every steps on the "+
 		"fixed probe batch) with two estimator configurations on the same weights and batch at every probe: round 1's (the ESD's "+
 		"Lanczos apart, warm Krylov–Schur) and the current defaults (the eigen solve starts from the ESD's Krylov basis; subspace "+
-		"refinement of the previous eigenvectors; λmin from the same space). Each keeps its own warm state. Reports HVPs per "+
-		"probe by component, eigen residuals, trace standard errors, ESD moments and the agreement of λ1..k and λmin; then "+
-		"probes completed per 1,000 steps of an asynchronous `hessmon train` run with each.",
+		"refinement of the previous eigenvectors; λmin from the same space). Each side is a monitor.Monitor with train's defaults "+
+		"(its own schedule, cold restarts and warm state) stepped synchronously. Reports HVPs per probe by component, eigen "+
+		"residuals, trace standard errors, ESD moments, the agreement of λ1..k and λmin, and the HVP share of a probe's wall "+
+		"time; then probes completed per 1,000 steps of an asynchronous `hessmon train` run with each.",
 		"hessmon bench probe --json")
 	var mf modelFlags
 	mf.register(fs, "128,128", "tanh")
@@ -84,6 +95,8 @@ func benchProbe(ctx context.Context, e *env, args []string) error {
 	probeBatch := fs.Int("probe-batch", 128, "size of the fixed probe batch (hessmon train's default)")
 	tol := fs.Float64("tol", 1e-4, "eigen residual tolerance relative to ‖H‖ (hessmon train's default)")
 	asyncSteps := fs.Int64("async-steps", 1000, "steps of each asynchronous training run that counts completed probes (0: skip)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the synchronous probes to this file")
+	memProfile := fs.String("memprofile", "", "write a heap profile (allocations) at the end to this file")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -94,102 +107,47 @@ func benchProbe(ctx context.Context, e *env, args []string) error {
 	if *probeBatch <= 0 || *tol <= 0 {
 		return usageErr("--probe-batch and --tol must be positive")
 	}
-	// hessmon train's defaults: top-5, trace ≤ 40 HVPs, ESD 1 × 30.
+	// hessmon train's defaults: top-5, trace ≤ 40 HVPs, ESD 1 × 30, a cold
+	// solve every 10th probe; monitor.New fills them in.
 	cfg := monitor.Config{Every: *every, EigenTol: *tol, Seed: mf.seed}
-	bnMode := trainer.ModeEval
 	newCfg, oldCfg := cfg, round1Config(cfg)
 	net, train, _, err := mf.setup()
 	if err != nil {
 		return err
 	}
 	probe := probeSubset(train, *probeBatch, mf.seed)
-	res := probeBench{Model: net.String(), Params: net.Dim(), Steps: *steps, Every: *every, Tol: cfg.EigenTol}
-	type side struct {
-		cfg              monitor.Config
-		warm             *estimators.Warm
-		probes           int
-		eig, tr, esd     []float64
-		se, rse, m1, m2  []float64
-		maxRes, minRes   float64
-		failures         int
-		seconds          float64
-		last             snapshot.Snapshot
-		lambdas, lambdaM []float64
-	}
-	sides := []*side{{cfg: oldCfg}, {cfg: newCfg}}
-	hook := func(ctx context.Context, info trainer.StepInfo) error {
-		if info.Step%*every != 0 {
-			return nil
-		}
-		op, err := hessian.NewExact(info.Model, probe, trainer.CrossEntropy{}, bnMode)
-		if err != nil {
+	res := probeBench{Model: net.String(), Params: net.Dim(), Steps: *steps, Every: *every, Tol: *tol}
+	sides := []*probeRun{{name: "round1"}, {name: "new"}}
+	for i, c := range []monitor.Config{oldCfg, newCfg} {
+		if err := sides[i].start(c); err != nil {
 			return err
 		}
-		blocks := hessian.Blocks(info.Model)
-		for _, sd := range sides {
-			var s snapshot.Snapshot
-			cold := sd.cfg.ColdEvery > 0 && !sd.cfg.NoColdRestarts && sd.probes > 0 && sd.probes%sd.cfg.ColdEvery == 0
-			start := time.Now()
-			next, cost, err := monitor.Analyze(ctx, &s, op, sd.cfg, monitor.Inputs{Blocks: blocks, Warm: sd.warm, Cold: cold})
-			sd.seconds += time.Since(start).Seconds()
-			sd.probes++
-			if err != nil {
-				if !errors.Is(err, estimators.ErrNotConverged) && !errors.Is(err, monitor.ErrBudget) {
-					return fmt.Errorf("step %d: %w", info.Step, err)
-				}
-				sd.failures++
-			} else {
-				sd.warm = next
-			}
-			sd.eig = append(sd.eig, float64(cost.Eigen))
-			sd.tr = append(sd.tr, float64(cost.Trace))
-			sd.esd = append(sd.esd, float64(cost.ESD))
-			if len(s.Eigenvalues) > 0 {
-				scale := math.Abs(s.Eigenvalues[0])
-				for _, r := range s.Residuals {
-					sd.maxRes = math.Max(sd.maxRes, r/scale)
-				}
-				if s.LambdaMin != nil {
-					sd.minRes = math.Max(sd.minRes, s.LambdaMin.Residual/scale)
-				}
-			}
-			if s.Trace != nil {
-				sd.se = append(sd.se, s.Trace.StdErr)
-				sd.rse = append(sd.rse, s.Trace.StdErr/math.Abs(s.Trace.Value))
-			}
-			if es := export.SummarizeESD(s.ESD); es != nil {
-				sd.m1 = append(sd.m1, float64(es.Mean))
-				sd.m2 = append(sd.m2, float64(es.Moment2))
-			}
-			sd.last = s
-		}
-		a, b := sides[0].last, sides[1].last
-		for i := range min(len(a.Eigenvalues), len(b.Eigenvalues)) {
-			res.MaxLambdaDiff = math.Max(res.MaxLambdaDiff, math.Abs(a.Eigenvalues[i]-b.Eigenvalues[i])/math.Abs(a.Eigenvalues[0]))
-		}
-		if a.LambdaMin != nil && b.LambdaMin != nil && len(a.Eigenvalues) > 0 {
-			res.MaxLambdaMinDiff = math.Max(res.MaxLambdaMinDiff, math.Abs(a.LambdaMin.Value-b.LambdaMin.Value)/math.Abs(a.Eigenvalues[0]))
-		}
-		res.Probes++
-		return nil
 	}
-	if _, err := trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
-		Data: train, BatchSize: 64, Steps: *steps, Seed: mf.seed, Hooks: []trainer.Hook{hook}}); err != nil {
+	stop, err := startProfile(*cpuProfile)
+	if err != nil {
 		return err
 	}
-	summary := func(sd *side) probeSide {
-		p := probeSide{EigenHVPs: stat.Mean(sd.eig, nil), TraceHVPs: stat.Mean(sd.tr, nil), ESDHVPs: stat.Mean(sd.esd, nil),
-			MaxRelResidual: sd.maxRes, WithinTol: sd.maxRes <= sd.cfg.EigenTol*(1+1e-9) || sd.cfg.NoEigen,
-			TraceStdErr: stat.Mean(sd.se, nil), TraceRelStdErr: stat.Mean(sd.rse, nil),
-			ESDMean: stat.Mean(sd.m1, nil), ESDMoment2: stat.Mean(sd.m2, nil), LambdaMinRes: sd.minRes,
-			Failures: sd.failures, Seconds: sd.seconds}
-		p.HVPsPerProbe = p.EigenHVPs + p.TraceHVPs + p.ESDHVPs
-		return p
+	hook := func(ctx context.Context, info trainer.StepInfo) error {
+		return probeStep(ctx, sides, info, probe, &res)
 	}
-	res.Baseline, res.New = summary(sides[0]), summary(sides[1])
+	_, err = trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
+		Data: train, BatchSize: 64, Steps: *steps, Seed: mf.seed, Hooks: []trainer.Hook{hook}})
+	stop()
+	for _, sd := range sides {
+		if cerr := sd.mon.Close(ctx); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := writeHeapProfile(*memProfile); err != nil {
+		return err
+	}
+	res.Baseline, res.New = sides[0].summary(), sides[1].summary()
 	if *asyncSteps > 0 {
 		for i, c := range []monitor.Config{oldCfg, newCfg} {
-			st, err := asyncProbes(ctx, mf, c, *probeBatch, bnMode, *asyncSteps)
+			st, err := asyncProbes(ctx, mf, c, *probeBatch, trainer.ModeEval, *asyncSteps)
 			if err != nil {
 				return err
 			}
@@ -201,29 +159,191 @@ func benchProbe(ctx context.Context, e *env, args []string) error {
 			side.SkippedPer1000 = float64(st.Skipped) * 1000 / float64(*asyncSteps)
 		}
 	}
-	res.HVPRatio = res.New.HVPsPerProbe / res.Baseline.HVPsPerProbe
-	res.StdErrRatio = res.New.TraceStdErr / res.Baseline.TraceStdErr
-	res.HVPsPerProbePerSide, res.BaselineHVPsPerProbe = res.New.HVPsPerProbe, res.Baseline.HVPsPerProbe
-	res.TraceStdErrNew, res.TraceStdErrBaseline = res.New.TraceStdErr, res.Baseline.TraceStdErr
+	res.finish()
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	w := e.stdout
+	printProbeBench(e.stdout, res)
+	return nil
+}
+
+// probeRun is one estimator configuration: its monitor and what its
+// snapshots showed.
+type probeRun struct {
+	name            string
+	mon             *monitor.Monitor
+	cfg             monitor.Config
+	last            snapshot.Snapshot
+	got             bool
+	eig, tr, esd    []float64
+	se, rse, m1, m2 []float64
+	maxRes, minRes  float64
+	failures        int
+	seconds, hvpSec float64
+}
+
+func (sd *probeRun) start(cfg monitor.Config) error {
+	mon, err := monitor.New("bench-probe-"+sd.name, cfg, monitor.WithLogger(discardLogger()),
+		monitor.WithSink(monitor.SinkFunc(func(s snapshot.Snapshot) error { sd.record(s); return nil })))
+	if err != nil {
+		return err
+	}
+	sd.mon, sd.cfg = mon, mon.Config()
+	return nil
+}
+
+// record keeps one snapshot's figures. The trace's HVPs are its probes
+// and the ESD's its Lanczos steps (both sides pass the deflation its
+// products); the eigen solve's are the rest.
+func (sd *probeRun) record(s snapshot.Snapshot) {
+	sd.last, sd.got = s, true
+	if s.Failure != "" {
+		sd.failures++
+	}
+	tr, esd := 0, 0
+	if s.Trace != nil {
+		tr = s.Trace.Probes
+		sd.se = append(sd.se, s.Trace.StdErr)
+		sd.rse = append(sd.rse, s.Trace.StdErr/math.Abs(s.Trace.Value))
+	}
+	if s.ESD != nil {
+		esd = s.ESD.Probes * s.ESD.Steps
+	}
+	sd.eig = append(sd.eig, float64(s.HVPs-tr-esd))
+	sd.tr = append(sd.tr, float64(tr))
+	sd.esd = append(sd.esd, float64(esd))
+	if len(s.Eigenvalues) > 0 {
+		scale := math.Abs(s.Eigenvalues[0])
+		for _, r := range s.Residuals {
+			sd.maxRes = math.Max(sd.maxRes, r/scale)
+		}
+		if s.LambdaMin != nil {
+			sd.minRes = math.Max(sd.minRes, s.LambdaMin.Residual/scale)
+		}
+	}
+	if es := export.SummarizeESD(s.ESD); es != nil {
+		sd.m1 = append(sd.m1, float64(es.Mean))
+		sd.m2 = append(sd.m2, float64(es.Moment2))
+	}
+}
+
+// probeStep steps every side's monitor on the same frozen operator, each
+// wrapped in a timer, and compares the sides' eigenvalues when they probed.
+func probeStep(ctx context.Context, sides []*probeRun, info trainer.StepInfo, probe trainer.Batch, res *probeBench) error {
+	var op hvp.Operator
+	si := hessian.StepInfo(info)
+	probed := 0
+	for _, sd := range sides {
+		sd.got = false
+		var timed *bench.Timed
+		start := time.Now()
+		err := sd.mon.Step(ctx, si, func() (hvp.Operator, error) {
+			if op == nil {
+				x, err := hessian.NewExact(info.Model, probe, trainer.CrossEntropy{}, trainer.ModeEval)
+				if err != nil {
+					return nil, err
+				}
+				op = x
+			}
+			timed = &bench.Timed{Op: op}
+			return timed, nil
+		})
+		if err != nil {
+			return fmt.Errorf("step %d: %w", info.Step, err)
+		}
+		if timed != nil {
+			sd.seconds += time.Since(start).Seconds()
+			sd.hvpSec += timed.Elapsed.Seconds()
+		}
+		if sd.got {
+			probed++
+		}
+	}
+	if probed < len(sides) {
+		return nil
+	}
+	a, b := sides[0].last, sides[1].last
+	for i := range min(len(a.Eigenvalues), len(b.Eigenvalues)) {
+		res.MaxLambdaDiff = math.Max(res.MaxLambdaDiff, math.Abs(a.Eigenvalues[i]-b.Eigenvalues[i])/math.Abs(a.Eigenvalues[0]))
+	}
+	if a.LambdaMin != nil && b.LambdaMin != nil && len(a.Eigenvalues) > 0 {
+		res.MaxLambdaMinDiff = math.Max(res.MaxLambdaMinDiff, math.Abs(a.LambdaMin.Value-b.LambdaMin.Value)/math.Abs(a.Eigenvalues[0]))
+	}
+	res.Probes++
+	return nil
+}
+
+func (sd *probeRun) summary() probeSide {
+	p := probeSide{EigenHVPs: stat.Mean(sd.eig, nil), TraceHVPs: stat.Mean(sd.tr, nil), ESDHVPs: stat.Mean(sd.esd, nil),
+		MaxRelResidual: sd.maxRes, WithinTol: sd.maxRes <= sd.cfg.EigenTol*(1+1e-9) || sd.cfg.NoEigen,
+		TraceStdErr: stat.Mean(sd.se, nil), TraceRelStdErr: stat.Mean(sd.rse, nil),
+		ESDMean: stat.Mean(sd.m1, nil), ESDMoment2: stat.Mean(sd.m2, nil), LambdaMinRes: sd.minRes,
+		Failures: sd.failures, Seconds: sd.seconds, HVPSeconds: sd.hvpSec}
+	p.HVPsPerProbe = p.EigenHVPs + p.TraceHVPs + p.ESDHVPs
+	if sd.seconds > 0 {
+		p.HVPShare = sd.hvpSec / sd.seconds
+	}
+	return p
+}
+
+func (res *probeBench) finish() {
+	res.HVPRatio = res.New.HVPsPerProbe / res.Baseline.HVPsPerProbe
+	res.StdErrRatio = res.New.TraceStdErr / res.Baseline.TraceStdErr
+	res.HVPsPerProbePerSide, res.BaselineHVPsPerProbe = res.New.HVPsPerProbe, res.Baseline.HVPsPerProbe
+	res.TraceStdErrNew, res.TraceStdErrBaseline = res.New.TraceStdErr, res.Baseline.TraceStdErr
+	res.HVPShare = res.New.HVPShare
+}
+
+func printProbeBench(w io.Writer, res probeBench) {
 	fmt.Fprintf(w, "%s, %d params: %d probes every %d steps, tolerance %.0e\n", res.Model, res.Params, res.Probes, res.Every, res.Tol)
-	fmt.Fprintf(w, "%-9s %8s %7s %7s %7s %10s %12s %10s %12s %9s\n", "", "HVPs", "eigen", "trace", "ESD", "max res", "trace se", "tr(H)/n", "probes/1000", "seconds")
+	fmt.Fprintf(w, "%-9s %8s %7s %7s %7s %10s %12s %10s %12s %9s %9s\n", "", "HVPs", "eigen", "trace", "ESD", "max res", "trace se", "tr(H)/n", "probes/1000", "seconds", "HVP share")
 	// probes/1000: an asynchronous hessmon train run (probe every 50 steps).
 	for _, row := range []struct {
 		name string
 		p    probeSide
 	}{{"round 1", res.Baseline}, {"now", res.New}} {
-		fmt.Fprintf(w, "%-9s %8.1f %7.1f %7.1f %7.1f %10.2g %12.4g %10.4g %12.1f %9.1f\n", row.name, row.p.HVPsPerProbe, row.p.EigenHVPs,
-			row.p.TraceHVPs, row.p.ESDHVPs, row.p.MaxRelResidual, row.p.TraceStdErr, row.p.ESDMean, row.p.ProbesPer1000, row.p.Seconds)
+		fmt.Fprintf(w, "%-9s %8.1f %7.1f %7.1f %7.1f %10.2g %12.4g %10.4g %12.1f %9.1f %9.2f\n", row.name, row.p.HVPsPerProbe, row.p.EigenHVPs,
+			row.p.TraceHVPs, row.p.ESDHVPs, row.p.MaxRelResidual, row.p.TraceStdErr, row.p.ESDMean, row.p.ProbesPer1000, row.p.Seconds, row.p.HVPShare)
 	}
 	fmt.Fprintf(w, "HVPs now/round 1 %.3f; trace stderr now/round 1 %.3f; max |Δλ|/|λ1| %.2g, max |Δλmin|/|λ1| %.2g\n",
 		res.HVPRatio, res.StdErrRatio, res.MaxLambdaDiff, res.MaxLambdaMinDiff)
-	return nil
+}
+
+// startProfile starts a CPU profile to path (nothing when empty) and
+// returns its stop function.
+func startProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeHeapProfile writes the allocation profile to path (nothing when
+// empty).
+func writeHeapProfile(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // asyncProbes trains steps steps with hessmon train's defaults (a probe

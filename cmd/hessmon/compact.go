@@ -45,7 +45,7 @@ func compactErr(db string, err error) error {
 }
 
 func printCompacted(e *env, path, what string) error {
-	st, err := store.OpenReadOnly(path)
+	st, err := store.Open(path, store.Options{ReadOnly: true})
 	if err != nil {
 		return err
 	}

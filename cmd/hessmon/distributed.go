@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
 )
@@ -14,7 +15,7 @@ import (
 var errNoMPI = errors.New("hessmon was built without MPI; rebuild with -tags mpi (needs libopenmpi-dev) and run under mpirun")
 
 // distributedOperator needs the MPI build (distributed_mpi.go).
-func distributedOperator(context.Context, *trainer.Network, *trainer.Dataset, trainer.Mode, int) (hvp.Operator, int, int, func(), error) {
+func distributedOperator(context.Context, *trainer.Network, *data.Dataset, trainer.Mode, int) (hvp.Operator, int, int, func(), error) {
 	return nil, 0, 0, nil, errNoMPI
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/hvp/mpi"
 	"github.com/hessmon/hessmon/trainer"
@@ -23,7 +24,7 @@ import (
 // Every step that can fail does so on all ranks together (the shard split
 // depends only on d.Len() and the group size; NewAllReduce is collective),
 // so no rank is left waiting in a collective call for one that gave up.
-func distributedOperator(ctx context.Context, net *trainer.Network, d *trainer.Dataset, mode trainer.Mode, chunk int) (hvp.Operator, int, int, func(), error) {
+func distributedOperator(ctx context.Context, net *trainer.Network, d *data.Dataset, mode trainer.Mode, chunk int) (hvp.Operator, int, int, func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, 0, nil, err
 	}
@@ -38,7 +39,7 @@ func distributedOperator(ctx context.Context, net *trainer.Network, d *trainer.D
 	if err != nil {
 		return fail(err)
 	}
-	local, localErr := hessian.NewChunked(net, shard.Head(0), trainer.CrossEntropy{}, mode, chunk)
+	local, localErr := hessian.NewChunked(net, trainer.HeadBatch(shard, 0), trainer.CrossEntropy{}, mode, chunk)
 	if localErr != nil {
 		local = nil // NewAllReduce then fails on every rank, not only here
 	}

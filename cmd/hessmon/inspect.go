@@ -46,7 +46,7 @@ func openStore(path string) (*store.Store, error) {
 	if path == "" {
 		return nil, usageErr("--db must name a store file")
 	}
-	return store.OpenReadOnly(path)
+	return store.Open(path, store.Options{ReadOnly: true})
 }
 
 // resolveRun returns the summary of run id, or of the only run when id is
@@ -89,21 +89,18 @@ func runIDs(runs []snapshot.RunSummary) string {
 // not even decoded unless asked for, so that a long run of a big model
 // still reads fast and fits in memory.
 func loadSnapshots(st *store.Store, run string, from, to int64, f store.Fields) ([]snapshot.Snapshot, error) {
-	var out []snapshot.Snapshot
-	err := st.Scan(run, from, to, f, func(s snapshot.Snapshot) error {
-		out = append(out, s)
-		return nil
-	})
-	return out, err
+	return st.Read(run, store.Query{From: from, To: to, Fields: f})
 }
 
 // knownSteps lists run's steps for an "unknown step" error.
 func knownSteps(st *store.Store, run string) string {
 	var steps []string
-	_ = st.Scan(run, 0, -1, store.Headers, func(s snapshot.Snapshot) error {
+	for s, err := range st.All(run, store.Query{Fields: store.Headers}) {
+		if err != nil {
+			break
+		}
 		steps = append(steps, strconv.FormatInt(s.Step, 10))
-		return nil
-	})
+	}
 	switch {
 	case len(steps) == 0:
 		return "none"
@@ -196,7 +193,28 @@ func runRuns(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", r.ID, cmp.Or(r.Model, "-"), cmp.Or(string(r.Optimizer), "-"),
 			steps, r.Snapshots, r.Light, r.Snapshots-r.Light, r.Failures, optNum(r.FirstLambda1), optNum(r.LastLambda1), fmtTime(r.Started))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range runs {
+		if len(r.Resumes) > 0 {
+			fmt.Fprintf(e.stdout, "%s %s\n", r.ID, lineage(r.Resumes))
+		}
+	}
+	return nil
+}
+
+// lineage says how often a run was resumed, and where.
+func lineage(rs []snapshot.Resume) string {
+	at := make([]string, len(rs))
+	for i, r := range rs {
+		at[i] = fmt.Sprintf("after step %d (%s)", r.AtStep, fmtTime(r.Time))
+	}
+	times := "times"
+	if len(rs) == 1 {
+		times = "time"
+	}
+	return fmt.Sprintf("resumed %d %s: %s", len(rs), times, strings.Join(at, ", "))
 }
 
 func fmtTime(t time.Time) string {
@@ -269,6 +287,9 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "run %s: %s, %s, %d snapshots, %d failed\n", sum.ID, cmp.Or(sum.Model, "model unknown"),
 		cmp.Or(string(sum.Optimizer), "optimiser unknown"), sum.Snapshots, sum.Failures)
+	if len(sum.Resumes) > 0 {
+		fmt.Fprintln(e.stdout, lineage(sum.Resumes))
+	}
 	return printTable(e.stdout, snaps)
 }
 

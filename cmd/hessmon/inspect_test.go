@@ -173,7 +173,7 @@ func inspNum(t *testing.T, what, got string, x float64) {
 
 func TestRunsMatchesStore(t *testing.T) {
 	path, want := inspFixture(t)
-	st, err := store.OpenReadOnly(path)
+	st, err := store.Open(path, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

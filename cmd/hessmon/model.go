@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/trainer"
 )
 
@@ -71,20 +72,20 @@ func (m *modelFlags) build(in trainer.Shape, classes int) (*trainer.Network, err
 
 // loadData returns the training and test sets named by --data. Synthetic
 // data has MNIST's shape so every model fits it.
-func (m *modelFlags) loadData() (train, test *trainer.Dataset, err error) {
+func (m *modelFlags) loadData() (train, test *data.Dataset, err error) {
 	switch m.data {
 	case "mnist":
-		return trainer.LoadMNIST("")
+		return data.LoadMNIST("")
 	case "synthetic":
 		shape := trainer.Shape{H: 28, W: 28, C: 1}
-		return trainer.Synthetic(6000, shape, 10, m.seed), trainer.Synthetic(1000, shape, 10, m.seed+1), nil
+		return data.Synthetic(6000, shape, 10, m.seed), data.Synthetic(1000, shape, 10, m.seed+1), nil
 	}
 	return nil, nil, usageErr("--data %q: want mnist or synthetic", m.data)
 }
 
 // setup loads the data named by --data, builds the model for it and
 // returns the data shaped for that model (flat vectors for MLPs).
-func (m *modelFlags) setup() (net *trainer.Network, train, test *trainer.Dataset, err error) {
+func (m *modelFlags) setup() (net *trainer.Network, train, test *data.Dataset, err error) {
 	train, test, err = m.loadData()
 	if err != nil {
 		return nil, nil, nil, err
@@ -94,6 +95,19 @@ func (m *modelFlags) setup() (net *trainer.Network, train, test *trainer.Dataset
 		return nil, nil, nil, err
 	}
 	return net, forModel(train, net), forModel(test, net), nil
+}
+
+// setupProbe is setup for a command that cuts a probe batch of n samples
+// from the training set: a batch larger than the set (--probe-batch 70000 on
+// MNIST's 60,000) is refused rather than quietly shrunk to the whole set.
+func (m *modelFlags) setupProbe(n int) (net *trainer.Network, train, test *data.Dataset, err error) {
+	if net, train, test, err = m.setup(); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := train.HasSamples(n); err != nil {
+		return nil, nil, nil, usageErr("--probe-batch %d: %v", n, err)
+	}
+	return net, train, test, nil
 }
 
 // parseBNMode reads --bn-mode.
@@ -108,13 +122,13 @@ func parseBNMode(s string) (trainer.Mode, error) {
 }
 
 // forModel adapts the data to the model: MLPs see flat vectors.
-func forModel(d *trainer.Dataset, net *trainer.Network) *trainer.Dataset {
+func forModel(d *data.Dataset, net *trainer.Network) *data.Dataset {
 	if d.Shape != net.InShape() {
 		return d.Flat()
 	}
 	return d
 }
 
-func describeData(d *trainer.Dataset) string {
+func describeData(d *data.Dataset) string {
 	return fmt.Sprintf("%s (%d samples)", d.Name, d.Len())
 }

@@ -58,7 +58,7 @@ func TestServeFinishedStore(t *testing.T) {
 		return b
 	}
 
-	st, err := store.OpenReadOnly(path) // a second reader: shared lock
+	st, err := store.Open(path, store.Options{ReadOnly: true}) // a second reader: shared lock
 	if err != nil {
 		t.Fatalf("a second read-only open while serving: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/api"
@@ -45,9 +46,11 @@ type monitorFlags struct {
 	probeBatch int
 	async      bool
 	overhead   float64
+	fullEvery  int
 	blockEvery int
 	groups     groupFlags
 	bnMode     string
+	precision  string
 }
 
 func (m *monitorFlags) register(fs *flag.FlagSet) {
@@ -67,12 +70,17 @@ func (m *monitorFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&m.timeout, "probe-timeout", 2*time.Minute, "wall-time budget per probe")
 	fs.IntVar(&m.probeBatch, "probe-batch", 128, "size of the fixed, seeded probe batch")
 	fs.BoolVar(&m.async, "async", true, "probe a frozen copy of the weights in the background while training continues")
-	fs.Float64Var(&m.overhead, "overhead", 0, "adapt the probe interval to keep probing under this fraction of training time (e.g. 0.05; 0: fixed interval)")
+	fs.Float64Var(&m.overhead, "budget", 0.05, "with --async: the share of training time probes may cost; every due step gets a light probe "+
+		"(λ1, λmin) when it fits, a full one when its measured cost fits, or a trigger brings it forward")
+	fs.Float64Var(&m.overhead, "overhead", 0.05, "the same as --budget (round 1's overhead target)")
+	fs.IntVar(&m.fullEvery, "full-every", 0, "fixed schedule: a full probe at every k-th due step, light probes between "+
+		"(0: the budget decides with --async; every due step full with --async=false)")
 	fs.IntVar(&m.blockEvery, "block-eigen-every", 0, "every k-th probe, also λ1 of each layer's diagonal Hessian block (layer-wise sharpness; "+
 		"a small eigen solve of full HVPs per block; 0: off)")
 	fs.Var(&m.groups, "block-group", "name=regexp: merge the parameter blocks whose names match into one block for --block-eigen-every "+
 		"(repeatable; e.g. attention=attn\\.)")
 	fs.StringVar(&m.bnMode, "bn-mode", "eval", "BatchNorm in the probed Hessian: eval (running statistics, as PyHessian) or train (batch statistics)")
+	fs.StringVar(&m.precision, "precision", "float64", "HVP precision of the probes: float64 or float32 (MLPs; estimators stay float64; each snapshot records it)")
 }
 
 func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error) {
@@ -90,17 +98,17 @@ func (m *monitorFlags) config(seed uint64) (monitor.Config, trainer.Mode, error)
 	if err != nil {
 		return monitor.Config{}, 0, err
 	}
-	top, tol, trace, esd, warmMax := m.top, m.tol, m.trace && !m.noTrace, m.esd && !m.noESD, 0
-	if m.track {
-		top, tol, trace, esd, warmMax = 1, 1e-3, false, false, 10
-	}
-	return monitor.Config{
-		Every: m.every, NoEigen: top == 0, TopK: top, Order: order, EigenTol: tol, EigenWarmMaxHVPs: warmMax,
-		NoTrace: !trace, NoESD: !esd, ESDSteps: m.esdSteps,
+	cfg := monitor.Config{
+		Every: m.every, NoEigen: m.top == 0, TopK: m.top, Order: order, EigenTol: m.tol,
+		NoTrace: !m.trace || m.noTrace, NoESD: !m.esd || m.noESD, ESDSteps: m.esdSteps,
 		MaxHVPs: m.maxHVPs, TraceMaxHVPs: m.traceHVPs, MaxDuration: m.timeout, Async: m.async,
-		OverheadTarget: m.overhead, Seed: seed,
+		Budget: m.overhead, FullEvery: m.fullEvery, Seed: seed,
 		BlockEigenEvery: m.blockEvery, BlockGroups: m.groups,
-	}, mode, nil
+	}
+	if m.track {
+		cfg = cfg.Tracking()
+	}
+	return cfg, mode, nil
 }
 
 // optFlags are the optimiser flags.
@@ -169,13 +177,19 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	var monf monitorFlags
 	monf.register(fs)
 	db := fs.String("db", "hessmon.db", "bbolt store for the snapshots (created if missing; many runs per file)")
-	runID := fs.String("run", "", "run id (default: generated); reusing an id resumes its warm state")
+	runID := fs.String("run", "", "run id (default: generated). An id is a promise: reusing one that holds snapshots is refused unless "+
+		"--resume continues it, and so is resuming it with another configuration")
+	var rf resumeFlags
+	rf.register(fs)
 	listen := fs.String("listen", api.DefaultAddr, "address for /metrics and the JSON API (\"off\" disables); binding beyond loopback must be asked for explicitly")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	progress := fs.String("progress", "auto", "progress bar: auto (on a terminal), on, off")
 	distributed := fs.Bool("distributed", false, distributedTrainHelp)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *distributed && monf.precision != "float64" {
+		return usageErr("--precision %s is not supported with --distributed; use --precision float64", monf.precision)
 	}
 	if *distributed {
 		return trainDistributed(ctx, e, trainOpts{model: mf, opt: of, mon: monf, db: *db, run: *runID, listen: *listen,
@@ -197,7 +211,11 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	if of.batch < 0 || of.epochs <= 0 || of.steps < 0 {
 		return usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
 	}
-	net, train, test, err := mf.setup()
+	net, train, test, err := mf.setupProbe(monf.probeBatch)
+	if err != nil {
+		return err
+	}
+	prec, err := probePrecision(monf.precision, net)
 	if err != nil {
 		return err
 	}
@@ -211,7 +229,8 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return err
 	}
 	defer st.Close()
-	if err := putRun(st, runMeta(*runID, net, opt, train, mf, of, monf, steps), log); err != nil {
+	resumeFrom, err := openRun(st, runMeta(*runID, net, opt, train, mf, of, monf, steps), rf.resume, log)
+	if err != nil {
 		return err
 	}
 	exp := metrics.NewExporter()
@@ -224,7 +243,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return nil
 	})
 	mon, err := monitor.New(*runID, cfg, monitor.WithSink(st), monitor.WithSink(exp), monitor.WithSink(toLog),
-		monitor.WithWarmStore(st), monitor.WithLogger(log))
+		monitor.WithWarmStore(st), monitor.WithLogger(log), monitor.WithExisting(existingPolicy(rf.resume)))
 	if err != nil {
 		return err
 	}
@@ -253,7 +272,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 
 	bar := con.progressBar(*progress, steps)
 	var lastSnap snapshot.Snapshot
-	hooks := []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probeBatch, Mode: bnMode, Logger: log})}
+	hooks := []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probeBatch, Mode: bnMode, Precision: prec, Logger: log})}
 	hooks = append(hooks, func(_ context.Context, info trainer.StepInfo) error {
 		if bar != nil {
 			_ = bar.Set64(info.Step)
@@ -271,6 +290,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 	})
 	res, trainErr := trainer.Train(ctx, trainer.Config{
 		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: opt, Data: train, BatchSize: of.batch, Steps: steps, Seed: mf.seed, Hooks: hooks,
+		Resume: resumeFrom, CheckpointEvery: rf.every, SaveCheckpoint: checkpointSaver(st, *runID),
 	})
 	// Ctrl-C cancelled ctx: Close then drops the in-flight probe at once.
 	// Otherwise the last probe finishes on every core.
@@ -299,6 +319,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		fmt.Fprintf(w, ", test accuracy %.4f", acc)
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintf(w, "weights after step %d: checksum %016x\n", res.Steps, trainer.Checksum(net))
 	fmt.Fprintf(w, "probes: %d (%d failed, %d skipped while one was running), %d HVPs, %.1fs probing\n",
 		stats.Probes, stats.Failures, stats.Skipped, stats.HVPs, stats.ProbeSeconds)
 	printSummaryTail(w, lastSnap, *db, *runID)
@@ -310,22 +331,23 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 }
 
 // runMeta describes a training run for the store.
-func runMeta(id string, net *trainer.Network, opt trainer.Optimizer, train *trainer.Dataset, mf modelFlags, of optFlags, monf monitorFlags, steps int64) snapshot.Run {
-	return snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.Optimizer(opt.Name()), Started: time.Now().UTC(), Config: map[string]string{
+func runMeta(id string, net *trainer.Network, opt trainer.Optimizer, train *data.Dataset, mf modelFlags, of optFlags, monf monitorFlags, steps int64) snapshot.Run {
+	r := snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.Optimizer(opt.Name()), Started: time.Now().UTC(), Config: map[string]string{
 		"data": describeData(train), "params": fmt.Sprint(net.Dim()), "lr": fmt.Sprint(of.lr), "momentum": fmt.Sprint(of.momentum),
 		"batch": fmt.Sprint(of.batch), "steps": fmt.Sprint(steps), "every": fmt.Sprint(monf.every), "top": fmt.Sprint(monf.top),
 		"probe_batch": fmt.Sprint(monf.probeBatch), "bn_mode": monf.bnMode, "seed": fmt.Sprint(mf.seed),
 	}}
+	if of.wd != 0 { // only when set, so that runs stored before it was recorded still match
+		r.Config["wd"] = fmt.Sprint(of.wd)
+	}
+	return r
 }
 
-// putRun writes the run's metadata, keeping the start time of a run that
-// is being resumed.
+// putRun writes the run's metadata after openRun's identity check, for a
+// run that is not resumed.
 func putRun(st *store.Store, meta snapshot.Run, log *slog.Logger) error {
-	if old, err := st.Run(meta.ID); err == nil {
-		meta.Started = old.Started
-		log.Info("resuming run", "run", meta.ID)
-	}
-	return st.PutRun(meta)
+	_, err := openRun(st, meta, false, log)
+	return err
 }
 
 // printSummaryTail ends a training summary: the last probe's λ1 and trace,
@@ -373,7 +395,7 @@ func logSnapshot(log *slog.Logger, s snapshot.Snapshot) {
 }
 
 // probeSubset draws the fixed, seeded probe batch.
-func probeSubset(d *trainer.Dataset, n int, seed uint64) trainer.Batch {
+func probeSubset(d *data.Dataset, n int, seed uint64) trainer.Batch {
 	b := trainer.NewBatcher(d, n, seed^0x70be)
 	batch, _ := b.Next()
 	return batch

@@ -11,6 +11,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
@@ -38,7 +39,7 @@ import (
 const distributedTrainHelp = "run as one rank of an MPI job (binary built with -tags mpi, started by mpirun). Replicated " +
 	"training: every rank trains the same model from the same --seed on the same data, so the weights are identical on all " +
 	"ranks (checked at every probe); each probe's Hessian of the --probe-batch is sharded over the ranks and all-reduced. " +
-	"Probes are synchronous (--async is ignored), the interval is fixed (--overhead is refused) and --probe-timeout stops " +
+	"Probes are synchronous (--async is ignored) on a deterministic schedule (--full-every, default every due step full; the budget only reports) and --probe-timeout stops " +
 	"a probe on all ranks together; only rank 0 writes --db and serves --listen, the other ranks print errors only"
 
 // commInit joins the process group of a distributed run. It returns this
@@ -66,10 +67,6 @@ func setFlags(fs *flag.FlagSet) map[string]bool {
 // decides the same before the group starts), joins the group and runs this
 // rank's part.
 func trainDistributed(ctx context.Context, e *env, o trainOpts, newComm commInit) (err error) {
-	if o.mon.overhead != 0 {
-		return usageErr("--overhead cannot be used with --distributed: it adapts the interval to each rank's own timings, " +
-			"so the ranks would probe at different steps and wait for each other forever; set a fixed --every")
-	}
 	cfg, mode, err := o.mon.config(o.model.seed)
 	if err != nil {
 		return err
@@ -134,7 +131,7 @@ type rankRun struct {
 	out        io.Writer
 
 	net         *trainer.Network
-	train, test *trainer.Dataset
+	train, test *data.Dataset
 	steps       int64
 	probe       trainer.Batch // the whole fixed probe batch
 	shard       trainer.Batch // this rank's contiguous part of it
@@ -275,7 +272,7 @@ func (p replica) Operator() (hvp.Operator, int, error) {
 // setup does this rank's local set-up; an error is shared in the handshake.
 func (r *rankRun) setup() error {
 	var err error
-	r.net, r.train, r.test, err = r.o.model.setup()
+	r.net, r.train, r.test, err = r.o.model.setupProbe(r.o.mon.probeBatch)
 	if err != nil {
 		return err
 	}
@@ -335,12 +332,12 @@ func (r *rankRun) closeLocal() {
 
 // shardBatch returns comm's rank's contiguous part of b (see hvp.Shard).
 func shardBatch(b trainer.Batch, comm hvp.Comm) (trainer.Batch, error) {
-	d := &trainer.Dataset{X: b.X.Data, Labels: b.Labels, Shape: b.X.Shape}
+	d := &data.Dataset{X: b.X.Data, Labels: b.Labels, Shape: b.X.Shape}
 	shard, err := hessian.ShardDataset(d, comm)
 	if err != nil {
 		return trainer.Batch{}, err
 	}
-	return shard.Head(0), nil
+	return trainer.HeadBatch(shard, 0), nil
 }
 
 // report prints rank 0's summary.

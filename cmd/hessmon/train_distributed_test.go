@@ -59,7 +59,7 @@ func runTrainRanks(t *testing.T, size int, args func(rank int) []string, ctxs []
 
 func readSnapshots(t *testing.T, db, run string) []snapshot.Snapshot {
 	t.Helper()
-	st, err := store.OpenReadOnly(db)
+	st, err := store.Open(db, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func TestInspectTrainedStore(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("train: exit %d\n%s", code, errs)
 	}
-	st, err := store.OpenReadOnly(db)
+	st, err := store.Open(db, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -223,7 +223,7 @@ func TestTrainServesLiveMetrics(t *testing.T) {
 	}
 	// The store is locked by the live trainer: inspection must say so fast.
 	start := time.Now()
-	if _, err := store.OpenReadOnly(db); err == nil {
+	if _, err := store.Open(db, store.Options{ReadOnly: true}); err == nil {
 		t.Error("read-only open of a live store succeeded")
 	} else if !strings.Contains(err.Error(), "api") && !strings.Contains(err.Error(), "API") {
 		t.Errorf("locked error does not point to the live API: %v", err)
@@ -243,7 +243,7 @@ func TestTrainServesLiveMetrics(t *testing.T) {
 	if !strings.Contains(stdout.String(), "interrupted at step") {
 		t.Errorf("no interruption summary:\n%s", stdout.String())
 	}
-	st, err := store.OpenReadOnly(db)
+	st, err := store.Open(db, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatalf("store after interrupt: %v", err)
 	}

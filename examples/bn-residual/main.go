@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/plot"
@@ -176,11 +177,11 @@ type Result struct {
 // Study trains and analyses every variant of cfg on train/test. Snapshots
 // go to st (one run per variant, and one "-final" run for the final
 // analysis).
-func Study(ctx context.Context, cfg Config, train, test *trainer.Dataset, st *store.Store, log *slog.Logger) (Result, error) {
+func Study(ctx context.Context, cfg Config, train, test *data.Dataset, st *store.Store, log *slog.Logger) (Result, error) {
 	if len(cfg.Blocks) == 0 || cfg.Width <= 0 || cfg.Epochs <= 0 || cfg.BatchSize <= 0 {
 		return Result{}, fmt.Errorf("bn-residual: bad config %+v", cfg)
 	}
-	data, err := train.Subset(0, min(cfg.TrainImages, train.Len()))
+	ds, err := train.Subset(0, min(cfg.TrainImages, train.Len()))
 	if err != nil {
 		return Result{}, err
 	}
@@ -188,10 +189,10 @@ func Study(ctx context.Context, cfg Config, train, test *trainer.Dataset, st *st
 	if err != nil {
 		return Result{}, err
 	}
-	data, testSet = Normalize(data), Normalize(testSet)
+	ds, testSet = Normalize(ds), Normalize(testSet)
 	res := Result{Config: cfg}
 	for _, v := range cfg.Variants() {
-		row, err := runVariant(ctx, cfg, v, data, testSet, st, log)
+		row, err := runVariant(ctx, cfg, v, ds, testSet, st, log)
 		if err != nil {
 			return res, fmt.Errorf("%s: %w", v.ID(), err)
 		}
@@ -200,20 +201,20 @@ func Study(ctx context.Context, cfg Config, train, test *trainer.Dataset, st *st
 	return res, nil
 }
 
-func runVariant(ctx context.Context, cfg Config, v Variant, data, test *trainer.Dataset, st *store.Store, log *slog.Logger) (Row, error) {
+func runVariant(ctx context.Context, cfg Config, v Variant, ds, test *data.Dataset, st *store.Store, log *slog.Logger) (Row, error) {
 	start := time.Now()
-	net, err := trainer.NewResNet(trainer.ResNetConfig{In: data.Shape, Classes: data.Classes, Width: cfg.Width,
+	net, err := trainer.NewResNet(trainer.ResNetConfig{In: ds.Shape, Classes: ds.Classes, Width: cfg.Width,
 		Blocks: v.Blocks, Stages: 2, BN: v.BN, Skip: v.Skip}, cfg.Seed)
 	if err != nil {
 		return Row{}, err
 	}
 	HeInit(net, cfg.Seed)
 	row := Row{Variant: v, Model: net.String(), Params: net.Dim()}
-	steps := int64(cfg.Epochs * (data.Len() / cfg.BatchSize))
+	steps := int64(cfg.Epochs * (ds.Len() / cfg.BatchSize))
 	row.Steps = steps
 	if err := st.PutRun(snapshot.Run{ID: v.ID(), Model: net.String(), Optimizer: snapshot.SGD, Started: start.UTC(),
 		Config: map[string]string{"lr": fmtF(cfg.LR), "momentum": fmtF(cfg.Momentum), "weight_decay": fmtF(cfg.WeightDecay), "batch": strconv.Itoa(cfg.BatchSize),
-			"steps": strconv.FormatInt(steps, 10), "images": strconv.Itoa(data.Len()), "seed": strconv.FormatUint(cfg.Seed, 10)}}); err != nil {
+			"steps": strconv.FormatInt(steps, 10), "images": strconv.Itoa(ds.Len()), "seed": strconv.FormatUint(cfg.Seed, 10)}}); err != nil {
 		return row, err
 	}
 	every := max(1, steps/int64(max(1, cfg.ProbesPerRun)))
@@ -222,9 +223,9 @@ func runVariant(ctx context.Context, cfg Config, v Variant, data, test *trainer.
 	if err != nil {
 		return row, err
 	}
-	probe := data.Head(cfg.ProbeBatch)
+	probe := trainer.HeadBatch(ds, cfg.ProbeBatch)
 	opt := &trainer.SGD{LR: cfg.LR, Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay}
-	decayAt := steps - int64(data.Len()/cfg.BatchSize)
+	decayAt := steps - int64(ds.Len()/cfg.BatchSize)
 	decay := func(_ context.Context, info trainer.StepInfo) error {
 		if info.Step == decayAt {
 			info.Optimizer.SetLearningRate(cfg.LR / 10)
@@ -235,7 +236,7 @@ func runVariant(ctx context.Context, cfg Config, v Variant, data, test *trainer.
 	// statistics (ModeTrain). While η is large the running statistics lag
 	// the weights too much for an eval-mode Hessian to mean anything.
 	_, err = trainer.Train(ctx, trainer.Config{
-		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: opt, Data: data,
+		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: opt, Data: ds,
 		BatchSize: cfg.BatchSize, Steps: steps, Seed: cfg.Seed,
 		Hooks: []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probe, Mode: trainer.ModeTrain, Logger: log}), decay},
 	})
@@ -256,7 +257,7 @@ func runVariant(ctx context.Context, cfg Config, v Variant, data, test *trainer.
 		return row, err
 	}
 	if !row.Diverged {
-		if err := analyse(ctx, cfg, &row, net, data, opt, st); err != nil {
+		if err := analyse(ctx, cfg, &row, net, ds, opt, st); err != nil {
 			return row, err
 		}
 	}
@@ -270,12 +271,12 @@ func runVariant(ctx context.Context, cfg Config, v Variant, data, test *trainer.
 // BatchNorm in eval mode: top-k eigenpairs (certified by their residuals),
 // the trace with the top-k subspace taken exactly (Hutchinson on the rest)
 // and the ESD by stochastic Lanczos quadrature.
-func analyse(ctx context.Context, cfg Config, row *Row, net *trainer.Network, data *trainer.Dataset, opt trainer.Optimizer, st *store.Store) error {
-	head, err := data.Subset(0, min(cfg.FinalBatch, data.Len()))
+func analyse(ctx context.Context, cfg Config, row *Row, net *trainer.Network, ds *data.Dataset, opt trainer.Optimizer, st *store.Store) error {
+	head, err := ds.Subset(0, min(cfg.FinalBatch, ds.Len()))
 	if err != nil {
 		return err
 	}
-	batch := head.Head(0)
+	batch := trainer.HeadBatch(head, 0)
 	op, err := hessian.NewChunked(net, batch, trainer.CrossEntropy{}, trainer.ModeEval, cfg.FinalChunk)
 	if err != nil {
 		return err
@@ -344,7 +345,7 @@ const mnistMean, mnistStd = 0.1307, 0.3081
 // Normalize returns a copy of d with standardised pixels, the input
 // scaling every PyTorch MNIST recipe uses; networks without BatchNorm
 // train far more slowly on raw [0, 1] pixels.
-func Normalize(d *trainer.Dataset) *trainer.Dataset {
+func Normalize(d *data.Dataset) *data.Dataset {
 	c := *d
 	c.X = make([]float64, len(d.X))
 	for i, x := range d.X {
@@ -528,7 +529,7 @@ func main() {
 
 func run(ctx context.Context, cfg Config, out, dbPath string, log *slog.Logger) error {
 	start := time.Now()
-	train, test, err := trainer.LoadMNIST("")
+	train, test, err := data.LoadMNIST("")
 	if err != nil {
 		return err
 	}

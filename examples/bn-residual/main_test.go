@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
 )
@@ -27,7 +28,7 @@ func tiny() Config {
 
 func runTiny(t *testing.T, cfg Config, dir string) Result {
 	t.Helper()
-	train, test, err := trainer.LoadMNIST("")
+	train, test, err := data.LoadMNIST("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func TestHeInit(t *testing.T) {
 }
 
 func TestNormalize(t *testing.T) {
-	d := &trainer.Dataset{X: []float64{mnistMean, mnistMean + mnistStd}, Labels: []int{0, 1}, Shape: trainer.Shape{H: 1, W: 1, C: 1}, Classes: 2}
+	d := &data.Dataset{X: []float64{mnistMean, mnistMean + mnistStd}, Labels: []int{0, 1}, Shape: trainer.Shape{H: 1, W: 1, C: 1}, Classes: 2}
 	n := Normalize(d)
 	if math.Abs(n.X[0]) > 1e-15 || math.Abs(n.X[1]-1) > 1e-15 {
 		t.Errorf("normalised %v, want [0 1]", n.X)

@@ -18,6 +18,7 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
@@ -73,10 +74,10 @@ type AdamRun struct {
 }
 
 // studyAdam runs full-batch Adam at each of cfg.AdamLRs.
-func studyAdam(ctx context.Context, cfg Config, data *trainer.Dataset, st *store.Store, log *slog.Logger) ([]AdamRun, error) {
+func studyAdam(ctx context.Context, cfg Config, ds *data.Dataset, st *store.Store, log *slog.Logger) ([]AdamRun, error) {
 	var runs []AdamRun
 	for _, lr := range cfg.AdamLRs {
-		r, err := runAdam(ctx, cfg, lr, data, st, log)
+		r, err := runAdam(ctx, cfg, lr, ds, st, log)
 		if err != nil {
 			return runs, fmt.Errorf("Adam η = %g: %w", lr, err)
 		}
@@ -93,8 +94,8 @@ func eigenOpts(seed uint64) estimators.EigenOptions {
 
 func adamRunID(lr float64) string { return "eos-adam-lr" + strconv.FormatFloat(lr, 'g', -1, 64) }
 
-func runAdam(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset, st *store.Store, log *slog.Logger) (AdamRun, error) {
-	sizes := append(append([]int{data.Shape.Size()}, cfg.Hidden...), data.Classes)
+func runAdam(ctx context.Context, cfg Config, lr float64, ds *data.Dataset, st *store.Store, log *slog.Logger) (AdamRun, error) {
+	sizes := append(append([]int{ds.Shape.Size()}, cfg.Hidden...), ds.Classes)
 	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: sizes, Activation: trainer.Tanh}, cfg.Seed)
 	if err != nil {
 		return AdamRun{}, err
@@ -103,10 +104,10 @@ func runAdam(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset,
 	id := adamRunID(lr)
 	if err := st.PutRun(snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.Adam, Started: time.Now().UTC(),
 		Config: map[string]string{"lr": strconv.FormatFloat(lr, 'g', -1, 64), "beta1": strconv.FormatFloat(AdamBeta1, 'g', -1, 64),
-			"batch": "full", "images": strconv.Itoa(data.Len()), "loss": OneHotMSE{}.Name(), "seed": strconv.FormatUint(cfg.Seed, 10)}}); err != nil {
+			"batch": "full", "images": strconv.Itoa(ds.Len()), "loss": OneHotMSE{}.Name(), "seed": strconv.FormatUint(cfg.Seed, 10)}}); err != nil {
 		return r, err
 	}
-	full := data.Head(0)
+	full := trainer.HeadBatch(ds, 0)
 	opt := &trainer.Adam{LR: lr, B1: AdamBeta1}
 	p := make([]float64, net.Dim())
 	var warmP, warmRaw *estimators.EigenWarm
@@ -159,7 +160,7 @@ func runAdam(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset,
 		return nil
 	}
 	_, err = trainer.Train(ctx, trainer.Config{
-		Model: net, Loss: OneHotMSE{}, Optimizer: opt, Data: data, BatchSize: 0, Steps: cfg.AdamSteps, Seed: cfg.Seed,
+		Model: net, Loss: OneHotMSE{}, Optimizer: opt, Data: ds, BatchSize: 0, Steps: cfg.AdamSteps, Seed: cfg.Seed,
 		Hooks: []trainer.Hook{probe},
 	})
 	switch {
@@ -170,7 +171,7 @@ func runAdam(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset,
 		return r, err
 	}
 	r.summarise()
-	if r.TrainAcc, err = trainer.Accuracy(net, data); err != nil {
+	if r.TrainAcc, err = trainer.Accuracy(net, ds); err != nil {
 		return r, err
 	}
 	log.Info("Adam run done", "lr", lr, "threshold", r.Threshold, "late_in_band", r.LateInBand, "late_median", r.LateMedian)

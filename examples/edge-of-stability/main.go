@@ -49,6 +49,7 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/plot"
@@ -179,25 +180,25 @@ type Result struct {
 
 // Study runs full-batch GD at each step size of cfg on the first
 // cfg.Images images of train, with the monitor writing to st.
-func Study(ctx context.Context, cfg Config, train *trainer.Dataset, st *store.Store, log *slog.Logger) (Result, error) {
+func Study(ctx context.Context, cfg Config, train *data.Dataset, st *store.Store, log *slog.Logger) (Result, error) {
 	if cfg.Images <= 0 || cfg.Every <= 0 || (len(cfg.LRs) > 0 && cfg.Steps <= 0) || (len(cfg.AdamLRs) > 0 && cfg.AdamSteps <= 0) ||
 		len(cfg.LRs)+len(cfg.AdamLRs) == 0 || cfg.AdamEvery < 0 {
 		return Result{}, fmt.Errorf("edge-of-stability: bad config %+v", cfg)
 	}
-	data, err := train.Subset(0, min(cfg.Images, train.Len()))
+	ds, err := train.Subset(0, min(cfg.Images, train.Len()))
 	if err != nil {
 		return Result{}, err
 	}
-	data = data.Flat()
+	ds = ds.Flat()
 	res := Result{Config: cfg}
 	for _, lr := range cfg.LRs {
-		r, err := runGD(ctx, cfg, lr, data, st, log)
+		r, err := runGD(ctx, cfg, lr, ds, st, log)
 		if err != nil {
 			return res, fmt.Errorf("η = %g: %w", lr, err)
 		}
 		res.Runs = append(res.Runs, r)
 	}
-	if res.AdamRuns, err = studyAdam(ctx, cfg, data, st, log); err != nil {
+	if res.AdamRuns, err = studyAdam(ctx, cfg, ds, st, log); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -205,8 +206,8 @@ func Study(ctx context.Context, cfg Config, train *trainer.Dataset, st *store.St
 
 func runID(lr float64) string { return "eos-lr" + strconv.FormatFloat(lr, 'g', -1, 64) }
 
-func runGD(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset, st *store.Store, log *slog.Logger) (Run, error) {
-	sizes := append(append([]int{data.Shape.Size()}, cfg.Hidden...), data.Classes)
+func runGD(ctx context.Context, cfg Config, lr float64, ds *data.Dataset, st *store.Store, log *slog.Logger) (Run, error) {
+	sizes := append(append([]int{ds.Shape.Size()}, cfg.Hidden...), ds.Classes)
 	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: sizes, Activation: trainer.Tanh}, cfg.Seed)
 	if err != nil {
 		return Run{}, err
@@ -215,7 +216,7 @@ func runGD(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset, s
 	id := runID(lr)
 	if err := st.PutRun(snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.SGD, Started: time.Now().UTC(),
 		Config: map[string]string{"lr": strconv.FormatFloat(lr, 'g', -1, 64), "batch": "full",
-			"images": strconv.Itoa(data.Len()), "loss": OneHotMSE{}.Name(), "seed": strconv.FormatUint(cfg.Seed, 10)}}); err != nil {
+			"images": strconv.Itoa(ds.Len()), "loss": OneHotMSE{}.Name(), "seed": strconv.FormatUint(cfg.Seed, 10)}}); err != nil {
 		return r, err
 	}
 	// λ1 only, warm-started from the previous probe (and cold every tenth
@@ -226,14 +227,14 @@ func runGD(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset, s
 	if err != nil {
 		return r, err
 	}
-	full := data.Head(0)
+	full := trainer.HeadBatch(ds, 0)
 	record := func(_ context.Context, info trainer.StepInfo) error {
 		r.Losses = append(r.Losses, info.Loss)
 		return nil
 	}
 	opt := &trainer.SGD{LR: lr}
 	_, err = trainer.Train(ctx, trainer.Config{
-		Model: net, Loss: OneHotMSE{}, Optimizer: opt, Data: data, BatchSize: 0, Steps: cfg.Steps, Seed: cfg.Seed,
+		Model: net, Loss: OneHotMSE{}, Optimizer: opt, Data: ds, BatchSize: 0, Steps: cfg.Steps, Seed: cfg.Seed,
 		Hooks: []trainer.Hook{record, hessian.Hook(mon, hessian.HookOptions{Batch: full, Mode: trainer.ModeEval, Logger: log})},
 	})
 	if cerr := mon.Close(ctx); cerr != nil && err == nil {
@@ -250,7 +251,7 @@ func runGD(ctx context.Context, cfg Config, lr float64, data *trainer.Dataset, s
 		return r, err
 	}
 	r.summarise()
-	if r.TrainAcc, err = trainer.Accuracy(net, data); err != nil {
+	if r.TrainAcc, err = trainer.Accuracy(net, ds); err != nil {
 		return r, err
 	}
 	if cfg.ESDSteps > 0 && !r.Diverged {
@@ -683,7 +684,7 @@ func parseLRs(s string) ([]float64, error) {
 
 func run(ctx context.Context, cfg Config, out, dbPath string, log *slog.Logger) error {
 	start := time.Now()
-	train, _, err := trainer.LoadMNIST("")
+	train, _, err := data.LoadMNIST("")
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
@@ -26,7 +27,7 @@ func tiny() Config {
 
 func runTiny(t *testing.T, cfg Config, dir string) Result {
 	t.Helper()
-	train, _, err := trainer.LoadMNIST("")
+	train, _, err := data.LoadMNIST("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func TestAdamStudy(t *testing.T) {
 	if run.FinalLoss >= run.Losses[0] {
 		t.Errorf("loss went from %g to %g", run.Losses[0], run.FinalLoss)
 	}
-	st, err := store.OpenReadOnly(filepath.Join(dir, "eos.db"))
+	st, err := store.Open(filepath.Join(dir, "eos.db"), store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,15 +303,15 @@ func TestAdamSummarise(t *testing.T) {
 // ratio against 38/η must agree with the direct values to within the two
 // residuals.
 func TestMonitorAgreesOnAdam(t *testing.T) {
-	train, _, err := trainer.LoadMNIST("")
+	train, _, err := data.LoadMNIST("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := train.Subset(0, 200)
+	ds, err := train.Subset(0, 200)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data = data.Flat()
+	ds = ds.Flat()
 	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{784, 16, 10}, Activation: trainer.Tanh}, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +327,7 @@ func TestMonitorAgreesOnAdam(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full := data.Head(0)
+	full := trainer.HeadBatch(ds, 0)
 	opt := &trainer.Adam{LR: lr, B1: AdamBeta1}
 	direct := map[int64]estimators.EigenResult{}
 	p := make([]float64, net.Dim())
@@ -352,7 +353,7 @@ func TestMonitorAgreesOnAdam(t *testing.T) {
 		direct[info.Step] = res
 		return nil
 	}
-	if _, err := trainer.Train(context.Background(), trainer.Config{Model: net, Loss: OneHotMSE{}, Optimizer: opt, Data: data, Steps: 60, Seed: 1,
+	if _, err := trainer.Train(context.Background(), trainer.Config{Model: net, Loss: OneHotMSE{}, Optimizer: opt, Data: ds, Steps: 60, Seed: 1,
 		Hooks: []trainer.Hook{own, hessian.Hook(mon, hessian.HookOptions{Batch: full, Mode: trainer.ModeEval})}}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"log"
 	"time"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
@@ -18,7 +19,7 @@ import (
 
 func main() {
 	ctx := context.Background()
-	train, test, err := trainer.LoadMNIST("")
+	train, test, err := data.LoadMNIST("")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func main() {
 	}
 	fmt.Printf("%s: one epoch in %.1fs, test accuracy %.4f\n", net, time.Since(start).Seconds(), acc)
 
-	op, err := hessian.NewExact(net, train.Flat().Head(1000), trainer.CrossEntropy{}, trainer.ModeEval)
+	op, err := hessian.NewExact(net, trainer.HeadBatch(train.Flat(), 1000), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -27,13 +27,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/monitor/metrics"
 	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
-	"github.com/hessmon/hessmon/trainer"
 )
 
 // config is the command line.
@@ -88,7 +88,7 @@ func main() {
 
 // run trains the user's MLP on MNIST with the monitor attached.
 func run(ctx context.Context, c config, log *slog.Logger) (result, error) {
-	train, test, err := trainer.LoadMNIST("") // the data; nothing else of hessmon's trainer is used
+	train, test, err := data.LoadMNIST("") // the data; no hessmon trainer package is used
 	if err != nil {
 		return result{}, err
 	}
@@ -108,25 +108,29 @@ func run(ctx context.Context, c config, log *slog.Logger) (result, error) {
 
 	// The fixed probe batch and the gradient the HVPs differentiate.
 	probe := rng.Perm(train.Len())[:c.ProbeBatch]
-	res.ProbeX, res.ProbeY = gather(train, probe)
+	res.ProbeX, res.ProbeY = train.Gather(probe)
 	probeGrad := func(dst, p []float64) error { m.lossGrad(dst, p, res.ProbeX, res.ProbeY); return nil }
+	// hessmon's operator of a due step: central differences of probeGrad at
+	// a copy of params, so training may go on while it runs.
+	newOperator := func() (hvp.Operator, error) { return hvp.NewFiniteDiff(probeGrad, params), nil }
 
-	// ---- hessmon: a store, metrics on our own registry, async probes.
+	// ---- hessmon, the set-up: a store, metrics on our own registry, async probes.
 	st, err := store.Open(c.DB, store.Options{})
 	if err != nil {
 		return res, err
 	}
 	defer st.Close()
-	exp := metrics.NewExporter()
-	reg := prometheus.NewRegistry()
+	reg, exp := prometheus.NewRegistry(), metrics.NewExporter()
 	reg.MustRegister(exp)
+	// TODO(coordinator): WithStore — monitor.WithStore(st) is both of WithSink(st) and WithWarmStore(st).
 	mon, err := monitor.New(c.Run, monitor.Config{Every: c.Every, Async: true},
-		monitor.WithSink(st), monitor.WithSink(exp), monitor.WithWarmStore(st), monitor.WithLogger(log))
+		monitor.WithSink(st), monitor.WithWarmStore(st), monitor.WithSink(exp), monitor.WithLogger(log))
 	if err != nil {
 		return res, err
 	}
-	// ---- end of the set-up; one more call per step below.
+	// ---- end of the set-up; one call per step and a Close below.
 
+	// Optional: describe the run for `hessmon show`, and serve our registry.
 	if err := st.PutRun(snapshot.Run{ID: c.Run, Model: m.String(), Optimizer: snapshot.SGD, Started: time.Now().UTC(),
 		Config: map[string]string{"lr": fmt.Sprint(c.LR), "momentum": fmt.Sprint(c.Momentum), "batch": fmt.Sprint(c.Batch),
 			"steps": fmt.Sprint(c.Steps), "every": fmt.Sprint(c.Every), "probe_batch": fmt.Sprint(c.ProbeBatch)}}); err != nil {
@@ -145,7 +149,7 @@ func run(ctx context.Context, c config, log *slog.Logger) (result, error) {
 			rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 			pos = 0
 		}
-		x, y := gather(train, order[pos:pos+c.Batch])
+		x, y := train.Gather(order[pos : pos+c.Batch])
 		pos += c.Batch
 		loss := m.lossGrad(grad, params, x, y)
 		for i, g := range grad {
@@ -157,12 +161,8 @@ func run(ctx context.Context, c config, log *slog.Logger) (result, error) {
 		if c.recordProbeParams && mon.Due(step) {
 			res.ProbeParam[step] = append([]float64(nil), params...)
 		}
-		// ---- hessmon: the step, and the operator if a probe is due.
-		err := mon.Step(ctx, monitor.StepInfo{Step: step, Loss: loss, LearningRate: c.LR, Optimizer: snapshot.SGD, Beta1: c.Momentum},
-			func() (hvp.Operator, error) {
-				return hvp.NewFiniteDiff(probeGrad, params), nil // copies params: training may go on
-			})
-		if err != nil && ctx.Err() == nil {
+		// ---- hessmon: the step (the operator is built only if a probe is due).
+		if err := mon.Step(ctx, monitor.StepInfo{Step: step, Loss: loss, LearningRate: c.LR, Optimizer: snapshot.SGD, Beta1: c.Momentum}, newOperator); err != nil && ctx.Err() == nil {
 			log.Warn("monitor", "step", step, "err", err)
 		}
 	}
@@ -171,7 +171,7 @@ func run(ctx context.Context, c config, log *slog.Logger) (result, error) {
 		return res, err
 	}
 	res.Stats = mon.Stats()
-	tx, ty := gather(test, nil)
+	tx, ty := test.Gather(nil)
 	res.TestAcc = accuracy(m.predict(params, tx, len(ty)), ty)
 	return res, ctx.Err()
 }
@@ -188,23 +188,6 @@ func serve(addr string, reg *prometheus.Registry, src api.Source, log *slog.Logg
 	}
 	log.Info("serving", "metrics", "http://"+at.String()+"/metrics", "api", "http://"+at.String()+"/api/runs")
 	return func() { _ = halt() }, nil
-}
-
-// gather copies the samples idx (nil: all) of d into a row-major matrix.
-func gather(d *trainer.Dataset, idx []int) ([]float64, []int) {
-	if idx == nil {
-		idx = make([]int, d.Len())
-		for i := range idx {
-			idx[i] = i
-		}
-	}
-	const px = 784
-	x, y := make([]float64, len(idx)*px), make([]int, len(idx))
-	for i, j := range idx {
-		copy(x[i*px:(i+1)*px], d.X[j*px:(j+1)*px])
-		y[i] = d.Labels[j]
-	}
-	return x, y
 }
 
 func accuracy(pred, y []int) float64 {

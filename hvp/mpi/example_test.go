@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/hvp/mpi"
@@ -29,13 +30,13 @@ func ExampleInit() {
 		fmt.Println(err)
 		return
 	}
-	data := trainer.Synthetic(1000, net.InShape(), 4, 2) // the same on every rank
-	shard, err := hessian.ShardDataset(data, comm)
+	ds := data.Synthetic(1000, net.InShape(), 4, 2) // the same on every rank
+	shard, err := hessian.ShardDataset(ds, comm)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	local, err := hessian.NewExact(net, shard.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+	local, err := hessian.NewExact(net, trainer.HeadBatch(shard, 0), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -16,6 +16,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/ml/train/losses"
 	"github.com/gomlx/gomlx/pkg/ml/train/optimizers"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
@@ -79,8 +80,8 @@ func newTwin(t testing.TB, sizes []int, act trainer.Activation, gact activations
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := trainer.Synthetic(n, trainer.Shape{H: 1, W: 1, C: sizes[0]}, sizes[len(sizes)-1], 11)
-	batch := data.Head(n)
+	ds := data.Synthetic(n, trainer.Shape{H: 1, W: 1, C: sizes[0]}, sizes[len(sizes)-1], 11)
+	batch := trainer.HeadBatch(ds, n)
 	exact, err := hessian.NewExact(net, batch, trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)

@@ -49,6 +49,7 @@ func (impl *Implementation) ForwardAll() *Implementation {
 
 type library struct {
 	dgemm, dgemv, dger, dsymv, daxpy, dscal uintptr
+	sgemm                                   uintptr // 0 when the library has no single precision
 	ddot                                    func(n *int32, x *float64, incx *int32, y *float64, incy *int32) float64
 	dnrm2                                   func(n *int32, x *float64, incx *int32) float64
 	args                                    sync.Pool // *callArgs
@@ -58,6 +59,7 @@ type library struct {
 type callArgs struct {
 	m, n, k, lda, ldb, ldc, incx, incy int32
 	alpha, beta                        float64
+	alpha32, beta32                    float32
 	ta, tb                             byte
 }
 
@@ -84,7 +86,7 @@ func Load(name string, requireOpenBLAS bool) (*Implementation, Info, error) {
 	}
 	l := &library{
 		dgemm: sym("dgemm_"), dgemv: sym("dgemv_"), dger: sym("dger_"), dsymv: sym("dsymv_"),
-		daxpy: sym("daxpy_"), dscal: sym("dscal_"),
+		daxpy: sym("daxpy_"), dscal: sym("dscal_"), sgemm: sym("sgemm_"),
 	}
 	l.args.New = func() any { return new(callArgs) }
 	ddot, dnrm2 := sym("ddot_"), sym("dnrm2_")
@@ -224,6 +226,41 @@ func (impl *Implementation) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha floa
 		uintptr(unsafe.Pointer(&p.beta)),
 		uintptr(unsafe.Pointer(&c[0])), uintptr(unsafe.Pointer(&p.ldc)),
 		1, 1) // hidden lengths of the two CHARACTER arguments
+	l.args.Put(p)
+}
+
+// Sgemm is Dgemm in single precision, for float32 HVPs. A library without
+// sgemm_ (none that hessmon loads) leaves it to gonum.
+func (impl *Implementation) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	ta, okA := trans(tA)
+	tb, okB := trans(tB)
+	ar, ac := m, k
+	if ta == 'T' {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if tb == 'T' {
+		br, bc = n, k
+	}
+	if impl.l.sgemm == 0 || !okA || !okB || m*n*k < impl.minGemm || alpha == 0 || !fits(m, n, k, lda, ldb, ldc) ||
+		lda < max(1, ac) || ldb < max(1, bc) || ldc < max(1, n) ||
+		len(a) < lda*(ar-1)+ac || len(b) < ldb*(br-1)+bc || len(c) < ldc*(m-1)+n {
+		impl.Implementation.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	l := impl.l
+	p := l.get()
+	p.m, p.n, p.k, p.lda, p.ldb, p.ldc = int32(m), int32(n), int32(k), int32(lda), int32(ldb), int32(ldc)
+	p.alpha32, p.beta32, p.ta, p.tb = alpha, beta, ta, tb
+	purego.SyscallN(l.sgemm,
+		uintptr(unsafe.Pointer(&p.tb)), uintptr(unsafe.Pointer(&p.ta)),
+		uintptr(unsafe.Pointer(&p.n)), uintptr(unsafe.Pointer(&p.m)), uintptr(unsafe.Pointer(&p.k)),
+		uintptr(unsafe.Pointer(&p.alpha32)),
+		uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&p.ldb)),
+		uintptr(unsafe.Pointer(&a[0])), uintptr(unsafe.Pointer(&p.lda)),
+		uintptr(unsafe.Pointer(&p.beta32)),
+		uintptr(unsafe.Pointer(&c[0])), uintptr(unsafe.Pointer(&p.ldc)),
+		1, 1)
 	l.args.Put(p)
 }
 

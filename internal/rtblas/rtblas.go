@@ -32,6 +32,8 @@ import (
 	"strings"
 	"sync"
 
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/blas/gonum"
 )
@@ -113,13 +115,13 @@ func choose(req, def string) (info Info, broken bool) {
 	candidates, requireOpenBLAS := openBLASSonames(), true
 	switch strings.ToLower(req) {
 	case "gonum", "go", "native":
-		blas64.Use(gonum.Implementation{})
+		use(gonum.Implementation{})
 		return info, false
 	case "auto", "openblas":
 	default:
 		if !strings.ContainsAny(req, "/.") {
 			info.Fallback = fmt.Sprintf("unknown %s=%q (want auto, openblas, gonum or a library path)", EnvVar, req)
-			blas64.Use(gonum.Implementation{})
+			use(gonum.Implementation{})
 			return info, false
 		}
 		candidates, requireOpenBLAS = []string{req}, false
@@ -133,12 +135,12 @@ func choose(req, def string) (info Info, broken bool) {
 			continue
 		}
 		li.Request = req
-		blas64.Use(impl)
+		use(impl)
 		return li, false
 	}
 	info.Fallback = strings.Join(reasons, "; ")
 	info.absent = !broken && requireOpenBLAS
-	blas64.Use(gonum.Implementation{})
+	use(gonum.Implementation{})
 	return info, broken
 }
 
@@ -148,4 +150,14 @@ func choose(req, def string) (info Info, broken bool) {
 // than gonum) unless named by path.
 func openBLASSonames() []string {
 	return []string{"libopenblas.so.0", "libopenblas.so", "libblas.so.3"}
+}
+
+// use installs impl for both precisions: float64 for training and the
+// estimators, float32 for float32 HVPs.
+func use(impl interface {
+	blas.Float64
+	blas.Float32
+}) {
+	blas64.Use(impl)
+	blas32.Use(impl)
 }

@@ -26,15 +26,12 @@ const DefaultAddr = "127.0.0.1:9464"
 // Source is what the read-only JSON API serves from (see snapshot.Source).
 type Source = snapshot.Source
 
-// PagedSource is a Source that reads one page of a run without reading the
-// rest of it. The API pages through a source that has it (*store.Store
-// does) at the cost of the page; any other Source is read whole and cut.
-// SnapshotsPage returns at most limit snapshots with from ≤ step ≤ to
-// (to < 0: no upper bound), in step order, with eigenvectors only when
-// vectors is set.
-type PagedSource interface {
-	SnapshotsPage(run string, from, to int64, limit int, vectors bool) ([]snapshot.Snapshot, error)
-}
+// PagedSource is a Source that also reads by query (snapshot.Reader): one
+// page of a run without reading the rest of it, and without eigenvectors
+// unless asked for. The API pages through a source that has it
+// (*store.Store does) at the cost of the page; any other Source is read
+// whole and cut.
+type PagedSource = snapshot.Reader
 
 // Page sizes of GET /api/runs/{run}/snapshots.
 const (
@@ -214,9 +211,12 @@ func readPage(src Source, run string, pq *pageQuery, n int) ([]snapshot.Snapshot
 	}
 	var out []snapshot.Snapshot
 	for from := pq.from; ; {
-		page, err := ps.SnapshotsPage(run, from, pq.to, n, pq.vectors)
+		page, err := ps.Read(run, storeQuery(from, pq.to, n, pq.vectors))
 		if err != nil {
 			return nil, err
+		}
+		if pq.to == 0 && len(page) > 0 && page[0].Step != 0 {
+			page = page[:0]
 		}
 		for _, s := range page {
 			if pq.match(&s) {
@@ -362,4 +362,18 @@ func ServeListener(ctx context.Context, ln net.Listener, h http.Handler) error {
 		<-errc
 		return err
 	}
+}
+
+// storeQuery is the store Query of a page of limit snapshots with from ≤ step ≤ to
+// (to < 0: no upper bound; to = 0, where a Query has none, reads the first
+// snapshot, which the caller keeps only if it is step 0).
+func storeQuery(from, to int64, limit int, vectors bool) snapshot.Query {
+	q := snapshot.Query{From: from, To: to, Limit: limit, Fields: snapshot.WithTrace | snapshot.WithESD}
+	if vectors {
+		q.Fields |= snapshot.WithVectors
+	}
+	if to == 0 {
+		q.Limit = 1 // from ≤ to was checked: from is 0
+	}
+	return q
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,16 +19,6 @@ import (
 	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 )
-
-func newStore(t *testing.T) *store.Store {
-	t.Helper()
-	s, err := store.Open(filepath.Join(t.TempDir(), "hessmon.db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
-}
 
 var _ Source = (*store.Store)(nil)
 
@@ -48,7 +37,7 @@ func get(t testing.TB, url string) (int, []byte) {
 }
 
 func TestAPI(t *testing.T) {
-	st := newStore(t)
+	st := testutil.NewStore(t)
 	if err := st.PutRun(snapshot.Run{ID: "r1", Model: "mlp", Started: time.Unix(1700000000, 0).UTC()}); err != nil {
 		t.Fatal(err)
 	}

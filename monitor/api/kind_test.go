@@ -16,7 +16,7 @@ import (
 // links, for a paged store and an in-memory source alike; no filter serves
 // both in step order, light snapshots with λ1, λmin and no trace.
 func TestAPIKindFilter(t *testing.T) {
-	st := newStore(t)
+	st := testutil.NewStore(t)
 	var all []snapshot.Snapshot
 	var light, full, every []int64
 	for i := range int64(300) {

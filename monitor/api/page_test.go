@@ -14,7 +14,7 @@ import (
 	"github.com/hessmon/hessmon/snapshot"
 )
 
-// memSource is a Source without SnapshotsPage, as an in-memory view would
+// memSource is a Source without Read, as an in-memory view would
 // be: the API reads it whole and cuts the page.
 type memSource struct{ snaps []snapshot.Snapshot }
 
@@ -80,7 +80,7 @@ func page(t *testing.T, base, path string) (steps []int64, next string, vectors 
 }
 
 func TestAPIPages(t *testing.T) {
-	st := newStore(t)
+	st := testutil.NewStore(t)
 	var all []snapshot.Snapshot
 	for i := range int64(2345) {
 		s := testutil.Snapshot("r", 10*i, 2)
@@ -164,7 +164,7 @@ func TestAPIPages(t *testing.T) {
 // TestAPIPageUnderPrefix: the next link is the path the client asked for,
 // also when the API is mounted under a prefix that is stripped.
 func TestAPIPageUnderPrefix(t *testing.T) {
-	st := newStore(t)
+	st := testutil.NewStore(t)
 	for i := range int64(3) {
 		if err := st.PutSnapshot(testutil.Snapshot("a b", i, 1)); err != nil {
 			t.Fatal(err)

@@ -44,13 +44,12 @@ type Options struct {
 // synchronous (an asynchronous probe would overlap the next lockstep
 // round), and the monitor's own probe timer is switched off, because it
 // would fire on one rank and not another; cfg's MaxDuration (or its
-// default) becomes the collective Options.Timeout. An overhead target is
-// refused: it adapts the interval to each rank's own timings, so the ranks
-// would probe at different steps and wait for each other forever.
+// default) becomes the collective Options.Timeout. A synchronous monitor
+// keeps a deterministic schedule (Config.FullEvery, default every due step
+// full, and the triggers, which see the same all-reduced values on every
+// rank), so every rank plans the same kind of probe at the same step; the
+// budget, measured on each rank's own clock, then only reports.
 func MonitorConfig(cfg monitor.Config) (monitor.Config, Options, error) {
-	if cfg.OverheadTarget != 0 {
-		return monitor.Config{}, Options{}, errors.New("distributed: an overhead target needs a fixed probe interval on every rank; set OverheadTarget to 0")
-	}
 	// The monitor fills in its defaults; read the effective probe timeout.
 	m, err := monitor.New("distributed", cfg)
 	if err != nil {
@@ -188,6 +187,10 @@ func (l *Lockstep) Step(ctx context.Context, mon *monitor.Monitor, info monitor.
 	if !mon.Due(info.Step) {
 		return snapshot.Snapshot{}, false, nil
 	}
+	plan, ok := mon.Plan(info.Step)
+	if !ok || plan.Skip {
+		return snapshot.Snapshot{}, false, nil
+	}
 	status := Running
 	if ctx.Err() != nil {
 		status = Interrupted
@@ -195,7 +198,7 @@ func (l *Lockstep) Step(ctx context.Context, mon *monitor.Monitor, info monitor.
 	if err := l.Round(info.Step, status, rep.Checksum()); err != nil {
 		return snapshot.Snapshot{}, false, err
 	}
-	s, err := l.Probe(ctx, mon, info.Step, info, rep.Operator)
+	s, err := l.probe(ctx, mon, info.Step, info, rep.Operator, plan)
 	return s, true, err
 }
 
@@ -212,6 +215,12 @@ func (l *Lockstep) Step(ctx context.Context, mon *monitor.Monitor, info monitor.
 // In both cases Left reports true. An error with Left false is this rank's
 // sinks failing to record the snapshot; the lockstep goes on.
 func (l *Lockstep) Probe(ctx context.Context, mon *monitor.Monitor, step int64, info monitor.StepInfo, local func() (hvp.Operator, int, error)) (snapshot.Snapshot, error) {
+	return l.probe(ctx, mon, step, info, local, monitor.Plan{Kind: snapshot.KindFull, Reason: snapshot.ReasonScheduled})
+}
+
+// probe is Probe of the planned kind (Step's, from the monitor's
+// deterministic schedule: light probes run in lockstep like full ones).
+func (l *Lockstep) probe(ctx context.Context, mon *monitor.Monitor, step int64, info monitor.StepInfo, local func() (hvp.Operator, int, error), plan monitor.Plan) (snapshot.Snapshot, error) {
 	if l.left {
 		return snapshot.Snapshot{}, errLeft
 	}
@@ -244,7 +253,7 @@ func (l *Lockstep) Probe(ctx context.Context, mon *monitor.Monitor, step int64, 
 		}
 		probed = lop
 	}
-	s, err := mon.Probe(probeCtx, step, probed, info)
+	s, err := mon.ProbePlan(probeCtx, step, probed, info, plan)
 	if lop != nil {
 		st := ar.Stats()
 		l.stats.Applies += st.Applies

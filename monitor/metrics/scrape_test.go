@@ -7,7 +7,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,13 +14,12 @@ import (
 	hmtest "github.com/hessmon/hessmon/internal/testutil"
 	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/snapshot"
-	"github.com/hessmon/hessmon/store"
 )
 
 // TestConcurrentScrapers has 60 clients scrape /metrics and the JSON API
 // while probes are observed and stored; run it with -race.
 func TestConcurrentScrapers(t *testing.T) {
-	st := newStore(t)
+	st := hmtest.NewStore(t)
 	e := NewExporter()
 	ts := httptest.NewServer(api.NewServer(gatherer(e), st))
 	defer ts.Close()
@@ -49,7 +47,7 @@ func TestConcurrentScrapers(t *testing.T) {
 			// Overwrite a window of 100 steps so that the run stays small.
 			stored := s
 			stored.Step %= 100
-			if err := st.PutSnapshot(stored); err != nil {
+			if err := st.ReplaceSnapshot(stored); err != nil {
 				t.Error(err)
 				return
 			}
@@ -117,7 +115,7 @@ func TestConcurrentScrapers(t *testing.T) {
 }
 
 func TestReplay(t *testing.T) {
-	st := newStore(t)
+	st := hmtest.NewStore(t)
 	for step := int64(0); step < 5; step++ {
 		s := hmtest.Snapshot("done", step*10, 3)
 		if step == 3 {
@@ -144,14 +142,4 @@ func TestReplay(t *testing.T) {
 	if got, _ := value(fams, ProbeFailures, with(run("done"), LabelReason, ReasonBudget)); got != 1 {
 		t.Errorf("budget failures %g", got)
 	}
-}
-
-func newStore(t *testing.T) *store.Store {
-	t.Helper()
-	s, err := store.Open(filepath.Join(t.TempDir(), "hessmon.db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
@@ -32,7 +33,7 @@ func TestCrashChild(t *testing.T) {
 		fmt.Println("error", err)
 		os.Exit(3)
 	}
-	data := trainer.Synthetic(512, trainer.Shape{H: 1, W: 1, C: 10}, 4, 1)
+	ds := data.Synthetic(512, trainer.Shape{H: 1, W: 1, C: 10}, 4, 1)
 	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{10, 8, 4}, Activation: trainer.Tanh}, 1)
 	committed := monitor.SinkFunc(func(s snapshot.Snapshot) error {
 		fmt.Printf("committed %d\n", s.Step)
@@ -41,8 +42,8 @@ func TestCrashChild(t *testing.T) {
 	m, _ := monitor.New("crash", monitor.Config{Every: 3, TopK: 2, ESDSteps: 8, TraceRelTol: 0.2, WarmEvery: 1},
 		monitor.WithSink(st), monitor.WithSink(committed), monitor.WithWarmStore(st), monitor.WithLogger(discardLogger()))
 	_, _ = trainer.Train(context.Background(), trainer.Config{
-		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05}, Data: data, BatchSize: 16, Steps: 1 << 40,
-		Hooks: []trainer.Hook{Hook(m, HookOptions{Batch: data.Head(32)})},
+		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05}, Data: ds, BatchSize: 16, Steps: 1 << 40,
+		Hooks: []trainer.Hook{Hook(m, HookOptions{Batch: trainer.HeadBatch(ds, 32)})},
 	})
 }
 
@@ -87,7 +88,7 @@ func TestCrashKeepsCommittedSnapshots(t *testing.T) {
 		if len(committed) < want {
 			t.Fatalf("round %d: child committed only %d snapshots", round, len(committed))
 		}
-		st, err := store.OpenReadOnly(path)
+		st, err := store.Open(path, store.Options{ReadOnly: true})
 		if err != nil {
 			t.Fatalf("round %d: store does not open after SIGKILL: %v", round, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
@@ -167,13 +168,23 @@ func NewChunked(net *trainer.Network, b trainer.Batch, loss trainer.Loss, mode t
 		return nil, fmt.Errorf("hessian: chunk size %d, want > 0", maxChunk)
 	}
 	if b.Len() <= maxChunk {
-		return NewExact(net, b, loss, mode)
+		return operator(NewExact(net, b, loss, mode))
 	}
 	var batches []trainer.Batch
 	for from := 0; from < b.Len(); from += maxChunk {
 		batches = append(batches, slice(b, from, min(from+maxChunk, b.Len())))
 	}
-	return NewExactBatches(net, batches, loss, mode)
+	return operator(NewExactBatches(net, batches, loss, mode))
+}
+
+// operator returns a constructor's result as an hvp.Operator, and a nil
+// interface on error: returning the nil *Exact itself would put a typed nil
+// inside a non-nil interface, which passes a caller's op != nil check.
+func operator[T hvp.Operator](op T, err error) (hvp.Operator, error) {
+	if err != nil {
+		return nil, err
+	}
+	return op, nil
 }
 
 // slice copies samples [from, to) of b.
@@ -213,7 +224,7 @@ func Blocks(net *trainer.Network) []estimators.Block {
 
 // ShardDataset returns the part of d that comm's rank owns (see hvp.Shard).
 // The result is a view: it shares d's storage.
-func ShardDataset(d *trainer.Dataset, comm hvp.Comm) (*trainer.Dataset, error) {
+func ShardDataset(d *data.Dataset, comm hvp.Comm) (*data.Dataset, error) {
 	from, to, err := hvp.Shard(d.Len(), comm.Rank(), comm.Size())
 	if err != nil {
 		return nil, err

@@ -6,6 +6,8 @@ import (
 
 	"gonum.org/v1/gonum/floats"
 
+	"github.com/hessmon/hessmon/data"
+	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
 )
 
@@ -17,14 +19,14 @@ func TestExactBatchesEqualsWholeBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := trainer.Synthetic(50, net.InShape(), 4, 2)
-	whole, err := NewExact(net, d.Head(0), trainer.CrossEntropy{}, trainer.ModeEval)
+	d := data.Synthetic(50, net.InShape(), 4, 2)
+	whole, err := NewExact(net, trainer.HeadBatch(d, 0), trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, _ := d.Subset(0, 13)
 	b, _ := d.Subset(13, 50)
-	parts, err := NewExactBatches(net, []trainer.Batch{a.Head(0), b.Head(0)}, trainer.CrossEntropy{}, trainer.ModeEval)
+	parts, err := NewExactBatches(net, []trainer.Batch{trainer.HeadBatch(a, 0), trainer.HeadBatch(b, 0)}, trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +53,7 @@ func TestExactBatchesEqualsWholeBatch(t *testing.T) {
 // change the operator; Refresh moves it.
 func TestExactIsFrozen(t *testing.T) {
 	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{5, 4, 3}, Activation: trainer.Tanh}, 3)
-	batch := trainer.Synthetic(20, net.InShape(), 3, 4).Head(0)
+	batch := trainer.HeadBatch(data.Synthetic(20, net.InShape(), 3, 4), 0)
 	op, _ := NewExact(net, batch, trainer.CrossEntropy{}, trainer.ModeEval)
 	v := make([]float64, op.Dim())
 	v[0], v[5] = 1, -2
@@ -70,5 +72,44 @@ func TestExactIsFrozen(t *testing.T) {
 	_ = op.Apply(h2, v)
 	if floats.Equal(h1, h2) {
 		t.Error("Refresh did not move the operator")
+	}
+}
+
+// TestConstructorsReturnANilInterfaceOnError: on a batch whose shape does
+// not fit the model, NewChunked (one chunk and many) and the hook's probe
+// operator (whole batch and split) fail with an operator that is nil in the
+// interface sense, not a nil *Exact or *ExactBatches inside a non-nil
+// hvp.Operator that a caller's op != nil check lets through.
+func TestConstructorsReturnANilInterfaceOnError(t *testing.T) {
+	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{6, 5, 3}, Activation: trainer.Tanh}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := trainer.HeadBatch(data.Synthetic(40, trainer.Shape{H: 1, W: 1, C: 4}, 3, 1), 0) // 4 features for 6 inputs
+	cases := []struct {
+		name  string
+		build func() (hvp.Operator, error)
+	}{
+		{"NewChunked/one-chunk", func() (hvp.Operator, error) {
+			return NewChunked(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, 100)
+		}},
+		{"NewChunked/chunks", func() (hvp.Operator, error) {
+			return NewChunked(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, 7)
+		}},
+		{"probeOperator/whole", func() (hvp.Operator, error) {
+			return probeOperator(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, false, "")
+		}},
+		{"probeOperator/split", func() (hvp.Operator, error) {
+			return probeOperator(net, bad, trainer.CrossEntropy{}, trainer.ModeEval, true, "")
+		}},
+	}
+	for _, c := range cases {
+		op, err := c.build()
+		if err == nil {
+			t.Errorf("%s: no error for a 4-feature batch on a 6-input model", c.name)
+		}
+		if op != nil {
+			t.Errorf("%s: operator %#v is a typed nil inside a non-nil hvp.Operator", c.name, op)
+		}
 	}
 }

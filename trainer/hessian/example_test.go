@@ -5,6 +5,7 @@ import (
 
 	"gonum.org/v1/gonum/floats"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
@@ -14,7 +15,7 @@ import (
 // checked against central differences of the gradient.
 func ExampleNewExact() {
 	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{4, 6, 3}, Activation: trainer.Tanh}, 1)
-	batch := trainer.Synthetic(16, net.InShape(), 3, 2).Head(0)
+	batch := trainer.HeadBatch(data.Synthetic(16, net.InShape(), 3, 2), 0)
 	op, err := hessian.NewExact(net, batch, trainer.CrossEntropy{}, trainer.ModeEval)
 	if err != nil {
 		panic(err)

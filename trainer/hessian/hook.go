@@ -25,6 +25,9 @@ type HookOptions struct {
 	// (running statistics, PyHessian's choice, the default) or
 	// trainer.ModeTrain.
 	Mode trainer.Mode
+	// Precision of the probes' HVPs: float64 (the default) or float32
+	// (MLPs only; see Exact32). Each snapshot records it.
+	Precision snapshot.Precision
 	// Logger receives the errors Step returns (default slog.Default()); the
 	// hook never stops training for them.
 	Logger *slog.Logger
@@ -70,7 +73,7 @@ func Hook(mon *monitor.Monitor, opt HookOptions) trainer.Hook {
 			loss = trainer.CrossEntropy{}
 		}
 		err := mon.Step(ctx, si, func() (hvp.Operator, error) {
-			return probeOperator(info.Model, opt.Batch, loss, opt.Mode, async)
+			return probeOperator(info.Model, opt.Batch, loss, opt.Mode, async, opt.Precision)
 		})
 		if err != nil && ctx.Err() == nil {
 			log.Error("monitor step", "run", mon.Run(), "step", info.Step, "err", err)
@@ -91,10 +94,10 @@ func StepInfo(info trainer.StepInfo) monitor.StepInfo {
 // probeOperator freezes net and builds the probe's exact operator: one
 // chunk per core for an asynchronous eval-mode probe, the whole batch
 // otherwise.
-func probeOperator(net *trainer.Network, b trainer.Batch, loss trainer.Loss, mode trainer.Mode, async bool) (hvp.Operator, error) {
-	parts := runtime.GOMAXPROCS(0)
-	if async && (mode == trainer.ModeEval || !hasBatchNorm(net)) && parts > 1 && b.Len() >= 2*parts {
-		return NewExactBatches(net, Split(b, parts), loss, mode)
+func probeOperator(net *trainer.Network, b trainer.Batch, loss trainer.Loss, mode trainer.Mode, async bool, prec snapshot.Precision) (hvp.Operator, error) {
+	opt := Options{Precision: prec}
+	if parts := runtime.GOMAXPROCS(0); async && (mode == trainer.ModeEval || !hasBatchNorm(net)) {
+		opt.Parts = parts
 	}
-	return NewExact(net, b, loss, mode)
+	return NewOperator(net, b, loss, mode, opt)
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/trainer"
@@ -31,13 +32,13 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // TestHookNeverStopsTraining: a model whose probes fail still trains to the
 // end, and every due step produced a (failed) snapshot.
 func TestHookNeverStopsTraining(t *testing.T) {
-	data := trainer.Synthetic(128, trainer.Shape{H: 1, W: 1, C: 6}, 3, 1)
+	ds := data.Synthetic(128, trainer.Shape{H: 1, W: 1, C: 6}, 3, 1)
 	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{6, 5, 3}, Activation: trainer.Tanh}, 1)
 	sink := &memSink{}
 	m, _ := monitor.New("r", monitor.Config{Every: 5, MaxHVPs: 3}, monitor.WithSink(sink), monitor.WithLogger(discardLogger()))
 	res, err := trainer.Train(context.Background(), trainer.Config{
-		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.1}, Data: data, BatchSize: 16, Steps: 20,
-		Hooks: []trainer.Hook{Hook(m, HookOptions{Batch: data.Head(32)})},
+		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.1}, Data: ds, BatchSize: 16, Steps: 20,
+		Hooks: []trainer.Hook{Hook(m, HookOptions{Batch: trainer.HeadBatch(ds, 32)})},
 	})
 	if err != nil || res.Steps != 20 {
 		t.Fatalf("training stopped: steps %d, err %v", res.Steps, err)
@@ -55,13 +56,13 @@ func TestHookNeverStopsTraining(t *testing.T) {
 // TestAsyncHook: with Async the hook returns at once, at most one probe is
 // in flight, and the probes see the parameters of their own step.
 func TestAsyncHook(t *testing.T) {
-	data := trainer.Synthetic(256, trainer.Shape{H: 1, W: 1, C: 8}, 3, 2)
+	ds := data.Synthetic(256, trainer.Shape{H: 1, W: 1, C: 8}, 3, 2)
 	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{8, 6, 3}, Activation: trainer.Tanh}, 2)
 	sink := &memSink{}
 	m, _ := monitor.New("r", monitor.Config{Every: 2, Async: true, TopK: 2, ESDSteps: 10}, monitor.WithSink(sink), monitor.WithLogger(discardLogger()))
 	_, err := trainer.Train(context.Background(), trainer.Config{
-		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.1}, Data: data, BatchSize: 32, Steps: 40,
-		Hooks: []trainer.Hook{Hook(m, HookOptions{Batch: data.Head(64)})},
+		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.1}, Data: ds, BatchSize: 32, Steps: 40,
+		Hooks: []trainer.Hook{Hook(m, HookOptions{Batch: trainer.HeadBatch(ds, 64)})},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -88,12 +89,12 @@ func TestAsyncHook(t *testing.T) {
 // after Wait; its snapshot must equal a synchronous probe on the whole batch.
 func TestAsyncChunkedProbeMatchesSync(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
-	data := trainer.Synthetic(300, trainer.Shape{H: 1, W: 1, C: 10}, 4, 5)
+	ds := data.Synthetic(300, trainer.Shape{H: 1, W: 1, C: 10}, 4, 5)
 	net, err := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{10, 12, 4}, Activation: trainer.Tanh}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch := data.Head(100) // 100 is not a multiple of 3: uneven chunks
+	batch := trainer.HeadBatch(ds, 100) // 100 is not a multiple of 3: uneven chunks
 	cfg := monitor.Config{Every: 5, TopK: 3, EigenTol: 1e-9, MaxHVPs: 2000, TraceRelTol: 0.05, ESDSteps: 12}
 	info := trainer.StepInfo{Step: 5, Loss: 1, LearningRate: 0.1, Model: net, Optimizer: &trainer.SGD{LR: 0.1}}
 	var snaps [2]*memSink
@@ -138,9 +139,9 @@ func TestAsyncChunkedProbeMatchesSync(t *testing.T) {
 // TestHookProbesTheLoopsOwnLoss: in an MSE loop the hook's probe is the
 // Hessian of MSE (round 1 silently probed cross-entropy).
 func TestHookProbesTheLoopsOwnLoss(t *testing.T) {
-	data := trainer.Synthetic(96, trainer.Shape{H: 1, W: 1, C: 5}, 3, 4)
+	ds := data.Synthetic(96, trainer.Shape{H: 1, W: 1, C: 5}, 3, 4)
 	net, _ := trainer.NewMLP(trainer.MLPConfig{Sizes: []int{5, 6, 3}, Activation: trainer.Tanh}, 4)
-	probe := data.Head(40)
+	probe := trainer.HeadBatch(ds, 40)
 	sink := &memSink{}
 	m, _ := monitor.New("r", monitor.Config{Every: 10, TopK: 1, EigenTol: 1e-10, MaxHVPs: 2000, NoTrace: true, NoESD: true},
 		monitor.WithSink(sink), monitor.WithLogger(discardLogger()))
@@ -152,7 +153,7 @@ func TestHookProbesTheLoopsOwnLoss(t *testing.T) {
 		return nil
 	}
 	if _, err := trainer.Train(context.Background(), trainer.Config{
-		Model: net, Loss: oneHotMSE{}, Optimizer: &trainer.SGD{LR: 0.05}, Data: data, BatchSize: 16, Steps: 10,
+		Model: net, Loss: oneHotMSE{}, Optimizer: &trainer.SGD{LR: 0.05}, Data: ds, BatchSize: 16, Steps: 10,
 		Hooks: []trainer.Hook{keep, Hook(m, HookOptions{Batch: probe})},
 	}); err != nil {
 		t.Fatal(err)

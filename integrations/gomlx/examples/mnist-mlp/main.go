@@ -34,13 +34,13 @@ import (
 	"github.com/gomlx/gomlx/pkg/ml/train/optimizers"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hessmon/hessmon/data"
 	hgomlx "github.com/hessmon/hessmon/integrations/gomlx"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/monitor/metrics"
 	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
-	"github.com/hessmon/hessmon/trainer"
 )
 
 type config struct {
@@ -77,7 +77,7 @@ func main() {
 
 // mnist is a train.Dataset of random mini-batches of MNIST.
 type mnist struct {
-	data *trainer.Dataset
+	data *data.Dataset
 	size int
 	rng  *rand.Rand
 }
@@ -113,13 +113,13 @@ func mlp(ctx *mlctx.Context, _ any, in []*graph.Node) []*graph.Node {
 }
 
 func run(ctx context.Context, c config, log *slog.Logger) error {
-	data, _, err := trainer.LoadMNIST("")
+	images, _, err := data.LoadMNIST("")
 	if err != nil {
 		return err
 	}
-	data = data.Flat()
+	images = images.Flat()
 	if c.TrainSamples > 0 {
-		if data, err = data.Subset(0, min(c.TrainSamples, data.Len())); err != nil {
+		if images, err = images.Subset(0, min(c.TrainSamples, images.Len())); err != nil {
 			return err
 		}
 	}
@@ -127,8 +127,8 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		c.Run = "gomlx-mnist-" + time.Now().UTC().Format("20060102-150405")
 	}
 	rng := rand.New(rand.NewPCG(c.Seed, 0x3a))
-	ds := &mnist{data: data, size: c.Batch, rng: rng}
-	probeX, probeY := ds.batch(rng.Perm(data.Len())[:min(c.ProbeBatch, data.Len())])
+	ds := &mnist{data: images, size: c.Batch, rng: rng}
+	probeX, probeY := ds.batch(rng.Perm(images.Len())[:min(c.ProbeBatch, images.Len())])
 
 	backend, err := simplego.New("ops_sequential") // v0.26.0's parallel ops can deadlock
 	if err != nil {

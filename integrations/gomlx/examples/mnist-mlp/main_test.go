@@ -8,14 +8,14 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/store"
-	"github.com/hessmon/hessmon/trainer"
 )
 
 // TestRunWritesStore trains for a few steps on a slice of MNIST and reads
 // the store back. It skips when the GoMNIST data is not in the module cache.
 func TestRunWritesStore(t *testing.T) {
-	if _, err := trainer.MNISTDir(); errors.Is(err, trainer.ErrNoMNIST) {
+	if _, err := data.MNISTDir(); errors.Is(err, data.ErrNoMNIST) {
 		t.Skip(err)
 	}
 	db := filepath.Join(t.TempDir(), "m.db")
@@ -24,7 +24,7 @@ func TestRunWritesStore(t *testing.T) {
 	if err := run(context.Background(), c, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.OpenReadOnly(db)
+	st, err := store.Open(db, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ func TestRunWritesStore(t *testing.T) {
 	if err := run(context.Background(), c, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.OpenReadOnly(db)
+	st, err := store.Open(db, store.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

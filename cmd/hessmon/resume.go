@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/hessmon/hessmon/monitor"
+	"github.com/hessmon/hessmon/snapshot"
+	"github.com/hessmon/hessmon/store"
+	"github.com/hessmon/hessmon/trainer"
+)
+
+// resumeFlags are train's run-identity and checkpoint flags.
+type resumeFlags struct {
+	resume bool
+	every  int64
+}
+
+const resumeHelp = "continue run --run from its last checkpoint (weights, optimiser state, step counter and data order), with the " +
+	"configuration it was started with (--steps may grow). Snapshots the interrupted run wrote after that checkpoint are kept, " +
+	"and their steps are not probed again (deterministic training reaches the same weights there)"
+
+func (r *resumeFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&r.resume, "resume", false, resumeHelp)
+	fs.Int64Var(&r.every, "checkpoint-every", 100, "checkpoint the training state into the store every N steps, after the last step "+
+		"and on SIGINT/SIGTERM, so that --resume continues after a crash (0: never)")
+}
+
+// flagOf names the train flag behind a key of the stored run metadata.
+var flagOf = map[string]string{
+	"lr": "--lr", "momentum": "--momentum", "wd": "--wd", "batch": "--batch", "every": "--every", "top": "--top",
+	"probe_batch": "--probe-batch", "bn_mode": "--bn-mode", "seed": "--seed", "data": "--data", "optimizer": "--opt",
+	"model": "--model/--hidden/--act/--bn", "params": "the model (parameters)",
+}
+
+// describeChanges writes changes as flags: "--lr 0.05 → 0.4, --momentum 0.9 → 0".
+func describeChanges(changes []snapshot.Change) string {
+	parts := make([]string, len(changes))
+	for i, c := range changes {
+		name := flagOf[c.Key]
+		if name == "" {
+			name = c.Key
+		}
+		old, next := c.Old, c.New
+		if old == "" {
+			old = "(unset)"
+		}
+		if next == "" {
+			next = "(unset)"
+		}
+		parts[i] = fmt.Sprintf("%s %s → %s", name, old, next)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// openRun checks that meta is the run stored under its id, if any, and
+// records it. Without resume a run that holds snapshots or a checkpoint
+// is refused; with resume it returns the checkpoint to continue from (nil:
+// none was written, training restarts from step 0 and skips the stored
+// steps) and adds the resumption to the run's lineage.
+func openRun(st *store.Store, meta snapshot.Run, resume bool, log *slog.Logger) (*trainer.Checkpoint, error) {
+	old, err := st.Run(meta.ID)
+	exists := err == nil
+	if err != nil && !errors.Is(err, store.ErrUnknownRun) {
+		return nil, err
+	}
+	if exists {
+		if ch := old.Changes(meta, "steps"); len(ch) > 0 {
+			return nil, usageErr("run %q in %s was started with another configuration: %s. Use a new --run id, "+
+				"or repeat the stored configuration (and --resume to continue it)", meta.ID, st.Path(), describeChanges(ch))
+		}
+		meta.Started, meta.Resumes = old.Started, old.Resumes
+	}
+	if !resume {
+		if err := refuseReuse(st, meta.ID, exists); err != nil {
+			return nil, err
+		}
+		return nil, st.PutRun(meta)
+	}
+	if !exists {
+		return nil, usageErr("--resume: %s holds no run %q", st.Path(), meta.ID)
+	}
+	step, state, ok, err := st.Checkpoint(meta.ID)
+	if err != nil {
+		return nil, err
+	}
+	var cp *trainer.Checkpoint
+	if ok {
+		cp = new(trainer.Checkpoint)
+		if err := cp.UnmarshalBinary(state); err != nil {
+			return nil, fmt.Errorf("run %q: %w", meta.ID, err)
+		}
+		if cp.Step != step {
+			return nil, fmt.Errorf("run %q: checkpoint of step %d stored as step %d", meta.ID, cp.Step, step)
+		}
+	}
+	meta.Resumes = append(meta.Resumes, snapshot.Resume{AtStep: step, Time: time.Now().UTC()})
+	log.Info("resuming run", "run", meta.ID, "after_step", step, "resumed_times", len(meta.Resumes))
+	return cp, st.PutRun(meta)
+}
+
+// refuseReuse fails when run already holds a history that a fresh start
+// from step 1 would collide with.
+func refuseReuse(st *store.Store, run string, exists bool) error {
+	if !exists {
+		return nil
+	}
+	last, hasSnaps, err := st.LastStep(run)
+	if err != nil {
+		return err
+	}
+	_, _, hasCk, err := st.Checkpoint(run)
+	if err != nil {
+		return err
+	}
+	if hasSnaps || hasCk {
+		return usageErr("run %q in %s already holds steps up to %d: --resume continues it, a new --run id starts another", run, st.Path(), last)
+	}
+	return nil
+}
+
+// checkpointSaver writes the trainer's checkpoints into the store.
+func checkpointSaver(st *store.Store, run string) trainer.CheckpointSaver {
+	return func(_ context.Context, c *trainer.Checkpoint) error {
+		b, err := c.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		return st.PutCheckpoint(run, c.Step, b)
+	}
+}
+
+// existingPolicy is what the monitor does at stored steps: a resumed run
+// keeps the snapshots the interrupted one wrote after its checkpoint.
+func existingPolicy(resume bool) monitor.Existing {
+	if resume {
+		return monitor.ExistingSkip
+	}
+	return monitor.ExistingError
+}
