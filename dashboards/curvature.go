@@ -50,14 +50,37 @@ func windowVariable() *dashboard.IntervalVariableBuilder {
 }
 
 // curvatureDashboard is the single-run view: spectrum edge, trace, density,
-// per-layer traces, training signals and what the probes cost.
+// per-layer traces, training signals and what the probes cost. Rows and
+// panels take ids in display order, so the stages run in that order.
 func curvatureDashboard() (dashboard.Dashboard, error) {
 	ids := &panelIDs{}
-	run := func(metric string, extra ...string) string { return sel(metric, false, extra...) }
-	window := "[$" + varWindow + "]"
+	d := newDashboard(CurvatureUID, curvatureTitle,
+		"Live Hessian curvature of one training run, from hessmon's Prometheus exporter.").
+		WithVariable(runVariable(false)).
+		WithVariable(windowVariable())
+	for _, row := range []func(*panelIDs) (*dashboard.RowBuilder, []cog.Builder[dashboard.Panel]){
+		curvatureRow, trainingRow, costRow,
+	} {
+		r, panels := row(ids)
+		d.WithRow(r)
+		for _, p := range panels {
+			d.WithPanel(p)
+		}
+	}
+	return d.Build()
+}
 
-	// Rows and panels take ids in display order.
-	curvatureRow := dashboard.NewRowBuilder("Curvature").Id(ids.next())
+// runSel selects metric for the dashboard's single run.
+func runSel(metric string, extra ...string) string { return sel(metric, false, extra...) }
+
+// probeWindow is the range selector of the probe-window variable.
+const probeWindow = "[$" + varWindow + "]"
+
+// curvatureRow: the spectrum's edges, the trace, the density and the
+// per-layer quantities.
+func curvatureRow(ids *panelIDs) (*dashboard.RowBuilder, []cog.Builder[dashboard.Panel]) {
+	run := runSel
+	row := dashboard.NewRowBuilder("Curvature").Id(ids.next())
 	lambda := timeSeries(ids, "Top Hessian eigenvalues λ1..k vs 2/η",
 		"Top eigenvalues of the loss Hessian. λ1 (bold) comes from every probe, light or full: the dense series. "+
 			"λ2..k come from full probes only and hold their value between them (see the last full probe's step). "+
@@ -88,6 +111,13 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 		WithTarget(query(refID(1), run(metrics.FullProbeStep), "full probe")).
 		Decimals(0)
 
+	return row, append([]cog.Builder[dashboard.Panel]{lambda, ratio, step}, spectrumPanels(ids)...)
+}
+
+// spectrumPanels: the trace, the density and the per-layer quantities,
+// from full probes, and both ends of the spectrum with their certificates.
+func spectrumPanels(ids *panelIDs) []cog.Builder[dashboard.Panel] {
+	run := runSel
 	tr := run(metrics.Trace)
 	se := run(metrics.TraceStdErr)
 	trace := timeSeries(ids, "Hessian trace ± 2·stderr",
@@ -160,14 +190,26 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 		target{run(metrics.BlockTopEigenvalue), "{{" + metrics.LabelBlock + "}}"},
 	)
 
-	trainingRow := dashboard.NewRowBuilder("Training").Id(ids.next())
+	return []cog.Builder[dashboard.Panel]{trace, esd, blocks, residuals, negative, sharpness, mass, blockEig}
+}
+
+// trainingRow: loss and learning rate.
+func trainingRow(ids *panelIDs) (*dashboard.RowBuilder, []cog.Builder[dashboard.Panel]) {
+	run := runSel
+	row := dashboard.NewRowBuilder("Training").Id(ids.next())
 	loss := timeSeries(ids, "Training loss", "Loss at the probed steps.", "none", 12, 8,
 		target{run(metrics.TrainingLoss), "loss"})
 
 	lr := timeSeries(ids, "Learning rate", "Learning rate η at the probed steps.", "none", 12, 8,
 		target{run(metrics.TrainingLR), "η"})
 
-	costRow := dashboard.NewRowBuilder("Probe cost").Id(ids.next())
+	return row, []cog.Builder[dashboard.Panel]{loss, lr}
+}
+
+// costRow: what the probes cost, how they fail, and which kinds ran.
+func costRow(ids *panelIDs) (*dashboard.RowBuilder, []cog.Builder[dashboard.Panel]) {
+	run, window := runSel, probeWindow
+	row := dashboard.NewRowBuilder("Probe cost").Id(ids.next())
 	hvps := timeSeries(ids, "HVPs per probe",
 		"Hessian-vector products spent by the last probe and on average per probe over the probe window (left axis), "+
 			"and the HVP rate (right axis).",
@@ -219,30 +261,5 @@ func curvatureDashboard() (dashboard.Dashboard, error) {
 			"{{" + metrics.LabelReason + "}}"},
 	).DrawStyle(common.GraphDrawStyleBars).FillOpacity(60)
 
-	return newDashboard(CurvatureUID, curvatureTitle,
-		"Live Hessian curvature of one training run, from hessmon's Prometheus exporter.").
-		WithVariable(runVariable(false)).
-		WithVariable(windowVariable()).
-		WithRow(curvatureRow).
-		WithPanel(lambda).
-		WithPanel(ratio).
-		WithPanel(step).
-		WithPanel(trace).
-		WithPanel(esd).
-		WithPanel(blocks).
-		WithPanel(residuals).
-		WithPanel(negative).
-		WithPanel(sharpness).
-		WithPanel(mass).
-		WithPanel(blockEig).
-		WithRow(trainingRow).
-		WithPanel(loss).
-		WithPanel(lr).
-		WithRow(costRow).
-		WithPanel(hvps).
-		WithPanel(duration).
-		WithPanel(failures).
-		WithPanel(kinds).
-		WithPanel(fullAge).
-		Build()
+	return row, []cog.Builder[dashboard.Panel]{hvps, duration, failures, kinds, fullAge}
 }

@@ -16,7 +16,7 @@ const DefaultServeAddr = "127.0.0.1:9465"
 
 func runServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "serve", "serve a finished store read-only over HTTP, through the same JSON API as a live trainer "+
-		"(/api/runs, /api/runs/{run}/snapshots?from=&to=, /healthz) plus /metrics replaying every run's snapshots, "+
+		"(/api/runs, /api/runs/{run}/snapshots?from=&to=&kind=light|full, /healthz) plus /metrics replaying every run's snapshots, "+
 		"so that Prometheus and Grafana can show a finished run. Runs until interrupted (Ctrl-C). The store is held "+
 		"with a shared lock: a trainer cannot write it meanwhile.",
 		"hessmon serve --db hessmon.db --listen 127.0.0.1:9465   # then: curl 127.0.0.1:9465/api/runs")
