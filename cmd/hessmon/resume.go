@@ -107,6 +107,13 @@ func openRun(st *store.Store, meta snapshot.Run, rf resumeFlags, log *slog.Logge
 	}
 	meta.Resumes = append(meta.Resumes, snapshot.Resume{AtStep: step, Time: time.Now().UTC()})
 	log.Info("resuming run", "run", meta.ID, "after_step", step, "resumed_times", len(meta.Resumes))
+	if last, ok, err := st.LastStep(meta.ID); err == nil && ok && last > step {
+		what := "kept: their steps are not probed again"
+		if rf.overwrite {
+			what = "probed again and replaced (--overwrite)"
+		}
+		log.Info("snapshots written after the checkpoint are "+what, "run", meta.ID, "after_step", step, "up_to_step", last)
+	}
 	return cp, st.PutRun(meta)
 }
 
