@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"math"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -214,12 +215,7 @@ func decodeSnapshot(s *snapshot.Snapshot, b []byte, want Fields) error {
 		case 2:
 			s.Step, err = f.int()
 		case 3:
-			var raw []byte
-			if raw, err = f.bytes(); err == nil {
-				if uerr := s.Time.UnmarshalBinary(raw); uerr != nil {
-					err = fmt.Errorf("%w: snapshot time: %v", ErrCorrupt, uerr)
-				}
-			}
+			s.Time, err = f.time()
 		case 4:
 			s.Loss, err = f.float()
 		case 5:
@@ -299,6 +295,18 @@ func decodeSnapshot(s *snapshot.Snapshot, b []byte, want Fields) error {
 		}
 		return err
 	})
+}
+
+func (f field) time() (time.Time, error) {
+	var t time.Time
+	raw, err := f.bytes()
+	if err != nil {
+		return t, err
+	}
+	if err := t.UnmarshalBinary(raw); err != nil {
+		return t, fmt.Errorf("%w: snapshot time: %v", ErrCorrupt, err)
+	}
+	return t, nil
 }
 
 func (f field) trace() (*snapshot.Trace, error) {

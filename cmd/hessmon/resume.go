@@ -17,8 +17,9 @@ import (
 
 // resumeFlags are train's run-identity and checkpoint flags.
 type resumeFlags struct {
-	resume bool
-	every  int64
+	resume    bool
+	overwrite bool
+	every     int64
 }
 
 const resumeHelp = "continue run --run from its last checkpoint (weights, optimiser state, step counter and data order), with the " +
@@ -27,6 +28,9 @@ const resumeHelp = "continue run --run from its last checkpoint (weights, optimi
 
 func (r *resumeFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&r.resume, "resume", false, resumeHelp)
+	fs.BoolVar(&r.overwrite, "overwrite", false, "replace the stored snapshots of the steps trained again (with the run's own "+
+		"configuration): without --resume the run trains again from step 1 (its warm state is reused), with --resume the "+
+		"steps after the checkpoint are probed again instead of kept")
 	fs.Int64Var(&r.every, "checkpoint-every", 100, "checkpoint the training state into the store every N steps, after the last step "+
 		"and on SIGINT/SIGTERM, so that --resume continues after a crash (0: never)")
 }
@@ -60,10 +64,10 @@ func describeChanges(changes []snapshot.Change) string {
 
 // openRun checks that meta is the run stored under its id, if any, and
 // records it. Without resume a run that holds snapshots or a checkpoint
-// is refused; with resume it returns the checkpoint to continue from (nil:
+// is refused unless rf.overwrite; with resume it returns the checkpoint to continue from (nil:
 // none was written, training restarts from step 0 and skips the stored
 // steps) and adds the resumption to the run's lineage.
-func openRun(st *store.Store, meta snapshot.Run, resume bool, log *slog.Logger) (*trainer.Checkpoint, error) {
+func openRun(st *store.Store, meta snapshot.Run, rf resumeFlags, log *slog.Logger) (*trainer.Checkpoint, error) {
 	old, err := st.Run(meta.ID)
 	exists := err == nil
 	if err != nil && !errors.Is(err, store.ErrUnknownRun) {
@@ -76,8 +80,10 @@ func openRun(st *store.Store, meta snapshot.Run, resume bool, log *slog.Logger) 
 		}
 		meta.Started, meta.Resumes = old.Started, old.Resumes
 	}
-	if !resume {
-		if err := refuseReuse(st, meta.ID, exists); err != nil {
+	if !rf.resume {
+		if rf.overwrite && exists {
+			log.Info("training run again from step 1, replacing its snapshots (--overwrite)", "run", meta.ID)
+		} else if err := refuseReuse(st, meta.ID, exists); err != nil {
 			return nil, err
 		}
 		return nil, st.PutRun(meta)
@@ -101,6 +107,13 @@ func openRun(st *store.Store, meta snapshot.Run, resume bool, log *slog.Logger) 
 	}
 	meta.Resumes = append(meta.Resumes, snapshot.Resume{AtStep: step, Time: time.Now().UTC()})
 	log.Info("resuming run", "run", meta.ID, "after_step", step, "resumed_times", len(meta.Resumes))
+	if last, ok, err := st.LastStep(meta.ID); err == nil && ok && last > step {
+		what := "kept: their steps are not probed again"
+		if rf.overwrite {
+			what = "probed again and replaced (--overwrite)"
+		}
+		log.Info("snapshots written after the checkpoint are "+what, "run", meta.ID, "after_step", step, "up_to_step", last)
+	}
 	return cp, st.PutRun(meta)
 }
 
@@ -119,7 +132,8 @@ func refuseReuse(st *store.Store, run string, exists bool) error {
 		return err
 	}
 	if hasSnaps || hasCk {
-		return usageErr("run %q in %s already holds steps up to %d: --resume continues it, a new --run id starts another", run, st.Path(), last)
+		return usageErr("run %q in %s already holds steps up to %d: --resume continues it, a new --run id starts another "+
+			"(--overwrite trains it again, replacing its snapshots)", run, st.Path(), last)
 	}
 	return nil
 }
@@ -136,9 +150,13 @@ func checkpointSaver(st *store.Store, run string) trainer.CheckpointSaver {
 }
 
 // existingPolicy is what the monitor does at stored steps: a resumed run
-// keeps the snapshots the interrupted one wrote after its checkpoint.
-func existingPolicy(resume bool) monitor.Existing {
-	if resume {
+// keeps the snapshots the interrupted one wrote after its checkpoint
+// unless rf.overwrite replaces them.
+func existingPolicy(rf resumeFlags) monitor.Existing {
+	switch {
+	case rf.overwrite:
+		return monitor.ExistingOverwrite
+	case rf.resume:
 		return monitor.ExistingSkip
 	}
 	return monitor.ExistingError

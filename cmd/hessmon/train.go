@@ -192,8 +192,11 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return usageErr("--precision %s is not supported with --distributed; use --precision float64", monf.precision)
 	}
 	if *distributed {
+		if rf.resume {
+			return usageErr("--resume does not work with --distributed yet (--overwrite trains a run again)")
+		}
 		return trainDistributed(ctx, e, trainOpts{model: mf, opt: of, mon: monf, db: *db, run: *runID, listen: *listen,
-			logLevel: *logLevel, progress: *progress, explicit: setFlags(fs)}, newComm)
+			logLevel: *logLevel, progress: *progress, explicit: setFlags(fs), overwrite: rf.overwrite}, newComm)
 	}
 	con := newConsole(e.stderr)
 	log, err := logger(con.logs(), *logLevel)
@@ -229,7 +232,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return err
 	}
 	defer st.Close()
-	resumeFrom, err := openRun(st, runMeta(*runID, net, opt, train, mf, of, monf, steps), rf.resume, log)
+	resumeFrom, err := openRun(st, runMeta(*runID, net, opt, train, mf, of, monf, steps), rf, log)
 	if err != nil {
 		return err
 	}
@@ -243,7 +246,7 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		return nil
 	})
 	mon, err := monitor.New(*runID, cfg, monitor.WithSink(st), monitor.WithSink(exp), monitor.WithSink(toLog),
-		monitor.WithWarmStore(st), monitor.WithLogger(log), monitor.WithExisting(existingPolicy(rf.resume)))
+		monitor.WithWarmStore(st), monitor.WithLogger(log), monitor.WithExisting(existingPolicy(rf)))
 	if err != nil {
 		return err
 	}
@@ -346,9 +349,9 @@ func runMeta(id string, net *trainer.Network, opt trainer.Optimizer, train *data
 }
 
 // putRun writes the run's metadata after openRun's identity check, for a
-// run that is not resumed.
-func putRun(st *store.Store, meta snapshot.Run, log *slog.Logger) error {
-	_, err := openRun(st, meta, false, log)
+// run that is not resumed (--distributed).
+func putRun(st *store.Store, meta snapshot.Run, overwrite bool, log *slog.Logger) error {
+	_, err := openRun(st, meta, resumeFlags{overwrite: overwrite}, log)
 	return err
 }
 

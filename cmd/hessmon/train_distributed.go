@@ -53,6 +53,7 @@ type trainOpts struct {
 	mon                                 monitorFlags
 	db, run, listen, logLevel, progress string
 	explicit                            map[string]bool // flags given on the command line
+	overwrite                           bool            // --overwrite: replace a reused run's snapshots
 }
 
 // setFlags returns the names of the flags given on the command line.
@@ -208,7 +209,7 @@ func (r *rankRun) join(setupErr error) error {
 		r.log.Warn("--bn-mode train: BatchNorm uses each rank's shard's batch statistics, so the probed Hessian differs from " +
 			"one process's on the whole probe batch (as in data-parallel training without SyncBN); eval mode is identical")
 	}
-	opts := []monitor.Option{monitor.WithWarmStore(warm), monitor.WithLogger(r.log)}
+	opts := []monitor.Option{monitor.WithWarmStore(warm), monitor.WithLogger(r.log), monitor.WithExisting(existingPolicy(resumeFlags{overwrite: r.o.overwrite}))}
 	if r.rank == 0 {
 		opts = append(opts, monitor.WithSink(r.st), monitor.WithSink(r.exp))
 	}
@@ -271,7 +272,7 @@ func (r *rankRun) setup() error {
 	meta := runMeta(r.o.run, r.net, r.opt, r.train, r.o.model, r.o.opt, r.o.mon, r.steps)
 	meta.Config["ranks"] = fmt.Sprint(r.size)
 	meta.Config["distributed"] = "replicated training; probe batch sharded over the ranks"
-	if err := putRun(r.st, meta, r.log); err != nil {
+	if err := putRun(r.st, meta, r.o.overwrite, r.log); err != nil {
 		return err
 	}
 	r.exp = metrics.NewExporter()

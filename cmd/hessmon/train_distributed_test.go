@@ -155,12 +155,12 @@ func TestTrainDistributedMatchesSingleProcess(t *testing.T) {
 	var worst float64
 	for phase := range 2 { // phase 1 resumes run r: warm start from the store
 		var stdout, stderr testutil.SyncBuffer
-		args := append(append([]string{}, base...), "--async=false", "--db", single, "--listen", "off")
+		args := append(append([]string{}, base...), "--async=false", "--db", single, "--listen", "off", "--overwrite")
 		if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
 			t.Fatalf("single process, phase %d: exit %d\n%s", phase, code, stderr.String())
 		}
 		outs := runTrainRanks(t, 2, func(int) []string {
-			return append(append([]string{}, base...), "--distributed", "--db", dist, "--listen", addr)
+			return append(append([]string{}, base...), "--distributed", "--db", dist, "--listen", addr, "--overwrite")
 		}, nil)
 		for r, o := range outs {
 			if o.err != nil {
@@ -173,7 +173,7 @@ func TestTrainDistributedMatchesSingleProcess(t *testing.T) {
 		if out := outs[0].stdout.String(); !strings.Contains(out, "run r:") || !strings.Contains(out, "on 2 ranks") {
 			t.Errorf("phase %d: rank 0's summary is missing:\n%s", phase, out)
 		}
-		if phase == 1 && !strings.Contains(outs[0].stderr.String(), "resuming run") {
+		if phase == 1 && !strings.Contains(outs[0].stderr.String(), "replacing its snapshots") {
 			t.Errorf("rank 0 did not resume run r:\n%s", outs[0].stderr.String())
 		}
 		// Each phase overwrites the same steps; compare after each.

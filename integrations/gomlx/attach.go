@@ -90,6 +90,11 @@ type Attached struct {
 //
 // The hook never stops training: monitor errors are logged. ctx bounds the
 // monitor calls; at OnEnd the monitor is closed with it (unless KeepOpen).
+//
+// The steps are the trainer's GlobalStep, so a loop restored from a GoMLX
+// checkpoint goes on at the checkpoint's step, and a monitor writing to
+// the run's store (a monitor.StepStore) continues its snapshots after the
+// last stored one instead of restarting the schedule.
 func Attach(ctx context.Context, loop *train.Loop, mon *monitor.Monitor, opt AttachOptions) (*Attached, error) {
 	if loop == nil || mon == nil {
 		return nil, errors.New("gomlx: Attach needs a train.Loop and a monitor")

@@ -44,6 +44,14 @@ func TestCrashChild(t *testing.T) {
 	_, _ = trainer.Train(context.Background(), trainer.Config{
 		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05}, Data: ds, BatchSize: 16, Steps: 1 << 40,
 		Hooks: []trainer.Hook{Hook(m, HookOptions{Batch: trainer.HeadBatch(ds, 32)})},
+		// Checkpoints on, at every step, between and after the snapshots.
+		CheckpointEvery: 1, SaveCheckpoint: func(_ context.Context, c *trainer.Checkpoint) error {
+			b, err := c.MarshalBinary()
+			if err != nil {
+				return err
+			}
+			return st.PutCheckpoint("crash", c.Step, b)
+		},
 	})
 }
 
@@ -99,6 +107,13 @@ func TestCrashKeepsCommittedSnapshots(t *testing.T) {
 			if _, err := st.Snapshot("crash", step); err != nil {
 				t.Errorf("round %d: snapshot at step %d lost: %v", round, step, err)
 			}
+		}
+		// The child printed "committed N" inside step N's hooks, so every
+		// step before N had been checkpointed.
+		step, state, ok, err := st.Checkpoint("crash")
+		var cp trainer.Checkpoint
+		if err != nil || !ok || cp.UnmarshalBinary(state) != nil || cp.Step != step || step < committed[len(committed)-1]-1 {
+			t.Errorf("round %d: checkpoint after the crash: step %d (last committed snapshot %d), ok %v, %v", round, step, committed[len(committed)-1], ok, err)
 		}
 		w, err := st.Warm("crash")
 		if err != nil || len(w) == 0 {
