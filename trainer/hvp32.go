@@ -103,9 +103,11 @@ type Tape32 struct {
 	p      []float32 // softmax probabilities (cross-entropy)
 	rgz    []float32
 	v, hv  []float32
-	acc    []float64 // bias-gradient sums
-	lossV  float64
-	ready  bool
+	// v64 and dst are HVP's arguments while it runs (see HVP).
+	v64, dst []float64
+	acc      []float64 // bias-gradient sums
+	lossV    float64
+	ready    bool
 }
 
 // layer32 is one layer's buffers on the tape.
@@ -299,7 +301,17 @@ func (t *Tape32) HVP(dst, v []float64) error {
 	if t.v == nil {
 		t.v, t.hv = make([]float32, n), make([]float32, n)
 	}
-	toFloat32(t.v, v)
+	// A packed first layer reads its part of v and writes its part of H·v
+	// in float64 directly, in its gather and scatter: [lo, hi) skips the
+	// conversions, which would be two more passes over most of the vector.
+	lo, hi := 0, 0
+	if p := t.layers[0].pack; p != nil {
+		lo, hi = t.net.plan[0].off, t.net.plan[0].off+t.net.plan[0].in*t.net.plan[0].out
+	}
+	toFloat32(t.v[:lo], v[:lo])
+	toFloat32(t.v[hi:], v[hi:])
+	t.v64, t.dst = v, dst
+	defer func() { t.v64, t.dst = nil, nil }()
 	var r []float32
 	for i := range t.layers {
 		r = t.rforward(i, r)
@@ -310,11 +322,8 @@ func (t *Tape32) HVP(dst, v []float64) error {
 	for i := len(t.layers) - 1; i >= 0; i-- {
 		rg = t.rbackward(i, rg)
 	}
-	parallelFor(n, 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			dst[i] = float64(t.hv[i])
-		}
-	})
+	toFloat64(dst[:lo], t.hv[:lo])
+	toFloat64(dst[hi:], t.hv[hi:])
 	if hasNonFinite(dst) {
 		return fmt.Errorf("%w in the float32 HVP (the model or loss has diverged, or float32 overflowed)", ErrNonFinite)
 	}
@@ -343,10 +352,11 @@ func (t *Tape32) rforward(i int, rx []float32) []float32 {
 	L.ry = grow32(L.ry, t.rows*s.out)
 	if p := L.pack; p != nil {
 		k := len(p.cols)
+		v64 := t.v64[s.off : s.off+nw]
 		for o := range s.out {
-			src, d := vw[o*s.in:(o+1)*s.in], p.vw[o*k:(o+1)*k]
+			src, d := v64[o*s.in:(o+1)*s.in], p.vw[o*k:(o+1)*k]
 			for l, j := range p.cols {
-				d[l] = src[j]
+				d[l] = float32(src[j])
 			}
 		}
 		if k > 0 {
@@ -422,13 +432,16 @@ func (t *Tape32) rbackward(i int, rg []float32) []float32 {
 	nw := s.in * s.out
 	hw := t.hv[s.off : s.off+nw]
 	if p := L.pack; p != nil {
-		if k := len(p.cols); k > 0 {
+		k := len(p.cols)
+		if k > 0 {
 			sgemm(true, false, s.out, k, t.rows, rg, p.x, 0, p.hw)
-			for o := range s.out {
-				src, d := p.hw[o*k:(o+1)*k], hw[o*s.in:(o+1)*s.in]
-				for l, j := range p.cols {
-					d[j] = src[l]
-				}
+		}
+		hw64 := t.dst[s.off : s.off+nw]
+		for o := range s.out {
+			src, d := p.hw[o*k:(o+1)*k], hw64[o*s.in:(o+1)*s.in]
+			clear(d)
+			for l, j := range p.cols {
+				d[j] = float64(src[l])
 			}
 		}
 	} else {
@@ -497,6 +510,14 @@ func toFloat32(dst []float32, src []float64) {
 	parallelFor(len(src), 1, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			dst[i] = float32(src[i])
+		}
+	})
+}
+
+func toFloat64(dst []float64, src []float32) {
+	parallelFor(len(src), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			dst[i] = float64(src[i])
 		}
 	})
 }
