@@ -7,6 +7,7 @@ import (
 
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
+	"github.com/hessmon/hessmon/internal/krylov"
 	"github.com/hessmon/hessmon/snapshot"
 )
 
@@ -123,11 +124,12 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 			eo := estimators.EigenOptions{
 				K: k, Order: cfg.Order, Tol: cfg.EigenTol, MaxHVPs: limit,
 				Seed: cfg.Seed, KeepVectors: true, KeepProducts: true,
-				MinTol: cfg.LambdaMinTol, NoRefine: cfg.WarmKrylovSchur, KeepBasis: esdRes != nil, WarmMaxHVPs: cfg.EigenWarmMaxHVPs,
+				MinTol: cfg.LambdaMinTol, KeepBasis: esdRes != nil, WarmMaxHVPs: cfg.EigenWarmMaxHVPs,
+				Start: &krylov.Start{NoRefine: cfg.WarmKrylovSchur},
 			}
 			if esdRes != nil {
-				eo.Subspace, eo.SubspaceProducts = esdRes.Basis, esdRes.Products
-				eo.SubspaceOrthonormal = esdRes.Probes == 1 // one probe's Lanczos vectors are orthonormal; several are not
+				eo.Start.Basis, eo.Start.Products = esdRes.Basis, esdRes.Products
+				eo.Start.Orthonormal = esdRes.Probes == 1 // one probe's Lanczos vectors are orthonormal; several are not
 			}
 			res, w, err = estimators.TopEigen(ctx, op, eo, eigenWarm)
 			if len(res.Values) > 0 && cfg.Order == estimators.Algebraic {
