@@ -144,6 +144,13 @@ type EigenWarm struct {
 	Vectors [][]float64
 }
 
+func (w *EigenWarm) vectors() [][]float64 {
+	if w == nil {
+		return nil
+	}
+	return w.Vectors
+}
+
 func (w *EigenWarm) usable(n int) bool {
 	if w == nil || len(w.Vectors) == 0 || len(w.Values) != len(w.Vectors) {
 		return false
@@ -506,6 +513,8 @@ func refineStart(ctx context.Context, op hvp.Operator, opt EigenOptions, st kryl
 	}
 	n := op.Dim()
 	sp := newSubspace(op, stream(opt.Seed, streamEigen+1))
+	// The largest basis refineStage asks for, plus the warm vectors.
+	sp.reserve = min(n, max(len(st.Basis)+opt.K+10, 4*opt.K, 20)+len(warm.vectors()))
 	for i, x := range st.Basis {
 		if len(x) != n || len(st.Products[i]) != n {
 			return nil, fmt.Errorf("%w: subspace vector %d", hvp.ErrDim, i)

@@ -340,7 +340,7 @@ func (t *traceRun) buffers() *traceBuffers {
 	if t.df != nil {
 		limit := max(1, traceChunkFloats/max(n, 1))
 		tb.chunk = min(traceChunk, limit)
-		tb.first = min(max(tb.chunk, t.minProbes), limit)
+		tb.first = traceFirstChunk(n, t.minProbes)
 	}
 	tb.zs, tb.ws = make([]float64, tb.first*n), make([]float64, tb.first*n)
 	if t.df != nil {
@@ -680,9 +680,12 @@ func nextChain(probes []probeRec, fresh []int, samples [][]float64, prev func(in
 
 // traceChunk probes share the deflation's GEMMs, at most traceChunkFloats
 // values per chunk buffer (three of them: probes, projected probes,
-// products).
+// products). Each chunk reads Q and HQ four times (C, D, the projection
+// and the block samples), so a probe of 25–40 trace HVPs takes two chunks
+// of 16 rather than four of 8; past 2²²/16 = 262k parameters the buffer
+// bound sets the chunk.
 const (
-	traceChunk       = 8
+	traceChunk       = 16
 	traceChunkFloats = 1 << 22
 )
 
