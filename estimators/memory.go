@@ -30,19 +30,18 @@ func (o ESDOptions) Vectors() int {
 	}
 }
 
-// Vectors returns the n-vectors TopEigen allocates with start directions
-// of the given number (EigenOptions.Start; 0 without): the larger of its
-// two paths.
+// Vectors returns the n-vectors TopEigen allocates: the larger of its two
+// paths.
 //
 //   - Krylov–Schur: the basis, MaxBasis + b, and the block of products b,
 //     plus K Ritz vectors, K products with KeepProducts and K copies with
 //     KeepVectors, and b warm start vectors.
-//   - Subspace refinement: the basis and its products, 2·(start + K + 10)
-//     at most (when the start is the ESD's single-probe basis it grows in
-//     the ESD's spare room, 0 more up to esdBasisSpare rows), 2·(K+1)
-//     Ritz vectors and products, K+1 residual directions, K copies with
-//     KeepVectors.
-func (o EigenOptions) Vectors(start int) int {
+//   - Subspace refinement (with a Start basis of s directions): the basis
+//     and its products, 2·(s + 2K + 10) at most, none of them when the
+//     Start is an ESD single-probe basis with room to grow in place; 2·(K+1)
+//     Ritz vectors and products, K+1 residual directions, one product
+//     scratch and K copies with KeepVectors.
+func (o EigenOptions) Vectors() int {
 	k := max(o.K, 1)
 	b := o.BlockSize
 	if b == 0 {
@@ -61,9 +60,30 @@ func (o EigenOptions) Vectors(start int) int {
 	if o.KeepProducts {
 		ks += k
 	}
-	basis := max(start+k+10, 4*k, 20)
-	rf := 2*basis + 2*(k+1) + (k + 1) + keep
+	s := 0
+	if o.Start != nil {
+		s = len(o.Start.Basis)
+	}
+	basis := 2 * (max(s+k+10, 4*k, 20) + k)
+	if o.Start != nil && o.Start.Orthonormal && s > 0 && inPlaceRoom(o.Start.Basis, o.Start.Products) >= basis/2-s {
+		basis = 0
+	}
+	if s == 0 && k > 1 {
+		return ks // no Start: only a single tracked pair refines
+	}
+	rf := basis + 2*(k+1) + (k + 1) + 1 + keep
 	return max(ks, rf)
+}
+
+// inPlaceRoom is the number of rows that contiguous rows and their
+// products can grow by without reallocating.
+func inPlaceRoom(rows, products [][]float64) int {
+	n := len(rows[0])
+	xc, hc := contiguous(rows, n), contiguous(products, n)
+	if xc == nil || hc == nil || n == 0 {
+		return 0
+	}
+	return min(cap(xc), cap(hc))/n - len(rows)
 }
 
 // Vectors returns the n-vectors Trace allocates for an operator of
