@@ -143,7 +143,10 @@ func fullProbes(ctx context.Context, op *hessian.Exact, row *ScaleRow, opt Scale
 	}
 	defer st.Close()
 	var last snapshot.Snapshot
-	mon, err := monitor.New("bench-scale", monitor.Config{Seed: opt.Seed}, monitor.WithSink(st), monitor.WithWarmStore(st),
+	// A cold probe of 10M parameters outlasts the default 2-minute cap on
+	// a loaded 2-core machine; a user at that size raises it too.
+	cfg := monitor.Config{Seed: opt.Seed, MaxDuration: time.Hour}
+	mon, err := monitor.New("bench-scale", cfg, monitor.WithSink(st), monitor.WithWarmStore(st),
 		monitor.WithSink(monitor.SinkFunc(func(s snapshot.Snapshot) error { last = s; return nil })))
 	if err != nil {
 		return err
