@@ -108,7 +108,7 @@ type BlockEigenResult struct {
 func BlockEigen(ctx context.Context, op hvp.Operator, groups []Group, opt EigenOptions, warm map[string]*EigenWarm) ([]BlockEigenResult, map[string]*EigenWarm, error) {
 	opt.K = 1
 	opt.KeepVectors, opt.KeepProducts, opt.KeepBasis = false, false, false
-	opt.Subspace, opt.SubspaceProducts = nil, nil
+	opt.Start = nil
 	out := make([]BlockEigenResult, 0, len(groups))
 	next := make(map[string]*EigenWarm, len(groups))
 	for _, g := range groups {

@@ -12,6 +12,7 @@ import (
 	"gonum.org/v1/gonum/floats"
 
 	"github.com/hessmon/hessmon/hvp"
+	"github.com/hessmon/hessmon/internal/krylov"
 )
 
 // Order selects which end of the spectrum an eigen solve targets.
@@ -80,15 +81,6 @@ type EigenOptions struct {
 	// relation at no HVP cost (exact up to ~1e-12·‖H‖). Pass them with the
 	// vectors to Trace as DeflateProducts to save K HVPs.
 	KeepProducts bool
-	// Subspace holds directions whose exact products another estimator has
-	// already paid for (SubspaceProducts[i] = H·Subspace[i]), typically the
-	// ESD's Lanczos basis: the solve starts from them at no HVP cost. A
-	// random Krylov basis of 30 steps already holds good approximations of
-	// the extreme eigenvectors, both ends.
-	Subspace, SubspaceProducts [][]float64
-	// SubspaceOrthonormal promises that Subspace is orthonormal (to
-	// rounding), as ESD's Lanczos basis is: it is then taken as it is.
-	SubspaceOrthonormal bool
 	// WarmMaxHVPs, when > 0, caps the warm (subspace) refinement: a warm
 	// start that needs more has lost track of the eigenvectors, and the
 	// solve restarts cold (Krylov–Schur from a random block), counting the
@@ -96,18 +88,18 @@ type EigenOptions struct {
 	WarmMaxHVPs int
 	// KeepBasis returns the refinement's whole orthonormal basis with its
 	// exact products (EigenResult.Basis), when the solve ended there: it
-	// holds the eigenvectors and every Subspace direction, a free deflation
+	// holds the eigenvectors and every Start direction, a free deflation
 	// space for Trace.
 	KeepBasis bool
-	// NoRefine warm-starts with Krylov–Schur from a combination of the
-	// previous eigenvectors (round 1's method, cheaper when H moved a lot
-	// relative to Tol) instead of the subspace refinement. Subspace is then
-	// ignored.
-	NoRefine bool
 	// MinTol, when > 0, also refines the smallest Ritz pair (λmin) to
 	// MinTol·‖H‖est in a warm or subspace solve. Without it λmin is reported
 	// as found, with its residual.
 	MinTol float64
+	// Start is hessmon's own pipeline's (monitor.Analyze, the benchmarks):
+	// a Krylov space whose products another estimator already paid for,
+	// and round 1's warm start for comparisons. Its type is internal; nil,
+	// the default, is the documented solve.
+	Start *krylov.Start
 }
 
 // EigenResult holds eigenpairs with their certificates.
@@ -150,6 +142,13 @@ type EigenResult struct {
 type EigenWarm struct {
 	Values  []float64
 	Vectors [][]float64
+}
+
+func (w *EigenWarm) vectors() [][]float64 {
+	if w == nil {
+		return nil
+	}
+	return w.Vectors
 }
 
 func (w *EigenWarm) usable(n int) bool {
@@ -212,133 +211,173 @@ func maxCluster(values []float64) int {
 // ones). Cold Lanczos shares this risk only at the 1/√n level of a random
 // start, so a monitor should solve cold every few probes.
 func TopEigen(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *EigenWarm) (EigenResult, *EigenWarm, error) {
-	n := op.Dim()
+	p, err := newEigenPlan(op.Dim(), opt, warm)
+	if err != nil {
+		return EigenResult{}, nil, err
+	}
+	if p.refine {
+		res, nw, err, done := p.refineStage(ctx, op, opt, warm)
+		if done {
+			return res, nw, err
+		}
+		warm = p.warm
+	}
+	return p.krylovSchur(ctx, op, opt, warm)
+}
+
+// eigenPlan is a TopEigen call's options with their defaults filled in and
+// what the refinement stage left for Krylov–Schur.
+type eigenPlan struct {
+	n, k           int
+	tol            float64
+	maxHVPs        int
+	b, maxBasis    int
+	isWarm, refine bool
+	start          krylov.Start
+	preHVPs        int
+	warm           *EigenWarm // the Krylov–Schur start after the refinement
+}
+
+// newEigenPlan validates opt and fills in its defaults.
+func newEigenPlan(n int, opt EigenOptions, warm *EigenWarm) (*eigenPlan, error) {
 	if opt.K < 1 || opt.K > n {
-		return EigenResult{}, nil, fmt.Errorf("estimators: K=%d, want 1 ≤ K ≤ %d", opt.K, n)
+		return nil, fmt.Errorf("estimators: K=%d, want 1 ≤ K ≤ %d", opt.K, n)
 	}
 	if opt.Order != Algebraic && opt.Order != Magnitude {
-		return EigenResult{}, nil, fmt.Errorf("estimators: unknown order %d", opt.Order)
+		return nil, fmt.Errorf("estimators: unknown order %d", opt.Order)
 	}
 	if opt.Tol < 0 || math.IsNaN(opt.Tol) || opt.MaxHVPs < 0 || opt.BlockSize < 0 || opt.MaxBasis < 0 {
-		return EigenResult{}, nil, errors.New("estimators: negative or NaN eigen option")
+		return nil, errors.New("estimators: negative or NaN eigen option")
 	}
-	k := opt.K
-	tol := opt.Tol
-	if tol == 0 {
-		tol = 1e-6
+	p := &eigenPlan{n: n, k: opt.K, tol: opt.Tol, maxHVPs: opt.MaxHVPs, isWarm: warm.usable(n)}
+	if opt.Start != nil {
+		p.start = *opt.Start
 	}
-	maxHVPs := opt.MaxHVPs
-	if maxHVPs == 0 {
-		maxHVPs = 1000
+	if p.tol == 0 {
+		p.tol = 1e-6
 	}
-	isWarm := warm.usable(n)
-	b := opt.BlockSize
-	if b == 0 {
-		if isWarm {
-			b = max(1, maxCluster(warm.Values))
+	if p.maxHVPs == 0 {
+		p.maxHVPs = 1000
+	}
+	p.b = opt.BlockSize
+	if p.b == 0 {
+		if p.isWarm {
+			p.b = max(1, maxCluster(warm.Values))
 		} else {
-			b = min(k, 3)
+			p.b = min(p.k, 3)
 		}
 	}
-	b = min(b, n)
-	maxBasis := opt.MaxBasis
-	if maxBasis == 0 {
-		maxBasis = max(3*k, k+6*b, 30)
+	p.b = min(p.b, n)
+	p.maxBasis = opt.MaxBasis
+	if p.maxBasis == 0 {
+		p.maxBasis = max(3*p.k, p.k+6*p.b, 30)
 	}
-	maxBasis = min(max(maxBasis, k+2*b), n)
-
-	var pre refineResult
-	preHVPs := 0
-	// The subspace refinement pays when it has a free Subspace, or for a
-	// single pair (it is then Lanczos from the previous vector). For k > 1
+	p.maxBasis = min(max(p.maxBasis, p.k+2*p.b), n)
+	// The subspace refinement pays when it has a free Start basis, or for
+	// a single pair (it is then Lanczos from the previous vector). For k > 1
 	// previous vectors alone, Lanczos from their combination (Krylov–Schur)
 	// is cheaper unless H barely moved: measured along an MNIST MLP run, a
 	// probe every 2 SGD steps at tolerance 1e-4, 735 against 905 HVPs.
-	refine := !opt.NoRefine && (len(opt.Subspace) > 0 || (isWarm && k == 1))
-	if refine {
-		// A free Subspace alone may already hold the pairs: a random
-		// Krylov basis is what a cold solve would build. The previous
-		// eigenvectors are paid for only when it does not.
-		lazyWarm := isWarm && len(opt.Subspace) >= k
-		// Tracking a single pair, the warm state also holds the vector of
-		// the probe before, and Lanczos starts from the linear
-		// extrapolation 2v_t − v_{t−1} of the moving eigenvector. Measured
-		// along an MNIST MLP run (a probe every 2 SGD steps, tolerance
-		// 1e-3), its residual on the new H is 0.011–0.026 of λ1 against
-		// 0.031–0.052 for v_t; the solve then takes 4.79 HVPs on average
-		// instead of 5.23 (v_t, then v_{t−1}, then residuals).
-		history := isWarm && k == 1 && len(opt.Subspace) == 0 && len(warm.Vectors) > 1
-		first := warm
-		if history {
-			first = &EigenWarm{Values: warm.Values[:1], Vectors: [][]float64{extrapolate(warm.Vectors[0], warm.Vectors[1])}}
-		}
-		sp, err := refineStart(ctx, op, opt, first, isWarm && !lazyWarm)
-		if err != nil {
-			return EigenResult{Warm: isWarm}, nil, err
-		}
-		if lazyWarm || history {
-			pre, err = sp.refine(ctx, k, opt.Order, tol, opt.MinTol, 0, sp.m)
-			if err != nil && !errors.Is(err, ErrNotConverged) {
-				return EigenResult{Warm: isWarm}, nil, err
-			}
-			if pre.converged {
-				return refinedResult(opt, pre, sp, isWarm && !lazyWarm, nil, warm)
-			}
-			if !history {
-				if err := sp.addWarm(ctx, warm); err != nil {
-					return EigenResult{Warm: isWarm, HVPs: sp.hvps}, nil, err
-				}
-			}
-		}
-		warmMax := opt.WarmMaxHVPs
-		if warmMax == 0 {
-			warmMax = maxHVPs
-		}
-		basis := min(n, max(sp.m+k+10, 4*k, 20))
-		if sp.m >= k {
-			pre, err = sp.refine(ctx, k, opt.Order, tol, opt.MinTol, min(warmMax, maxHVPs), basis)
-			if err != nil && !errors.Is(err, ErrNotConverged) {
-				return EigenResult{Warm: isWarm, HVPs: sp.hvps}, nil, err
-			}
+	p.refine = !p.start.NoRefine && (len(p.start.Basis) > 0 || (p.isWarm && p.k == 1))
+	return p, nil
+}
+
+// refineStage runs the subspace refinement. It returns done with the
+// result when the refinement settled the solve (converged, out of budget
+// or failed); otherwise it leaves in p the Krylov–Schur start (warm from
+// the refined vectors, or cold when the warm start lost track).
+func (p *eigenPlan) refineStage(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *EigenWarm) (EigenResult, *EigenWarm, error, bool) {
+	k, isWarm := p.k, p.isWarm
+	// A free Start basis alone may already hold the pairs: a random
+	// Krylov basis is what a cold solve would build. The previous
+	// eigenvectors are paid for only when it does not.
+	lazyWarm := isWarm && len(p.start.Basis) >= k
+	// Tracking a single pair, the warm state also holds the vector of the
+	// probe before, and Lanczos starts from the linear extrapolation
+	// 2v_t − v_{t−1} of the moving eigenvector. Measured along an MNIST
+	// MLP run (a probe every 2 SGD steps, tolerance 1e-3), its residual on
+	// the new H is 0.011–0.026 of λ1 against 0.031–0.052 for v_t; the
+	// solve then takes 4.79 HVPs on average instead of 5.23 (v_t, then
+	// v_{t−1}, then residuals).
+	history := isWarm && k == 1 && len(p.start.Basis) == 0 && len(warm.Vectors) > 1
+	first := warm
+	if history {
+		first = &EigenWarm{Values: warm.Values[:1], Vectors: [][]float64{extrapolate(warm.Vectors[0], warm.Vectors[1])}}
+	}
+	sp, err := refineStart(ctx, op, opt, p.start, first, isWarm && !lazyWarm)
+	if err != nil {
+		return EigenResult{Warm: isWarm}, nil, err, true
+	}
+	var pre refineResult
+	if lazyWarm || history {
+		pre, err = sp.refine(ctx, k, opt.Order, p.tol, opt.MinTol, 0, sp.m)
+		if err != nil && !errors.Is(err, ErrNotConverged) {
+			return EigenResult{Warm: isWarm}, nil, err, true
 		}
 		if pre.converged {
-			return refinedResult(opt, pre, sp, isWarm, nil, warm)
+			res, nw, err := refinedResult(opt, pre, sp, isWarm && !lazyWarm, nil, warm)
+			return res, nw, err, true
 		}
-		if sp.hvps >= maxHVPs {
-			return refinedResult(opt, pre, sp, isWarm, ErrNotConverged, warm)
-		}
-		preHVPs = sp.hvps
-		switch {
-		case opt.WarmMaxHVPs > 0 && sp.hvps >= opt.WarmMaxHVPs:
-			// Lost track: a cold Krylov–Schur solve with what is left.
-			isWarm = false
-			if opt.BlockSize == 0 {
-				b = min(k, 3, n)
+		if !history {
+			if err := sp.addWarm(ctx, warm); err != nil {
+				return EigenResult{Warm: isWarm, HVPs: sp.hvps}, nil, err, true
 			}
-		case len(pre.vectors) == k:
-			// Moved far: Krylov–Schur from the refined vectors.
-			warm, isWarm = &EigenWarm{Values: pre.values, Vectors: pre.vectors}, true
-			if opt.BlockSize == 0 {
-				b = max(1, maxCluster(pre.values))
-			}
-		}
-		if opt.MaxBasis == 0 {
-			maxBasis = min(max(3*k, k+6*b, 30), n)
 		}
 	}
+	warmMax := opt.WarmMaxHVPs
+	if warmMax == 0 {
+		warmMax = p.maxHVPs
+	}
+	basis := min(p.n, max(sp.m+k+10, 4*k, 20))
+	if sp.m >= k {
+		pre, err = sp.refine(ctx, k, opt.Order, p.tol, opt.MinTol, min(warmMax, p.maxHVPs), basis)
+		if err != nil && !errors.Is(err, ErrNotConverged) {
+			return EigenResult{Warm: isWarm, HVPs: sp.hvps}, nil, err, true
+		}
+	}
+	if pre.converged {
+		res, nw, err := refinedResult(opt, pre, sp, isWarm, nil, warm)
+		return res, nw, err, true
+	}
+	if sp.hvps >= p.maxHVPs {
+		res, nw, err := refinedResult(opt, pre, sp, isWarm, ErrNotConverged, warm)
+		return res, nw, err, true
+	}
+	p.preHVPs = sp.hvps
+	p.warm = warm
+	switch {
+	case opt.WarmMaxHVPs > 0 && sp.hvps >= opt.WarmMaxHVPs:
+		// Lost track: a cold Krylov–Schur solve with what is left.
+		p.isWarm = false
+		if opt.BlockSize == 0 {
+			p.b = min(k, 3, p.n)
+		}
+	case len(pre.vectors) == k:
+		// Moved far: Krylov–Schur from the refined vectors.
+		p.warm, p.isWarm = &EigenWarm{Values: pre.values, Vectors: pre.vectors}, true
+		if opt.BlockSize == 0 {
+			p.b = max(1, maxCluster(pre.values))
+		}
+	}
+	if opt.MaxBasis == 0 {
+		p.maxBasis = min(max(3*k, k+6*p.b, 30), p.n)
+	}
+	return EigenResult{}, nil, nil, false
+}
 
+// krylovSchur runs block Krylov–Schur from warm's vectors (p.isWarm) or a
+// random block until the wanted pairs converge or the budget ends.
+func (p *eigenPlan) krylovSchur(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *EigenWarm) (EigenResult, *EigenWarm, error) {
+	k := p.k
 	rng := stream(opt.Seed, streamEigen)
-	ks := newBlockKS(op, b, maxBasis, rng)
-	ks.hvps = preHVPs
-
+	ks := newBlockKS(op, p.b, p.maxBasis, rng)
+	ks.hvps = p.preHVPs
 	var startBlock [][]float64
-	if isWarm {
-		startBlock = warmStart(warm.Vectors, b, rng)
+	if p.isWarm {
+		startBlock = warmStart(warm.Vectors, p.b, rng)
 	}
 	ks.start(startBlock)
-
-	res := EigenResult{Warm: isWarm, BlockSize: b}
-	var wanted []int
+	res := EigenResult{Warm: p.isWarm, BlockSize: p.b}
 	converged := false
 	for {
 		if ks.qb == 0 && ks.m >= k {
@@ -347,11 +386,11 @@ func TopEigen(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *Eige
 			converged = true
 			break
 		}
-		if ks.qb == 0 || ks.hvps+ks.qb > maxHVPs {
+		if ks.qb == 0 || ks.hvps+ks.qb > p.maxHVPs {
 			break
 		}
-		if ks.m+ks.qb > maxBasis {
-			ks.restart(keepSet(ks.theta, opt.Order, min(ks.m-ks.qb, max(k, (maxBasis-ks.qb+k)/2))))
+		if ks.m+ks.qb > p.maxBasis {
+			ks.restart(keepSet(ks.theta, opt.Order, min(ks.m-ks.qb, max(k, (p.maxBasis-ks.qb+k)/2))))
 		}
 		if err := ks.expand(ctx); err != nil {
 			return res, nil, err
@@ -362,58 +401,62 @@ func TopEigen(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *Eige
 		if ks.m < k {
 			continue
 		}
-		wanted = keepSet(ks.theta, opt.Order, k)
-		converged = true
-		lim := tol * ks.normEst
-		for _, j := range wanted {
-			if ks.residual(j) > lim {
-				converged = false
-				break
-			}
-		}
-		if converged {
+		if converged = ks.converged(keepSet(ks.theta, opt.Order, k), p.tol*ks.normEst); converged {
 			break
 		}
 	}
 	if ks.m < k {
-		return res, nil, fmt.Errorf("%w: HVP cap %d too small for K=%d with block size %d", ErrNotConverged, maxHVPs, k, b)
+		return res, nil, fmt.Errorf("%w: HVP cap %d too small for K=%d with block size %d", ErrNotConverged, p.maxHVPs, k, p.b)
 	}
-	wanted = keepSet(ks.theta, opt.Order, k)
+	return ks.result(res, opt, p.tol, converged)
+}
 
-	res.Values = make([]float64, k)
-	res.Residuals = make([]float64, k)
-	for i, j := range wanted {
-		res.Values[i] = ks.theta[j]
-		res.Residuals[i] = ks.residual(j)
+// converged reports whether every wanted pair's residual is within lim.
+func (k *blockKS) converged(wanted []int, lim float64) bool {
+	for _, j := range wanted {
+		if k.residual(j) > lim {
+			return false
+		}
 	}
-	nw := &EigenWarm{Values: make([]float64, k), Vectors: make([][]float64, k)}
+	return true
+}
+
+// result packages the wanted Ritz pairs of the final basis.
+func (k *blockKS) result(res EigenResult, opt EigenOptions, tol float64, converged bool) (EigenResult, *EigenWarm, error) {
+	wanted := keepSet(k.theta, opt.Order, opt.K)
+	n := k.n
+	res.Values = make([]float64, len(wanted))
+	res.Residuals = make([]float64, len(wanted))
+	nw := &EigenWarm{Values: make([]float64, len(wanted)), Vectors: make([][]float64, len(wanted))}
 	for i, j := range wanted {
+		res.Values[i] = k.theta[j]
+		res.Residuals[i] = k.residual(j)
 		x := make([]float64, n)
-		ks.ritzVector(x, j)
+		k.ritzVector(x, j)
 		floats.Scale(1/floats.Norm(x, 2), x)
-		nw.Values[i] = ks.theta[j]
+		nw.Values[i] = k.theta[j]
 		nw.Vectors[i] = x
 	}
 	if opt.KeepProducts {
-		res.Products = make([][]float64, k)
+		res.Products = make([][]float64, len(wanted))
 		for i, j := range wanted {
-			res.Products[i] = ks.product(nw.Vectors[i], j)
+			res.Products[i] = k.product(nw.Vectors[i], j)
 		}
 	}
 	if opt.KeepVectors {
-		res.Vectors = make([][]float64, k)
+		res.Vectors = make([][]float64, len(wanted))
 		for i, x := range nw.Vectors {
 			res.Vectors[i] = slices.Clone(x)
 		}
 	}
-	res.NormEstimate = ks.normEst
-	res.HVPs = ks.hvps
+	res.NormEstimate = k.normEst
+	res.HVPs = k.hvps
 	res.Converged = converged
-	res.Restarts = ks.restarts
-	res.Min, res.MinResidual = ks.theta[0], ks.residual(0)
+	res.Restarts = k.restarts
+	res.Min, res.MinResidual = k.theta[0], k.residual(0)
 	if !converged {
 		return res, nw, fmt.Errorf("%w: %d HVPs, largest relative residual %.3g > %.3g",
-			ErrNotConverged, ks.hvps, slices.Max(res.Residuals)/math.Max(ks.normEst, math.SmallestNonzeroFloat64), tol)
+			ErrNotConverged, k.hvps, slices.Max(res.Residuals)/math.Max(k.normEst, math.SmallestNonzeroFloat64), tol)
 	}
 	return res, nw, nil
 }
@@ -462,24 +505,26 @@ func warmStart(old [][]float64, b int, r *rand.Rand) [][]float64 {
 	return out
 }
 
-// refineStart builds the refinement basis: the free Subspace directions
+// refineStart builds the refinement basis: the free Start directions
 // first, then the previous eigenvectors (one HVP each).
-func refineStart(ctx context.Context, op hvp.Operator, opt EigenOptions, warm *EigenWarm, isWarm bool) (*subspace, error) {
-	if len(opt.SubspaceProducts) != len(opt.Subspace) {
-		return nil, fmt.Errorf("estimators: %d subspace vectors with %d products", len(opt.Subspace), len(opt.SubspaceProducts))
+func refineStart(ctx context.Context, op hvp.Operator, opt EigenOptions, st krylov.Start, warm *EigenWarm, isWarm bool) (*subspace, error) {
+	if len(st.Products) != len(st.Basis) {
+		return nil, fmt.Errorf("estimators: %d subspace vectors with %d products", len(st.Basis), len(st.Products))
 	}
 	n := op.Dim()
 	sp := newSubspace(op, stream(opt.Seed, streamEigen+1))
-	for i, x := range opt.Subspace {
-		if len(x) != n || len(opt.SubspaceProducts[i]) != n {
+	// The largest basis refineStage asks for, plus the warm vectors.
+	sp.reserve = min(n, max(len(st.Basis)+opt.K+10, 4*opt.K, 20)+len(warm.vectors()))
+	for i, x := range st.Basis {
+		if len(x) != n || len(st.Products[i]) != n {
 			return nil, fmt.Errorf("%w: subspace vector %d", hvp.ErrDim, i)
 		}
 	}
-	if opt.SubspaceOrthonormal {
-		sp.addOrthonormal(opt.Subspace, opt.SubspaceProducts)
+	if st.Orthonormal {
+		sp.addOrthonormal(st.Basis, st.Products)
 	} else {
-		for i, x := range opt.Subspace {
-			if _, err := sp.add(ctx, slices.Clone(x), slices.Clone(opt.SubspaceProducts[i])); err != nil {
+		for i, x := range st.Basis {
+			if _, err := sp.add(ctx, slices.Clone(x), slices.Clone(st.Products[i])); err != nil {
 				return nil, err
 			}
 		}
@@ -511,7 +556,7 @@ func refinedResult(opt EigenOptions, r refineResult, sp *subspace, isWarm bool, 
 		Converged: err == nil, Warm: isWarm, BlockSize: 1, Min: r.min, MinResidual: r.minResidual, Refined: true,
 	}
 	nw := &EigenWarm{Values: slices.Clone(r.values), Vectors: slices.Clone(r.vectors)}
-	if opt.K == 1 && prev.usable(sp.n) && len(opt.Subspace) == 0 {
+	if opt.K == 1 && prev.usable(sp.n) && (opt.Start == nil || len(opt.Start.Basis) == 0) {
 		nw.Values = append(nw.Values, prev.Values[0])
 		nw.Vectors = append(nw.Vectors, prev.Vectors[0])
 	}

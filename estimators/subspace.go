@@ -39,10 +39,31 @@ type subspace struct {
 	y       *mat.Dense
 	normEst float64
 	rng     *rand.Rand // signs of combined residual directions
+
+	// reserve is the row count the basis storage grows to at once when it
+	// must grow (the refinement's largest basis), so that appending never
+	// reallocates twice; hx is the product scratch of add.
+	reserve int
+	hx      []float64
 }
 
 func newSubspace(op hvp.Operator, rng *rand.Rand) *subspace {
 	return &subspace{op: op, n: op.Dim(), y: &mat.Dense{}, rng: rng}
+}
+
+// grow makes room for p more rows in s and hs, reallocating (to reserve
+// rows, or what is needed) only when their capacity is short.
+func (sp *subspace) grow(p int) {
+	n, need := sp.n, sp.m+p
+	if cap(sp.s) >= need*n && cap(sp.hs) >= need*n {
+		return
+	}
+	rows := max(need, sp.reserve)
+	s := make([]float64, sp.m*n, rows*n)
+	copy(s, sp.s[:sp.m*n])
+	hs := make([]float64, sp.m*n, rows*n)
+	copy(hs, sp.hs[:sp.m*n])
+	sp.s, sp.hs = s, hs
 }
 
 func (sp *subspace) row(i int) []float64  { return sp.s[i*sp.n : (i+1)*sp.n] }
@@ -64,8 +85,7 @@ func (sp *subspace) addOrthonormal(xs, hxs [][]float64) {
 	if m0 == 0 && xc != nil && hxc != nil {
 		sp.s, sp.hs = xc, hxc
 	} else {
-		sp.s = slices.Grow(sp.s, p*sp.n)
-		sp.hs = slices.Grow(sp.hs, p*sp.n)
+		sp.grow(p)
 		for i := range xs {
 			sp.s = append(sp.s, xs[i]...)
 			sp.hs = append(sp.hs, hxs[i]...)
@@ -130,7 +150,10 @@ func (sp *subspace) add(ctx context.Context, x, hx []float64) (bool, error) {
 		}
 		floats.Scale(1/nrm, hx)
 	} else {
-		hx = make([]float64, sp.n)
+		if sp.hx == nil {
+			sp.hx = make([]float64, sp.n)
+		}
+		hx = sp.hx
 		if err := hvp.ApplyContext(ctx, sp.op, hx, x); err != nil {
 			return false, fmt.Errorf("estimators: Hessian-vector product: %w", err)
 		}
@@ -140,6 +163,7 @@ func (sp *subspace) add(ctx context.Context, x, hx []float64) (bool, error) {
 		}
 	}
 	m := sp.m
+	sp.grow(1)
 	sp.s = append(sp.s, x...)
 	sp.hs = append(sp.hs, hx...)
 	// Grow G by one row and column: G[i,m] = s_iᵀ H x, symmetrised with

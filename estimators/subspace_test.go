@@ -9,6 +9,7 @@ import (
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/hessmon/hessmon/hvp"
+	"github.com/hessmon/hessmon/internal/krylov"
 )
 
 // TestTopEigenFromESDSubspace: started from the ESD's Lanczos basis (free
@@ -26,7 +27,7 @@ func TestTopEigenFromESDSubspace(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The refinement takes the Lanczos basis as orthonormal
-			// (SubspaceOrthonormal, as the monitor does for one probe).
+			// (Start.Orthonormal, as the monitor does for one probe).
 			worst := 0.0
 			for i, a := range esd.Basis {
 				for j, b := range esd.Basis[:i+1] {
@@ -42,7 +43,7 @@ func TestTopEigenFromESDSubspace(t *testing.T) {
 			}
 			const tol = 1e-8
 			res, _, err := TopEigen(ctx, tm.op, EigenOptions{K: 5, Tol: tol, MaxHVPs: 3000, MinTol: tol,
-				Subspace: esd.Basis, SubspaceProducts: esd.Products}, nil)
+				Start: &krylov.Start{Basis: esd.Basis, Products: esd.Products}}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

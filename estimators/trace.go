@@ -185,251 +185,321 @@ type probeRec struct {
 // plain, deflated and their tracked forms it reports the estimate of least
 // estimated variance for the HVPs spent, and names it in Method.
 func Trace(ctx context.Context, op hvp.Operator, opt TraceOptions, warm *TraceWarm) (TraceResult, *TraceWarm, error) {
-	n := op.Dim()
-	relTol := opt.RelTol
-	if relTol == 0 {
-		relTol = 0.01
+	t, err := newTraceRun(op.Dim(), opt, warm)
+	if err != nil {
+		return TraceResult{}, nil, err
 	}
-	minProbes := opt.MinProbes
-	if minProbes <= 0 {
-		minProbes = 10
+	if warm != nil && warm.Dim != t.n {
+		warm = nil
 	}
-	maxHVPs := opt.MaxHVPs
-	if maxHVPs <= 0 {
-		maxHVPs = 100
+	if warm != nil {
+		t.nextID = warm.NextID
+	}
+	if err := t.deflate(ctx, op); err != nil {
+		return t.res, nil, err
+	}
+	if t.res.HVPs >= t.maxHVPs {
+		return t.res, nil, fmt.Errorf("estimators: trace budget of %d HVPs leaves no probes after %d for deflation", t.maxHVPs, t.res.HVPs)
+	}
+	t.chains(warm)
+	if err := t.probeLoop(ctx, op); err != nil {
+		return t.res, nil, err
+	}
+	return t.finish()
+}
+
+// traceRun is one Trace call: its options with defaults, the deflation,
+// the previous chains it may continue, and the samples so far.
+type traceRun struct {
+	opt                 TraceOptions
+	n, nb, nc           int
+	relTol              float64
+	minProbes, maxHVPs  int
+	res                 TraceResult
+	df                  *deflation
+	k                   int
+	nextID              uint64
+	old                 []uint64
+	oldSeed             uint64
+	plainPrev, deflPrev *TraceChain
+	blocksOK            bool
+	probes              []probeRec
+	plain, defl         [][]float64
+	usedOld             int
+	best                estimate
+}
+
+// newTraceRun validates opt and fills in its defaults.
+func newTraceRun(n int, opt TraceOptions, warm *TraceWarm) (*traceRun, error) {
+	t := &traceRun{opt: opt, n: n, relTol: opt.RelTol, minProbes: opt.MinProbes, maxHVPs: opt.MaxHVPs, res: TraceResult{Gamma: 1}}
+	if t.relTol == 0 {
+		t.relTol = 0.01
+	}
+	if t.minProbes <= 0 {
+		t.minProbes = 10
+	}
+	if t.maxHVPs <= 0 {
+		t.maxHVPs = 100
 	}
 	for _, b := range opt.Blocks {
 		if b.Offset < 0 || b.Len < 0 || b.Offset+b.Len > n {
-			return TraceResult{}, nil, fmt.Errorf("estimators: block %q [%d,%d) outside dimension %d", b.Name, b.Offset, b.Offset+b.Len, n)
+			return nil, fmt.Errorf("estimators: block %q [%d,%d) outside dimension %d", b.Name, b.Offset, b.Offset+b.Len, n)
 		}
 	}
 	if len(opt.Deflate) > 0 && opt.SketchRank > 0 {
-		return TraceResult{}, nil, errors.New("estimators: use either Deflate or SketchRank, not both")
+		return nil, errors.New("estimators: use either Deflate or SketchRank, not both")
 	}
 	if opt.DeflateProducts != nil && len(opt.DeflateProducts) != len(opt.Deflate) {
-		return TraceResult{}, nil, fmt.Errorf("estimators: %d deflation products for %d vectors", len(opt.DeflateProducts), len(opt.Deflate))
+		return nil, fmt.Errorf("estimators: %d deflation products for %d vectors", len(opt.DeflateProducts), len(opt.Deflate))
 	}
-	if opt.SketchRank < 0 || math.IsNaN(relTol) || math.IsNaN(opt.AbsTol) {
-		return TraceResult{}, nil, errors.New("estimators: negative or NaN trace option")
+	if opt.SketchRank < 0 || math.IsNaN(t.relTol) || math.IsNaN(opt.AbsTol) {
+		return nil, errors.New("estimators: negative or NaN trace option")
 	}
-	if warm != nil && warm.Dim != n {
-		warm = nil
-	}
-	nextID := uint64(0)
-	if warm != nil {
-		nextID = warm.NextID
-	}
+	t.nb = len(opt.Blocks)
+	t.nc = t.nb + 1
+	t.plain, t.defl = make([][]float64, t.nc), make([][]float64, t.nc)
+	return t, nil
+}
 
-	res := TraceResult{Gamma: 1}
-	nb := len(opt.Blocks)
-	nc := nb + 1
-
-	// Deflation subspace.
-	var df *deflation
+// deflate builds the deflation subspace: the given basis, or a Hutch++
+// sketch Q = orth(H·S).
+func (t *traceRun) deflate(ctx context.Context, op hvp.Operator) error {
+	opt, n := t.opt, t.n
+	var err error
 	switch {
 	case len(opt.Deflate) > 0:
-		var err error
-		df, err = newDeflation(ctx, op, opt.Deflate, opt.DeflateProducts, opt.Blocks, &res.HVPs, opt.DeflateOrthonormal && opt.DeflateProducts != nil)
-		if err != nil {
-			return res, nil, err
-		}
+		t.df, err = newDeflation(ctx, op, opt.Deflate, opt.DeflateProducts, opt.Blocks, &t.res.HVPs, opt.DeflateOrthonormal && opt.DeflateProducts != nil)
 	case opt.SketchRank > 0:
 		s := make([][]float64, min(opt.SketchRank, n))
-		r := stream(opt.Seed, streamSketch^nextID)
+		r := stream(opt.Seed, streamSketch^t.nextID)
 		for i := range s {
 			x := make([]float64, n)
 			gaussian(x, r)
 			y := make([]float64, n)
 			if err := hvp.ApplyContext(ctx, op, y, x); err != nil {
-				return res, nil, fmt.Errorf("estimators: Hessian-vector product: %w", err)
+				return fmt.Errorf("estimators: Hessian-vector product: %w", err)
 			}
-			res.HVPs++
+			t.res.HVPs++
 			s[i] = y
 		}
-		var err error
-		df, err = newDeflation(ctx, op, s, nil, opt.Blocks, &res.HVPs, false)
-		if err != nil {
-			return res, nil, err
-		}
+		t.df, err = newDeflation(ctx, op, s, nil, opt.Blocks, &t.res.HVPs, false)
 	}
-	k := 0
-	if df != nil {
-		k = len(df.q)
-		res.Deflated = k
-		res.Exact = df.exact[0]
+	if err != nil {
+		return err
 	}
-	if res.HVPs >= maxHVPs {
-		return res, nil, fmt.Errorf("estimators: trace budget of %d HVPs leaves no probes after %d for deflation", maxHVPs, res.HVPs)
+	if t.df != nil {
+		t.k = len(t.df.q)
+		t.res.Deflated = t.k
+		t.res.Exact = t.df.exact[0]
 	}
+	return nil
+}
 
-	// Which previous chains can be continued.
-	var old []uint64
-	var oldSeed uint64
-	plainPrev, deflPrev := (*TraceChain)(nil), (*TraceChain)(nil)
-	blocksOK := false
-	if warm != nil && !opt.NoTracking && len(warm.IDs) > 0 {
-		old, oldSeed = warm.IDs, warm.Seed
-		blocksOK = sameBlocks(warm.Blocks, opt.Blocks)
-		if warm.Plain.Valid && len(warm.Plain.Comps) >= 1 {
-			plainPrev = &warm.Plain
-		}
-		if df != nil && warm.Deflated.Valid && warm.DeflateRank == k && len(warm.Deflated.Comps) >= 1 {
-			deflPrev = &warm.Deflated
-		}
+// chains finds which previous chains can be continued.
+func (t *traceRun) chains(warm *TraceWarm) {
+	if warm == nil || t.opt.NoTracking || len(warm.IDs) == 0 {
+		return
 	}
-	validComp := func(ch *TraceChain, c int) *ChainComp {
-		if ch == nil || (c > 0 && !blocksOK) || c >= len(ch.Comps) || len(ch.Comps[c].Samples) != len(old) {
-			return nil
-		}
-		return &ch.Comps[c]
+	t.old, t.oldSeed = warm.IDs, warm.Seed
+	t.blocksOK = sameBlocks(warm.Blocks, t.opt.Blocks)
+	if warm.Plain.Valid && len(warm.Plain.Comps) >= 1 {
+		t.plainPrev = &warm.Plain
 	}
+	if t.df != nil && warm.Deflated.Valid && warm.DeflateRank == t.k && len(warm.Deflated.Comps) >= 1 {
+		t.deflPrev = &warm.Deflated
+	}
+}
 
-	// Probe loop. Deflated probes go in chunks: the products with Q and
-	// HQ of a chunk's probes and products are GEMMs over the chunk instead
-	// of GEMVs per probe (on 35 vectors of 118k parameters those passes,
-	// not the HVPs, were most of a probe's time). The stop rule is still
-	// consulted after every HVP; the per-block samples, which it does not
-	// use, are completed at the end of each chunk. The first chunk is the
-	// probes the stop rule needs anyway.
-	chunk, first := 1, 1
-	if df != nil {
+func (t *traceRun) validComp(ch *TraceChain, c int) *ChainComp {
+	if ch == nil || (c > 0 && !t.blocksOK) || c >= len(ch.Comps) || len(ch.Comps[c].Samples) != len(t.old) {
+		return nil
+	}
+	return &ch.Comps[c]
+}
+
+// traceBuffers are the probe loop's chunk storage: probes Z, their
+// deflated forms (I−QQᵀ)Z and products W, rows of n.
+type traceBuffers struct {
+	zs, ws, zps []float64
+	ck          *chunkDefl
+	chunk       int
+	first       int
+	zw          []float64 // z[b]·w[b] per block
+}
+
+// Probe loop. Deflated probes go in chunks: the products with Q and HQ of
+// a chunk's probes and products are GEMMs over the chunk instead of GEMVs
+// per probe (on 35 vectors of 118k parameters those passes, not the HVPs,
+// were most of a probe's time). The stop rule is still consulted after
+// every HVP; the per-block samples, which it does not use, are completed
+// at the end of each chunk. The first chunk is the probes the stop rule
+// needs anyway.
+func (t *traceRun) buffers() *traceBuffers {
+	n := t.n
+	tb := &traceBuffers{chunk: 1, first: 1, zw: make([]float64, t.nb)}
+	if t.df != nil {
 		limit := max(1, traceChunkFloats/max(n, 1))
-		chunk = min(traceChunk, limit)
-		first = min(max(chunk, minProbes), limit)
+		tb.chunk = min(traceChunk, limit)
+		tb.first = traceFirstChunk(n, t.minProbes)
 	}
-	zs, ws := make([]float64, first*n), make([]float64, first*n)
-	var zps []float64
-	var ck *chunkDefl
-	if df != nil {
-		zps = make([]float64, first*n)
-		ck = newChunkDefl(df, first, opt.Blocks, n)
+	tb.zs, tb.ws = make([]float64, tb.first*n), make([]float64, tb.first*n)
+	if t.df != nil {
+		tb.zps = make([]float64, tb.first*n)
+		tb.ck = newChunkDefl(t.df, tb.first, t.opt.Blocks, n)
 	}
-	var probes []probeRec
-	plain := make([][]float64, nc)
-	defl := make([][]float64, nc)
-	usedOld := 0
-	var best estimate
-	zw := make([]float64, nb) // z[b]·w[b] per block
-probing:
-	for res.HVPs < maxHVPs {
-		// Plan the chunk: reused and fresh probes alternate while reused
-		// ones remain, as if drawn one at a time.
-		m := min(chunk, maxHVPs-res.HVPs)
-		if len(probes) == 0 {
-			m = min(first, maxHVPs-res.HVPs)
+	return tb
+}
+
+// probeLoop draws probes until the stop rule or the budget.
+func (t *traceRun) probeLoop(ctx context.Context, op hvp.Operator) error {
+	tb := t.buffers()
+	for t.res.HVPs < t.maxHVPs {
+		m := min(tb.chunk, t.maxHVPs-t.res.HVPs)
+		if len(t.probes) == 0 {
+			m = min(tb.first, t.maxHVPs-t.res.HVPs)
 		}
-		recs := make([]probeRec, m)
-		uo, id := usedOld, nextID
-		for i := range recs {
-			if uo < len(old) && (len(probes)+i)%2 == 0 {
-				recs[i] = probeRec{old: true, oldIdx: uo}
-				rademacher(zs[i*n:(i+1)*n], oldSeed, old[uo])
-				uo++
-			} else {
-				recs[i] = probeRec{id: id}
-				rademacher(zs[i*n:(i+1)*n], opt.Seed, id)
-				id++
-			}
+		recs := t.planChunk(tb, m)
+		used, stop, err := t.runChunk(ctx, op, tb, recs)
+		if err != nil {
+			return err
 		}
-		if ck != nil {
-			ck.prepare(zps, zs, m, n)
-		}
-		used := 0
-		stop := false
-		for i, pr := range recs {
-			z, w := zs[i*n:(i+1)*n], ws[i*n:(i+1)*n]
-			x := z
-			if ck != nil {
-				x = zps[i*n : (i+1)*n]
-			}
-			if err := hvp.ApplyContext(ctx, op, w, x); err != nil {
-				return res, nil, fmt.Errorf("estimators: Hessian-vector product: %w", err)
-			}
-			res.HVPs++
-			used++
-			probes = append(probes, pr)
-			if pr.old {
-				usedOld++
-			} else {
-				nextID++
-			}
-			for b, bl := range opt.Blocks {
-				lo, hi := bl.Offset, bl.Offset+bl.Len
-				zw[b] = floats.Dot(z[lo:hi], w[lo:hi])
-			}
-			if ck == nil {
-				s := floats.Dot(z, w)
-				if math.IsNaN(s) || math.IsInf(s, 0) {
-					return res, nil, ErrNonFinite
-				}
-				plain[0] = append(plain[0], s)
-				for b := range opt.Blocks {
-					plain[b+1] = append(plain[b+1], zw[b])
-				}
-			} else {
-				// zᵀ(I−QQᵀ)H z' = z'ᵀw; zᵀHz = zᵀw + (Qz)·(HQ z).
-				s := floats.Dot(x, w)
-				p := floats.Dot(z, w) + ck.plainTerm(i)
-				if math.IsNaN(s) || math.IsInf(s, 0) || math.IsNaN(p) || math.IsInf(p, 0) {
-					return res, nil, ErrNonFinite
-				}
-				defl[0] = append(defl[0], s)
-				plain[0] = append(plain[0], p)
-				ck.keepBlockDots(i, zw)
-			}
-			best = bestEstimate(probes, plain[0], defl[0], validComp(plainPrev, 0), validComp(deflPrev, 0), df, 0)
-			res.Probes = len(probes)
-			if res.Probes >= minProbes {
-				// Stop on an upper confidence bound of the standard error, not
-				// the estimate itself: the samples zᵀHz are skewed, a low sample
-				// variance comes with a low mean, and stopping on it would bias
-				// the result and shrink the interval's coverage.
-				se := math.Sqrt(best.variance * stopInflation(res.Probes))
-				if (relTol > 0 && se <= relTol*math.Abs(best.value)) || se <= opt.AbsTol {
-					res.Converged = true
-					stop = true
-					break
-				}
-			}
-		}
-		if ck != nil && len(opt.Blocks) > 0 {
-			ck.blockSamples(plain, defl, ws, used, n)
+		if tb.ck != nil && t.nb > 0 {
+			tb.ck.blockSamples(t.plain, t.defl, tb.ws, used, t.n)
 		}
 		if stop {
-			break probing
+			break
 		}
 	}
-	res.Reused = usedOld
+	return nil
+}
+
+// planChunk draws the chunk's m probes: reused and fresh probes alternate
+// while reused ones remain, as if drawn one at a time.
+func (t *traceRun) planChunk(tb *traceBuffers, m int) []probeRec {
+	n := t.n
+	recs := make([]probeRec, m)
+	uo, id := t.usedOld, t.nextID
+	for i := range recs {
+		if uo < len(t.old) && (len(t.probes)+i)%2 == 0 {
+			recs[i] = probeRec{old: true, oldIdx: uo}
+			rademacher(tb.zs[i*n:(i+1)*n], t.oldSeed, t.old[uo])
+			uo++
+		} else {
+			recs[i] = probeRec{id: id}
+			rademacher(tb.zs[i*n:(i+1)*n], t.opt.Seed, id)
+			id++
+		}
+	}
+	if tb.ck != nil {
+		tb.ck.prepare(tb.zps, tb.zs, m, n)
+	}
+	return recs
+}
+
+// runChunk applies H to the chunk's probes one at a time, records their
+// samples and consults the stop rule after each. It returns the probes
+// used and whether the rule stopped.
+func (t *traceRun) runChunk(ctx context.Context, op hvp.Operator, tb *traceBuffers, recs []probeRec) (int, bool, error) {
+	n := t.n
+	used := 0
+	for i, pr := range recs {
+		z, w := tb.zs[i*n:(i+1)*n], tb.ws[i*n:(i+1)*n]
+		x := z
+		if tb.ck != nil {
+			x = tb.zps[i*n : (i+1)*n]
+		}
+		if err := hvp.ApplyContext(ctx, op, w, x); err != nil {
+			return used, false, fmt.Errorf("estimators: Hessian-vector product: %w", err)
+		}
+		t.res.HVPs++
+		used++
+		t.probes = append(t.probes, pr)
+		if pr.old {
+			t.usedOld++
+		} else {
+			t.nextID++
+		}
+		if err := t.sample(tb, i, z, x, w); err != nil {
+			return used, false, err
+		}
+		t.best = bestEstimate(t.probes, t.plain[0], t.defl[0], t.validComp(t.plainPrev, 0), t.validComp(t.deflPrev, 0), t.df, 0)
+		t.res.Probes = len(t.probes)
+		if t.res.Probes >= t.minProbes {
+			// Stop on an upper confidence bound of the standard error, not
+			// the estimate itself: the samples zᵀHz are skewed, a low sample
+			// variance comes with a low mean, and stopping on it would bias
+			// the result and shrink the interval's coverage.
+			se := math.Sqrt(t.best.variance * stopInflation(t.res.Probes))
+			if (t.relTol > 0 && se <= t.relTol*math.Abs(t.best.value)) || se <= t.opt.AbsTol {
+				t.res.Converged = true
+				return used, true, nil
+			}
+		}
+	}
+	return used, false, nil
+}
+
+// sample records probe i's total samples (and, without deflation, its
+// block samples; with it they wait for the chunk's end).
+func (t *traceRun) sample(tb *traceBuffers, i int, z, x, w []float64) error {
+	for b, bl := range t.opt.Blocks {
+		lo, hi := bl.Offset, bl.Offset+bl.Len
+		tb.zw[b] = floats.Dot(z[lo:hi], w[lo:hi])
+	}
+	if tb.ck == nil {
+		s := floats.Dot(z, w)
+		if math.IsNaN(s) || math.IsInf(s, 0) {
+			return ErrNonFinite
+		}
+		t.plain[0] = append(t.plain[0], s)
+		for b := range t.opt.Blocks {
+			t.plain[b+1] = append(t.plain[b+1], tb.zw[b])
+		}
+		return nil
+	}
+	// zᵀ(I−QQᵀ)H z' = z'ᵀw; zᵀHz = zᵀw + (Qz)·(HQ z).
+	s := floats.Dot(x, w)
+	p := floats.Dot(z, w) + tb.ck.plainTerm(i)
+	if math.IsNaN(s) || math.IsInf(s, 0) || math.IsNaN(p) || math.IsInf(p, 0) {
+		return ErrNonFinite
+	}
+	t.defl[0] = append(t.defl[0], s)
+	t.plain[0] = append(t.plain[0], p)
+	tb.ck.keepBlockDots(i, tb.zw)
+	return nil
+}
+
+// finish packages the chosen estimate, the block traces and the next warm
+// state: this call's fresh probes with both families' best estimates.
+func (t *traceRun) finish() (TraceResult, *TraceWarm, error) {
+	res, best, opt := t.res, t.best, t.opt
+	res.Reused = t.usedOld
 	res.Value = best.value
 	res.StdErr = math.Sqrt(best.variance)
 	res.Method = best.method
 	if best.tracked {
 		res.Gamma = best.gamma
 	}
-	useDefl := best.deflated
 	for i, b := range opt.Blocks {
 		var e estimate
-		if useDefl {
-			e = familyEstimate(probes, defl[i+1], validComp(deflPrev, i+1), df.exact[i+1], true)
+		if best.deflated {
+			e = familyEstimate(t.probes, t.defl[i+1], t.validComp(t.deflPrev, i+1), t.df.exact[i+1], true)
 		} else {
-			e = familyEstimate(probes, plain[i+1], validComp(plainPrev, i+1), 0, false)
+			e = familyEstimate(t.probes, t.plain[i+1], t.validComp(t.plainPrev, i+1), 0, false)
 		}
 		res.Blocks = append(res.Blocks, BlockTraceResult{Name: b.Name, Value: e.value, StdErr: math.Sqrt(e.variance), Method: e.method})
 	}
-
-	// The next warm state: this call's fresh probes with both families'
-	// best estimates.
-	nw := &TraceWarm{Dim: n, Seed: opt.Seed, NextID: nextID, Blocks: slices.Clone(opt.Blocks), DeflateRank: k}
+	nw := &TraceWarm{Dim: t.n, Seed: opt.Seed, NextID: t.nextID, Blocks: slices.Clone(opt.Blocks), DeflateRank: t.k}
 	var fresh []int
-	for i, p := range probes {
+	for i, p := range t.probes {
 		if !p.old {
 			nw.IDs = append(nw.IDs, p.id)
 			fresh = append(fresh, i)
 		}
 	}
-	nw.Plain = nextChain(probes, fresh, plain, func(c int) *ChainComp { return validComp(plainPrev, c) })
-	if df != nil {
-		nw.Deflated = nextChain(probes, fresh, defl, func(c int) *ChainComp { return validComp(deflPrev, c) })
+	nw.Plain = nextChain(t.probes, fresh, t.plain, func(c int) *ChainComp { return t.validComp(t.plainPrev, c) })
+	if t.df != nil {
+		nw.Deflated = nextChain(t.probes, fresh, t.defl, func(c int) *ChainComp { return t.validComp(t.deflPrev, c) })
 	}
 	return res, nw, nil
 }
@@ -610,10 +680,15 @@ func nextChain(probes []probeRec, fresh []int, samples [][]float64, prev func(in
 
 // traceChunk probes share the deflation's GEMMs, at most traceChunkFloats
 // values per chunk buffer (three of them: probes, projected probes,
-// products).
+// products). Each chunk reads Q and HQ four times (C, D, the projection
+// and the block samples), so a probe of 25–40 trace HVPs takes two chunks
+// of 16 rather than four of 8; past 2²⁴/16 = 1M parameters the buffer
+// bound (128 MB a buffer) sets the chunk. At 2M parameters a bound of 2²²
+// made chunks of 2 and 80 passes over a 35-vector basis per probe (45 GB
+// of memory traffic, most of a 61 s probe).
 const (
-	traceChunk       = 8
-	traceChunkFloats = 1 << 22
+	traceChunk       = 16
+	traceChunkFloats = 1 << 24
 )
 
 // chunkDefl holds, for a chunk of m probes Z (rows), the products with the

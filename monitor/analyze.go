@@ -7,6 +7,7 @@ import (
 
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
+	"github.com/hessmon/hessmon/internal/krylov"
 	"github.com/hessmon/hessmon/snapshot"
 )
 
@@ -193,11 +194,12 @@ func (a *analysis) topEigen(ctx context.Context, k, limit int) (estimators.Eigen
 	eo := estimators.EigenOptions{
 		K: k, Order: c.Order, Tol: c.EigenTol, MaxHVPs: limit,
 		Seed: c.Seed, KeepVectors: true, KeepProducts: true,
-		MinTol: c.LambdaMinTol, NoRefine: c.warmKrylovSchur, KeepBasis: a.esdRes != nil, WarmMaxHVPs: c.EigenWarmMaxHVPs,
+		MinTol: c.LambdaMinTol, KeepBasis: a.esdRes != nil, WarmMaxHVPs: c.EigenWarmMaxHVPs,
+		Start: &krylov.Start{NoRefine: c.warmKrylovSchur},
 	}
 	if a.esdRes != nil {
-		eo.Subspace, eo.SubspaceProducts = a.esdRes.Basis, a.esdRes.Products
-		eo.SubspaceOrthonormal = a.esdRes.Probes == 1 // one probe's Lanczos vectors are orthonormal; several are not
+		eo.Start.Basis, eo.Start.Products = a.esdRes.Basis, a.esdRes.Products
+		eo.Start.Orthonormal = a.esdRes.Probes == 1 // one probe's Lanczos vectors are orthonormal; several are not
 	}
 	res, w, err := estimators.TopEigen(ctx, a.op, eo, eigenWarm)
 	if len(res.Values) > 0 && c.Order == estimators.Algebraic {

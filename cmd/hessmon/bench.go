@@ -30,10 +30,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
   hessmon bench overhead  training time with the monitor ÷ without
   hessmon bench probe     HVPs per probe by estimate, round 1's estimators against the current ones
   hessmon bench store     store file size and write/read times of a long run
+  hessmon bench scale     HVP, probe time, peak RSS and store bytes per probe for MLPs of 0.1–12M parameters
 
 Run 'hessmon bench <kind> --help' for flags.`)
 		if len(args) == 0 {
-			return usageErr("bench needs a kind: hvp, warm, overhead, probe or store")
+			return usageErr("bench needs a kind: hvp, warm, overhead, probe, store or scale")
 		}
 		return nil
 	}
@@ -48,8 +49,10 @@ Run 'hessmon bench <kind> --help' for flags.`)
 		return benchProbe(ctx, e, args[1:])
 	case "store":
 		return benchStore(ctx, e, args[1:])
+	case "scale":
+		return benchScale(ctx, e, args[1:])
 	}
-	return usageErr("unknown bench %q: want hvp, warm, overhead, probe or store", args[0])
+	return usageErr("unknown bench %q: want hvp, warm, overhead, probe, store or scale", args[0])
 }
 
 type hvpBench struct {

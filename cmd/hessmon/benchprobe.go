@@ -127,17 +127,9 @@ func benchProbe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	hook := func(ctx context.Context, info trainer.StepInfo) error {
-		return probeStep(ctx, sides, info, probe, &res)
-	}
-	_, err = trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
-		Data: train, BatchSize: 64, Steps: *steps, Seed: mf.seed, Hooks: []trainer.Hook{hook}})
+	err = runProbeSides(ctx, sides, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
+		Data: train, BatchSize: 64, Steps: *steps, Seed: mf.seed}, probe, &res)
 	stop()
-	for _, sd := range sides {
-		if cerr := sd.mon.Close(ctx); err == nil {
-			err = cerr
-		}
-	}
 	if err != nil {
 		return err
 	}
@@ -147,16 +139,13 @@ func benchProbe(ctx context.Context, e *env, args []string) error {
 	res.Baseline, res.New = sides[0].summary(), sides[1].summary()
 	if *asyncSteps > 0 {
 		for i, c := range []monitor.Config{oldCfg, newCfg} {
-			st, err := asyncProbes(ctx, mf, c, *probeBatch, trainer.ModeEval, *asyncSteps)
-			if err != nil {
-				return err
-			}
 			side := &res.New
 			if i == 0 {
 				side = &res.Baseline
 			}
-			side.ProbesPer1000 = float64(st.Probes) * 1000 / float64(*asyncSteps)
-			side.SkippedPer1000 = float64(st.Skipped) * 1000 / float64(*asyncSteps)
+			if err := asyncSide(ctx, side, mf, c, *probeBatch, *asyncSteps); err != nil {
+				return err
+			}
 		}
 	}
 	res.finish()
@@ -166,6 +155,33 @@ func benchProbe(ctx context.Context, e *env, args []string) error {
 		return enc.Encode(res)
 	}
 	printProbeBench(e.stdout, res)
+	return nil
+}
+
+// runProbeSides trains with a hook that steps every side's monitor, then
+// closes them.
+func runProbeSides(ctx context.Context, sides []*probeRun, cfg trainer.Config, probe trainer.Batch, res *probeBench) error {
+	cfg.Hooks = []trainer.Hook{func(ctx context.Context, info trainer.StepInfo) error {
+		return probeStep(ctx, sides, info, probe, res)
+	}}
+	_, err := trainer.Train(ctx, cfg)
+	for _, sd := range sides {
+		if cerr := sd.mon.Close(ctx); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// asyncSide fills side's probes and skips per 1,000 steps of an
+// asynchronous training run with cfg.
+func asyncSide(ctx context.Context, side *probeSide, mf modelFlags, cfg monitor.Config, probeBatch int, steps int64) error {
+	st, err := asyncProbes(ctx, mf, cfg, probeBatch, trainer.ModeEval, steps)
+	if err != nil {
+		return err
+	}
+	side.ProbesPer1000 = float64(st.Probes) * 1000 / float64(steps)
+	side.SkippedPer1000 = float64(st.Skipped) * 1000 / float64(steps)
 	return nil
 }
 

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/hessmon/hessmon/internal/bench"
+)
+
+// scaleResult is the JSON of `hessmon bench scale`.
+type scaleResult struct {
+	Rows []bench.ScaleRow `json:"rows"`
+}
+
+func benchScale(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "bench scale", "MLPs 784-H-H-10 (tanh, MNIST) of about 0.1, 0.5, 2 and 12M parameters, each size and precision in "+
+		"a child process of its own so that its peak RSS is its own: the median HVP and its ratio to the gradient on the probe "+
+		"batch, the mean synchronous full probe (the monitor with its defaults, a store as sink and warm store) and its HVP share, "+
+		"the mean warm light probe (λ1 at 1e-3, no trace, no ESD), peak RSS (VmHWM) and store bytes per probe.",
+		"hessmon bench scale --json")
+	var mf modelFlags
+	mf.register(fs, "128,128", "tanh")
+	sizes := fs.String("sizes", "128,128;384,384;1100,1100;3072,3072", "hidden sizes of each model, ';'-separated")
+	precisions := fs.String("precisions", "float64,float32", "HVP precisions, ','-separated")
+	batch := fs.Int("probe-batch", 128, "probe batch")
+	trainSteps := fs.Int64("train-steps", 20, "SGD steps before probing")
+	probes := fs.Int("probes", 3, "full probes (and light probes) per row")
+	timing := fs.Int("timing", 5, "HVPs and gradients timed for the medians")
+	child := fs.String("child-precision", "", "internal: measure the one row of --hidden at this precision and print it")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *batch <= 0 || *probes <= 0 || *timing <= 0 || *trainSteps < 0 {
+		return usageErr("--probe-batch, --probes and --timing must be positive, --train-steps ≥ 0")
+	}
+	opt := bench.ScaleOptions{Batch: *batch, TrainSteps: *trainSteps, Probes: *probes, Timing: *timing, Seed: mf.seed, Precision: *child}
+	if *child != "" {
+		return scaleChild(ctx, e, mf, opt)
+	}
+	var res scaleResult
+	for _, h := range strings.Split(*sizes, ";") {
+		for _, p := range strings.Split(*precisions, ",") {
+			row, err := scaleRow(ctx, strings.TrimSpace(h), strings.TrimSpace(p), args)
+			if err != nil {
+				return err
+			}
+			res.Rows = append(res.Rows, row)
+			if !*asJSON {
+				printScaleRow(e, row)
+			}
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	return nil
+}
+
+// scaleChild measures one row in this process and prints it as JSON.
+func scaleChild(ctx context.Context, e *env, mf modelFlags, opt bench.ScaleOptions) error {
+	net, train, _, err := mf.setup()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "hessmon-scale")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	opt.Dir = dir
+	row, err := bench.Scale(ctx, net, train, opt)
+	if errors.Is(err, bench.ErrPrecision) {
+		row.Error, err = err.Error(), nil
+	}
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(e.stdout).Encode(row)
+}
+
+// scaleRow re-executes this binary for one size and precision, with the
+// parent's flags, and reads the row it prints.
+func scaleRow(ctx context.Context, hidden, precision string, args []string) (bench.ScaleRow, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return bench.ScaleRow{}, err
+	}
+	cargs := append([]string{"bench", "scale"}, withoutFlag(args, "json")...)
+	cargs = append(cargs, "--hidden", hidden, "--child-precision", precision)
+	cmd := exec.CommandContext(ctx, exe, cargs...)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return bench.ScaleRow{}, fmt.Errorf("bench scale --hidden %s --precision %s: %w: %s", hidden, precision, err, strings.TrimSpace(stderr.String()))
+	}
+	var row bench.ScaleRow
+	if err := json.Unmarshal(out.Bytes(), &row); err != nil {
+		return row, fmt.Errorf("bench scale --hidden %s: reading the row: %w", hidden, err)
+	}
+	return row, nil
+}
+
+// withoutFlag drops --name and -name (a bool flag) from args.
+func withoutFlag(args []string, name string) []string {
+	var out []string
+	for _, a := range args {
+		if a == "--"+name || a == "-"+name || strings.HasPrefix(a, "--"+name+"=") {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func printScaleRow(e *env, r bench.ScaleRow) {
+	if r.Error != "" {
+		fmt.Fprintf(e.stdout, "%9d %-8s %s\n", r.Params, r.Precision, r.Error)
+		return
+	}
+	fmt.Fprintf(e.stdout, "%9d %-8s HVP %8.2f ms (%.2f× grad)  full %7.3f s (HVP share %.2f)  light %7.3f s  peak RSS %6.0f MB (%.0f B/param)  store %.2f MB/probe\n",
+		r.Params, r.Precision, r.HVPms, r.HVPOverGrad, r.FullProbeSeconds, r.HVPShare, r.LightProbeSeconds,
+		float64(r.PeakRSSBytes)/1e6, float64(r.PeakRSSBytes)/float64(r.Params), float64(r.StoreBytesPerProbe)/1e6)
+}
