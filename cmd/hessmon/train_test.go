@@ -64,9 +64,12 @@ func TestTrainServesLiveMetrics(t *testing.T) {
 	defer cancel()
 	var stdout, stderr testutil.SyncBuffer
 	done := make(chan int, 1)
+	// --async=false: every due step a full probe, so the newest snapshot
+	// has the trace this test compares (asynchronously, light probes fill
+	// the due steps while a full one runs).
 	go func() {
 		done <- run(ctx, []string{"train", "--data", "synthetic", "--steps", "100000", "--every", "5", "--probe-batch", "64",
-			"--top", "3", "--esd-steps", "10", "--db", db, "--run", "live", "--listen", addr, "--progress", "off", "--log-level", "warn"},
+			"--async=false", "--top", "3", "--esd-steps", "10", "--db", db, "--run", "live", "--listen", addr, "--progress", "off", "--log-level", "warn"},
 			&stdout, &stderr)
 	}()
 	client := &http.Client{Timeout: 5 * time.Second}
