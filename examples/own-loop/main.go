@@ -122,9 +122,8 @@ func run(ctx context.Context, c config, log *slog.Logger) (result, error) {
 	defer st.Close()
 	reg, exp := prometheus.NewRegistry(), metrics.NewExporter()
 	reg.MustRegister(exp)
-	// TODO(coordinator): WithStore — monitor.WithStore(st) is both of WithSink(st) and WithWarmStore(st).
 	mon, err := monitor.New(c.Run, monitor.Config{Every: c.Every, Async: true},
-		monitor.WithSink(st), monitor.WithWarmStore(st), monitor.WithSink(exp), monitor.WithLogger(log))
+		monitor.WithStore(st), monitor.WithSink(exp), monitor.WithLogger(log)) // the store is sink and warm store
 	if err != nil {
 		return res, err
 	}
