@@ -106,18 +106,17 @@ func TestTrainServesLiveMetrics(t *testing.T) {
 		if err != nil {
 			t.Fatalf("unparsable scrape: %v", err)
 		}
-		if _, ok := gauge(fams, "hessian_step", map[string]string{"run": "live"}); ok {
+		// The full-only gauges appear with the first full probe.
+		_, ok := gauge(fams, "hessian_step", map[string]string{"run": "live"})
+		_, full := gauge(fams, "hessian_full_probe_step", map[string]string{"run": "live"})
+		if ok && full {
 			scrape = b
 			break
 		}
 	}
-	step, _ := gauge(fams, "hessian_step", map[string]string{"run": "live"})
-	body, err := get(fmt.Sprintf("/api/runs/live/snapshots?from=%d&to=%d", int64(step), int64(step)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var snaps []struct {
+	type apiSnap struct {
 		Step        int64      `json:"step"`
+		Kind        string     `json:"kind"`
 		Eigenvalues []*float64 `json:"eigenvalues"`
 		Residuals   []*float64 `json:"residuals"`
 		Trace       *struct {
@@ -126,10 +125,24 @@ func TestTrainServesLiveMetrics(t *testing.T) {
 		} `json:"trace"`
 		HVPs int `json:"hvps"`
 	}
-	if err := json.Unmarshal(body, &snaps); err != nil || len(snaps) != 1 {
-		t.Fatalf("API snapshot at step %v: %v %s", step, err, body)
+	at := func(gaugeName string) apiSnap {
+		step, _ := gauge(fams, gaugeName, map[string]string{"run": "live"})
+		body, err := get(fmt.Sprintf("/api/runs/live/snapshots?from=%d&to=%d", int64(step), int64(step)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var snaps []apiSnap
+		if err := json.Unmarshal(body, &snaps); err != nil || len(snaps) != 1 {
+			t.Fatalf("API snapshot at %s %v: %v %s", gaugeName, step, err, body)
+		}
+		return snaps[0]
 	}
-	s := snaps[0]
+	// The latest probe, light or full, sets λ1 and the probe's HVPs; the
+	// latest full probe the other ranks and the trace.
+	s, fs := at("hessian_step"), at("hessian_full_probe_step")
+	if fs.Kind == "light" {
+		t.Fatalf("hessian_full_probe_step %d names a light probe", fs.Step)
+	}
 	check := func(name string, labels map[string]string, want float64) {
 		got, ok := gauge(fams, name, labels)
 		if !ok {
@@ -140,16 +153,22 @@ func TestTrainServesLiveMetrics(t *testing.T) {
 			t.Errorf("%s%v = %v, stored snapshot has %v", name, labels, got, want)
 		}
 	}
-	for i, v := range s.Eigenvalues {
-		rank := fmt.Sprint(i + 1)
-		check("hessian_top_eigenvalue", map[string]string{"run": "live", "rank": rank}, *v)
-		check("hessian_eigenvalue_residual", map[string]string{"run": "live", "rank": rank}, *s.Residuals[i])
+	if len(s.Eigenvalues) == 0 || len(fs.Eigenvalues) == 0 {
+		t.Fatalf("snapshots without eigenvalues: latest %+v, full %+v", s, fs)
 	}
-	if s.Trace == nil {
-		t.Fatal("snapshot has no trace")
+	for i, v := range fs.Eigenvalues {
+		rank, want, res := fmt.Sprint(i+1), v, fs.Residuals[i]
+		if i == 0 {
+			want, res = s.Eigenvalues[0], s.Residuals[0]
+		}
+		check("hessian_top_eigenvalue", map[string]string{"run": "live", "rank": rank}, *want)
+		check("hessian_eigenvalue_residual", map[string]string{"run": "live", "rank": rank}, *res)
 	}
-	check("hessian_trace", map[string]string{"run": "live"}, s.Trace.Value)
-	check("hessian_trace_stderr", map[string]string{"run": "live"}, s.Trace.StdErr)
+	if fs.Trace == nil {
+		t.Fatal("full snapshot has no trace")
+	}
+	check("hessian_trace", map[string]string{"run": "live"}, fs.Trace.Value)
+	check("hessian_trace_stderr", map[string]string{"run": "live"}, fs.Trace.StdErr)
 	check("hessian_probe_hvps", map[string]string{"run": "live"}, float64(s.HVPs))
 	for _, name := range []string{"hessian_esd_cumulative", "hessian_block_trace", "hessian_sharpness_ratio", "hessmon_training_loss",
 		"hessmon_training_learning_rate", "hessmon_probe_duration_seconds", "hessmon_hvp_total", "hessmon_probe_failures_total"} {
@@ -222,7 +241,7 @@ func TestTrainServesLiveMetrics(t *testing.T) {
 		t.Fatalf("store after interrupt: %v", err)
 	}
 	defer st.Close()
-	if _, err := st.Snapshot("live", int64(step)); err != nil {
+	if _, err := st.Snapshot("live", s.Step); err != nil {
 		t.Errorf("scraped snapshot missing after shutdown: %v", err)
 	}
 }
