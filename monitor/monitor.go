@@ -139,6 +139,7 @@ type flight struct {
 	done   chan struct{}
 	op     hvp.Operator
 	kind   snapshot.Kind
+	plan   Plan
 	cost   time.Duration // what it has cost training so far
 	hvps   int           // the probe's, once it ended
 }
@@ -245,7 +246,7 @@ func (m *Monitor) Stats() Stats {
 	defer m.mu.Unlock()
 	st := m.stats
 	st.TrainSeconds = m.sched.train.Seconds()
-	st.OverheadSeconds = max(0, m.sched.spent.Seconds())
+	st.OverheadSeconds = max(0, (m.sched.spent + m.sched.extra).Seconds())
 	st.Overhead = m.sched.overhead()
 	return st
 }
@@ -314,7 +315,7 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 	end := m.now()
 	// The caller's share of the probe (building the operator, or all of a
 	// synchronous probe) is its cost, and no training time.
-	m.sched.charge(end.Sub(start))
+	m.sched.charge(end.Sub(start), plan)
 	if f != nil {
 		f.cost += end.Sub(start)
 	} else {
@@ -338,9 +339,10 @@ func (m *Monitor) settleLocked(now time.Time) {
 		}
 		running = append(running, m.finished...)
 		ex := m.sched.observeStep(now.Sub(m.lastStep), len(running) > 0)
-		m.sched.charge(ex)
 		for _, f := range running {
-			f.cost += ex / time.Duration(len(running))
+			share := ex / time.Duration(len(running))
+			f.cost += share
+			m.sched.charge(share, f.plan)
 		}
 	}
 	for _, f := range m.finished {
@@ -372,7 +374,7 @@ func (m *Monitor) planLocked(ctx context.Context, step int64) (plan Plan, f *fli
 		return plan, nil, true
 	}
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f = &flight{done: make(chan struct{}), ctx: pctx, cancel: cancel, kind: plan.Kind}
+	f = &flight{done: make(chan struct{}), ctx: pctx, cancel: cancel, kind: plan.Kind, plan: plan}
 	if plan.Kind == snapshot.KindFull {
 		m.fullRun = f
 	} else {

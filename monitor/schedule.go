@@ -39,8 +39,11 @@ type scheduler struct {
 	// probes, plus the excess of step times over base while an
 	// asynchronous probe runs.
 	train, spent time.Duration
-	base         time.Duration
-	baseN        int
+	// extra is what triggered full probes cost: over budget by design, it
+	// is reported but does not count against the budget.
+	extra time.Duration
+	base  time.Duration
+	baseN int
 	// What probes cost training per HVP (decayed sums over the finished
 	// probes of both kinds), and the HVPs each kind took last: a probe's
 	// cost is estimated as their product, so a full probe has an estimate
@@ -80,8 +83,15 @@ func (s *scheduler) observeStep(d time.Duration, busy bool) time.Duration {
 	return d - s.base
 }
 
-// charge adds d of probe cost (the caller-side part or a step's excess).
-func (s *scheduler) charge(d time.Duration) { s.spent += d }
+// charge adds d of the cost of a probe planned as p (the caller-side part
+// or its share of a step's excess).
+func (s *scheduler) charge(d time.Duration, p Plan) {
+	if p.Reason.Trigger() {
+		s.extra += d
+		return
+	}
+	s.spent += d
+}
 
 // measured records what one finished probe of kind, of hvps products,
 // cost training.
@@ -124,17 +134,18 @@ func fullExpectHVPs(cfg Config) int {
 // overhead is the measured share of training time the probes took:
 // spent / (train − spent), the slowdown against a run without them.
 func (s *scheduler) overhead() float64 {
-	plain := s.train - s.spent
-	if plain <= 0 || s.spent <= 0 {
+	all := s.spent + s.extra
+	plain := s.train - all
+	if plain <= 0 || all <= 0 {
 		return 0
 	}
-	return s.spent.Seconds() / plain.Seconds()
+	return all.Seconds() / plain.Seconds()
 }
 
 // fits reports whether a probe costing c keeps the spent time within the
 // budget's share of the probe-free training time.
 func (s *scheduler) fits(c time.Duration) bool {
-	plain := max(0, s.train-s.spent)
+	plain := max(0, s.train-s.spent-s.extra)
 	return float64(s.spent+c) <= s.budget*float64(plain)
 }
 

@@ -187,7 +187,7 @@ func TestSchedulerBudget(t *testing.T) {
 	}
 	// Nothing measured yet: a light probe, to measure the cost per HVP.
 	want(s.decide(both), snapshot.KindLight, snapshot.ReasonScheduled, false)
-	s.charge(10 * time.Millisecond)
+	s.charge(10*time.Millisecond, Plan{})
 	s.measured(snapshot.KindLight, 10*time.Millisecond, 10)
 	// 1 ms per HVP: a full probe is guessed at 60 HVPs (5 eigenpairs, 30
 	// ESD steps, half the trace's 40): 70 ms ≤ 0.1 × 990 ms.
@@ -195,7 +195,7 @@ func TestSchedulerBudget(t *testing.T) {
 		t.Errorf("full probe estimate %v, want 60ms", got)
 	}
 	want(s.decide(both), snapshot.KindFull, snapshot.ReasonBudget, false)
-	s.charge(200 * time.Millisecond)
+	s.charge(200*time.Millisecond, Plan{})
 	s.measured(snapshot.KindFull, 200*time.Millisecond, 50)
 	// Per HVP now (0.8·10 ms + 200 ms)/(0.8·10 + 50): full 179 ms, light
 	// 36 ms; 210 ms spent of 0.1 × 790 ms: nothing fits.
@@ -215,8 +215,13 @@ func TestSchedulerBudget(t *testing.T) {
 	want(s.decide(slots{light: true}), snapshot.KindLight, snapshot.ReasonScheduled, false) // the full slot is busy
 	want(s.decide(both), snapshot.KindFull, snapshot.ReasonBudget, false)
 	want(s.decide(slots{}), "", "", true)
+	// A triggered probe's cost is reported, not held against the budget.
+	s.charge(time.Second, Plan{Kind: snapshot.KindFull, Reason: snapshot.ReasonJump})
+	if got, w := s.overhead(), 1.21/(5-1.21); math.Abs(got-w) > 1e-12 {
+		t.Errorf("overhead %g, want %g", got, w)
+	}
 	// A trigger overrides the budget, but waits for a free full slot.
-	s.charge(10 * time.Second)
+	s.charge(10*time.Second, Plan{})
 	s.trig.next = snapshot.ReasonJump
 	want(s.decide(slots{light: true}), "", "", true)
 	want(s.decide(both), snapshot.KindFull, snapshot.ReasonJump, false)
