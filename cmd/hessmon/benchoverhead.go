@@ -80,7 +80,11 @@ func benchOverhead(ctx context.Context, e *env, args []string) error {
 			if err != nil {
 				return 0, err
 			}
-			hooks = append(hooks, hessian.Hook(mon, hessian.HookOptions{Batch: probeSubset(data, monf.probeBatch, mf.seed), Mode: bnMode, Logger: discardLogger()}))
+			prec, err := probePrecision(monf.precision, net)
+			if err != nil {
+				return 0, err
+			}
+			hooks = append(hooks, hessian.Hook(mon, hessian.HookOptions{Batch: probeSubset(data, monf.probeBatch, mf.seed), Mode: bnMode, Precision: prec, Logger: discardLogger()}))
 		}
 		start := time.Now()
 		_, err = trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},
