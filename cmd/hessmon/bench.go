@@ -247,14 +247,9 @@ func benchHVP(ctx context.Context, e *env, args []string) error {
 		res.Torch.FullRatio = res.HVPFull / res.Torch.HVPFullSeconds
 	}
 	if prec == snapshot.Float32 {
-		if res.Float32, err = benchHVP32(ctx, net, b, pb, v, *reps); err != nil {
+		torch := &torchRun{python: *python, script: *script, threads: *torchThreads, hv: hv}
+		if res.Float32, err = benchHVP32(ctx, net, b, pb, v, *reps, torch, *vsTorch); err != nil {
 			return err
-		}
-		if *vsTorch {
-			if res.Float32.Torch, err = runTorch(ctx, *python, *script, *torchThreads, "float32", net, b, v, hv, *reps); err != nil {
-				return err
-			}
-			res.Float32.Torch.HVPRatio = res.Float32.HVPSeconds / res.Float32.Torch.HVPSeconds
 		}
 	}
 	if *asJSON {

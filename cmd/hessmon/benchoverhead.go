@@ -141,7 +141,11 @@ func (o *overheadRun) once(ctx context.Context, monitored bool) (float64, error)
 		if mon, err = monitor.New("bench", o.cfg, monitor.WithLogger(discardLogger())); err != nil {
 			return 0, err
 		}
-		hooks = append(hooks, hessian.Hook(mon, hessian.HookOptions{Batch: probeSubset(data, o.monf.probeBatch, o.mf.seed), Mode: o.bnMode, Logger: discardLogger()}))
+		prec, err := probePrecision(o.monf.precision, net)
+		if err != nil {
+			return 0, err
+		}
+		hooks = append(hooks, hessian.Hook(mon, hessian.HookOptions{Batch: probeSubset(data, o.monf.probeBatch, o.mf.seed), Mode: o.bnMode, Precision: prec, Logger: discardLogger()}))
 	}
 	start := time.Now()
 	_, err = trainer.Train(ctx, trainer.Config{Model: net, Loss: trainer.CrossEntropy{}, Optimizer: &trainer.SGD{LR: 0.05, Momentum: 0.9},

@@ -36,9 +36,17 @@ type precisionBench struct {
 	Torch *torchBench `json:"torch,omitempty"`
 }
 
+// torchRun is how --vs-torch runs the reference script; hv is hessmon's
+// float64 H·v, the script's reference.
+type torchRun struct {
+	python, script string
+	threads        int
+	hv             []float64
+}
+
 // benchHVP32 times float32 against float64 HVPs on b and on the probe
-// batch pb, interleaved rep by rep.
-func benchHVP32(ctx context.Context, net *trainer.Network, b, pb trainer.Batch, v []float64, reps int) (*precisionBench, error) {
+// batch pb, interleaved rep by rep, and with vsTorch torch's float32 HVP.
+func benchHVP32(ctx context.Context, net *trainer.Network, b, pb trainer.Batch, v []float64, reps int, torch *torchRun, vsTorch bool) (*precisionBench, error) {
 	loss := trainer.CrossEntropy{}
 	ops := make([]hvp.Operator, 4) // float64 b, float32 b, float64 pb, float32 pb
 	for i := range ops {
@@ -77,6 +85,14 @@ func benchHVP32(ctx context.Context, net *trainer.Network, b, pb trainer.Batch, 
 	res.HVRelDiff = floats.Distance(hv[1], hv[0], 2) / floats.Norm(hv[0], 2)
 	res.Probe.Batch, res.Probe.Float64Seconds, res.Probe.HVPSeconds = pb.Len(), median(times[2]), median(times[3])
 	res.Probe.Ratio = res.Probe.HVPSeconds / res.Probe.Float64Seconds
+	if vsTorch {
+		t, err := runTorch(ctx, torch.python, torch.script, torch.threads, "float32", net, b, v, torch.hv, reps)
+		if err != nil {
+			return nil, err
+		}
+		t.HVPRatio = res.HVPSeconds / t.HVPSeconds
+		res.Torch = t
+	}
 	return res, nil
 }
 
