@@ -158,8 +158,9 @@ type Stats struct {
 	// LightHVPs and FullHVPs split HVPs by kind.
 	LightHVPs, FullHVPs int
 	ProbeSeconds        float64
-	// TrainSeconds is the training loop's wall time between Steps and
-	// OverheadSeconds what the probes cost it (see Config.Budget);
+	// TrainSeconds is the training loop's wall time (probes on its
+	// goroutine included) and OverheadSeconds what the probes cost it
+	// (see Config.Budget);
 	// Overhead is their ratio against the probe-free time.
 	TrainSeconds, OverheadSeconds, Overhead float64
 	// WarmWrites counts warm states written to the WarmStore.
@@ -318,7 +319,7 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 	end := m.now()
 	// The caller's share of the probe (building the operator, or all of a
 	// synchronous probe) is its cost, and no training time.
-	m.sched.charge(end.Sub(start), plan)
+	m.sched.chargeCaller(end.Sub(start), plan)
 	if f != nil {
 		f.cost += end.Sub(start)
 	} else {
