@@ -86,13 +86,15 @@ func TestStepAsyncRunsAndSkipsWhenBusy(t *testing.T) {
 			<-f.ops[0].started // the first probe is running (and blocked)
 		}
 	}
-	// Steps 2..10 had 5 due steps; the first started, the other 4 found it
-	// in flight.
-	if got := m.Stats(); got.Skipped != 4 || got.Probes != 0 {
-		t.Fatalf("while the probe is blocked: stats %+v, want 4 skipped, 0 finished", got)
+	// Steps 2..10 had 5 due steps: the first started a light probe, the
+	// second queued one behind it (its operator built at step 4), the
+	// other 3 found the slot and its queue taken. (Before light probes:
+	// one probe, 4 skipped.)
+	if got := m.Stats(); got.Skipped != 3 || got.Probes != 0 || got.Due != 5 {
+		t.Fatalf("while the probe is blocked: stats %+v, want 5 due, 3 skipped, 0 finished", got)
 	}
-	if len(f.calls) != 1 || f.calls[0] != 2 {
-		t.Fatalf("factory called at %v, want only at step 2", f.calls)
+	if len(f.calls) != 2 || f.calls[0] != 2 || f.calls[1] != 4 {
+		t.Fatalf("factory called at %v, want only at steps 2 and 4", f.calls)
 	}
 	op := f.ops[0]
 	if w := op.workers.Load(); w != 1 {
@@ -100,19 +102,24 @@ func TestStepAsyncRunsAndSkipsWhenBusy(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- m.Close(ctx) }()
-	// Close must hand the probe every core before it waits.
+	// Close must hand the probe every core before it waits, and the queued
+	// one gets every core when it starts.
 	for op.workers.Load() != 0 {
 		time.Sleep(time.Millisecond)
 	}
-	close(op.gate) // let the probe finish
+	close(op.gate) // let the probes finish
+	close(f.ops[1].gate)
 	if err := <-done; err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if got := m.Stats(); got.Probes != 1 || got.Skipped != 4 {
+	if got := m.Stats(); got.Probes != 2 || got.Skipped != 3 {
 		t.Errorf("after Close: stats %+v", got)
 	}
-	if len(sink.snaps) != 1 || sink.snaps[0].Step != 2 || sink.snaps[0].Failed() {
-		t.Errorf("snapshots %+v, want one good probe of step 2", sink.snaps)
+	if len(sink.snaps) != 2 || sink.snaps[0].Step != 2 || sink.snaps[1].Step != 4 || sink.snaps[0].Failed() {
+		t.Errorf("snapshots %+v, want good probes of steps 2 and 4, in order", sink.snaps)
+	}
+	if w := f.ops[1].workers.Load(); w != 0 {
+		t.Errorf("the queued probe started after Close with %d workers, want 0", w)
 	}
 	if !op.closed.Load() {
 		t.Error("the operator was not closed after its probe")

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 
@@ -11,11 +12,12 @@ import (
 )
 
 // LightWarm is the warm state of light probes: the tracked pairs of λ1,
-// λmin (as λ1 of −H) and λ1(P⁻¹H), each with the vector of the probe
+// λmin (as λ1 of λ1·I − H) and λ1(P⁻¹H), each with the vector of the probe
 // before, from which the next solve extrapolates. It is kept apart from
 // the full probe's state, so that light probes change no full probe.
 type LightWarm struct {
-	Max, Min, Precond *estimators.EigenWarm
+	Max, Precond *estimators.EigenWarm
+	Min          *shiftedWarm
 }
 
 // Light probe defaults: the tracking mode's relative residual, and the
@@ -24,6 +26,7 @@ type LightWarm struct {
 const (
 	defaultLightTol   = 1e-3
 	lightWarmMaxHVPs  = 10
+	lightMinWarmHVPs  = 8
 	lightMaxHVPsShare = 4 // a light probe may use MaxHVPs/4
 )
 
@@ -60,20 +63,35 @@ func AnalyzeLight(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, 
 	dst.Eigenvalues, dst.Residuals = top.Values, top.Residuals
 	dst.Warm = top.Warm
 
-	// λmin is λ1 of −H. Its tolerance is relative to that solve's norm
-	// estimate (at least |λmin|); scaled so that the residual bound is
-	// LightTol·λ1 as for λ1.
-	tol := cfg.LightTol
-	if prev := warm.Min; prev != nil && len(prev.Values) > 0 && prev.Values[0] != 0 && l1 > 0 {
-		tol = math.Min(0.5, cfg.LightTol*l1/math.Abs(prev.Values[0]))
+	// λmin is σ − λ1(σI − H) with σ = λ1: the shifted operator's norm is
+	// λ1 − λmin, so its relative tolerance is a residual bound in units of
+	// λ1, as for λ1 (‖(σI−H)v − μv‖ = ‖Hv − (σ−μ)v‖). Its Krylov spaces
+	// are −H's, so the shift costs no products.
+	prevMin := 0.0
+	if w := warm.Min; w != nil && len(w.Values) > 0 {
+		prevMin = w.shift() - w.Values[0]
 	}
-	low, w, err := estimators.TopEigen(ctx, negated{op}, eo(cfg.Seed+6, tol), warm.Min)
+	tol := cfg.LightTol
+	if l1 > 0 {
+		tol = cfg.LightTol * l1 / (l1 + math.Abs(prevMin))
+	}
+	// λmin's eigenvector sits at the edge of the spectrum's dense bulk and
+	// turns more between probes than λ1's, so a warm solve does not restart
+	// cold but stops after lightMinWarmHVPs: it reports the λmin reached
+	// with its computed residual (above LightTol·λ1 until the tracked vector
+	// has caught up), and the next probe goes on from the better vector.
+	mo := eo(cfg.Seed+6, tol)
+	mo.WarmMaxHVPs = 0
+	if warm.Min.eigen() != nil {
+		mo.MaxHVPs = min(mo.MaxHVPs, lightMinWarmHVPs)
+	}
+	low, w, err := estimators.TopEigen(ctx, shifted{op, l1}, mo, warm.Min.eigen())
 	cost.Eigen += low.HVPs
-	if err != nil {
+	if err != nil && !(errors.Is(err, estimators.ErrNotConverged) && len(low.Values) > 0 && w != nil) {
 		return nil, cost, fmt.Errorf("light λmin: %w", err)
 	}
-	next.Min = w
-	dst.LambdaMin = &snapshot.Eigenpair{Value: -low.Values[0], Residual: low.Residuals[0]}
+	next.Min = &shiftedWarm{EigenWarm: w, Shift: l1}
+	dst.LambdaMin = &snapshot.Eigenpair{Value: l1 - low.Values[0], Residual: low.Residuals[0]}
 	dst.Warm = dst.Warm && low.Warm
 
 	if in.Preconditioner != nil {
@@ -92,20 +110,40 @@ func AnalyzeLight(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, 
 	return next, cost, nil
 }
 
-// negated is −H.
-type negated struct{ op hvp.Operator }
+// shifted is σI − H.
+type shifted struct {
+	op    hvp.Operator
+	sigma float64
+}
 
-func (n negated) Dim() int { return n.op.Dim() }
+func (o shifted) Dim() int { return o.op.Dim() }
 
-func (n negated) Apply(dst, v []float64) error {
-	if err := n.op.Apply(dst, v); err != nil {
+func (o shifted) Apply(dst, v []float64) error {
+	if err := o.op.Apply(dst, v); err != nil {
 		return err
 	}
 	for i := range dst {
-		dst[i] = -dst[i]
+		dst[i] = o.sigma*v[i] - dst[i]
 	}
 	return nil
 }
+
+// shiftedWarm is the warm state of the λmin solve, with the shift its
+// values are relative to.
+type shiftedWarm struct {
+	*estimators.EigenWarm
+	Shift float64
+}
+
+func (w *shiftedWarm) eigen() *estimators.EigenWarm {
+	if w == nil {
+		return nil
+	}
+	return w.EigenWarm
+}
+
+// shift is the σ of w's values (they are σ − λmin).
+func (w *shiftedWarm) shift() float64 { return w.Shift }
 
 // seedLight hands a full probe's top eigenvector to the light probes' λ1
 // tracking, so that an eigenvalue the full probe's cold restart found is

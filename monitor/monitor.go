@@ -118,6 +118,7 @@ type Monitor struct {
 	closed    bool
 	inFlight  *flight   // the running asynchronous light probe, or nil
 	fullRun   *flight   // the running asynchronous full probe, or nil
+	queued    *flight   // the light probe waiting for inFlight to end, or nil
 	finished  []*flight // ended flights whose cost the next Step settles
 	sched     *scheduler
 	fulls     int // full probes recorded (the cold-restart count)
@@ -140,6 +141,7 @@ type flight struct {
 	op     hvp.Operator
 	kind   snapshot.Kind
 	plan   Plan
+	info   StepInfo
 	cost   time.Duration // what it has cost training so far
 	hvps   int           // the probe's, once it ended
 }
@@ -157,8 +159,9 @@ type Stats struct {
 	// LightHVPs and FullHVPs split HVPs by kind.
 	LightHVPs, FullHVPs int
 	ProbeSeconds        float64
-	// TrainSeconds is the training loop's wall time between Steps and
-	// OverheadSeconds what the probes cost it (see Config.Budget);
+	// TrainSeconds is the training loop's wall time (probes on its
+	// goroutine included) and OverheadSeconds what the probes cost it
+	// (see Config.Budget);
 	// Overhead is their ratio against the probe-free time.
 	TrainSeconds, OverheadSeconds, Overhead float64
 	// WarmWrites counts warm states written to the WarmStore.
@@ -309,13 +312,22 @@ func (m *Monitor) Step(ctx context.Context, info StepInfo, newOp OperatorFunc) e
 		hvps = s.HVPs
 		closeOperator(op, m.log)
 	} else {
-		m.launch(f, op, info, plan)
+		m.mu.Lock()
+		f.op, f.info = op, info
+		start := m.inFlight == f || m.fullRun == f
+		if m.queued == f && m.inFlight == nil { // its predecessor ended meanwhile
+			m.queued, m.inFlight, start = nil, f, true
+		}
+		m.mu.Unlock()
+		if start {
+			m.launch(f)
+		}
 	}
 	m.mu.Lock()
 	end := m.now()
 	// The caller's share of the probe (building the operator, or all of a
 	// synchronous probe) is its cost, and no training time.
-	m.sched.charge(end.Sub(start), plan)
+	m.sched.chargeCaller(end.Sub(start), plan)
 	if f != nil {
 		f.cost += end.Sub(start)
 	} else {
@@ -363,7 +375,9 @@ func (m *Monitor) planLocked(ctx context.Context, step int64) (plan Plan, f *fli
 	m.stats.Due++
 	free := slots{light: true, full: true}
 	if m.cfg.Async {
-		free = slots{light: m.inFlight == nil, full: m.fullRun == nil}
+		// A light probe may wait behind the running one (its operator,
+		// over its own frozen copy, is built now).
+		free = slots{light: m.inFlight == nil || m.queued == nil, full: m.fullRun == nil}
 	}
 	plan = m.sched.decide(free)
 	if plan.Skip {
@@ -375,44 +389,59 @@ func (m *Monitor) planLocked(ctx context.Context, step int64) (plan Plan, f *fli
 	}
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f = &flight{done: make(chan struct{}), ctx: pctx, cancel: cancel, kind: plan.Kind, plan: plan}
-	if plan.Kind == snapshot.KindFull {
+	switch {
+	case plan.Kind == snapshot.KindFull:
 		m.fullRun = f
-	} else {
+	case m.inFlight == nil:
 		m.inFlight = f
+	default:
+		m.queued = f
 	}
 	return plan, f, true
 }
 
-// launch runs the planned probe of flight f on op in a goroutine.
-func (m *Monitor) launch(f *flight, op hvp.Operator, info StepInfo, plan Plan) {
-	m.mu.Lock()
-	f.op = op
-	if m.closed {
-		setWorkers(op, 0) // Close is already waiting: use every core
-	} else {
-		setWorkers(op, 1) // one core while training runs
-	}
-	m.mu.Unlock()
+// launch runs flight f in a goroutine, then the light probes queued
+// behind it.
+func (m *Monitor) launch(f *flight) {
 	go func() {
 		lowerPriority(m.cfg.probeNice)
-		defer close(f.done)
-		defer f.cancel()
-		s, err := m.probePlanned(f.ctx, info.Step, op, info, plan)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			m.log.Error("recording probe", "run", m.run, "step", info.Step, "err", err)
+		for f != nil {
+			f = m.fly(f)
 		}
-		closeOperator(op, m.log)
-		m.mu.Lock()
-		f.hvps = s.HVPs
-		if m.fullRun == f {
-			m.fullRun = nil
-		}
-		if m.inFlight == f {
-			m.inFlight = nil
-		}
-		m.finished = append(m.finished, f)
-		m.mu.Unlock()
 	}()
+}
+
+// fly runs and records flight f, frees its slot, and returns the queued
+// light flight that takes the slot over (nil: none).
+func (m *Monitor) fly(f *flight) (next *flight) {
+	defer close(f.done)
+	defer f.cancel()
+	m.mu.Lock()
+	if m.closed {
+		setWorkers(f.op, 0) // Close is already waiting: use every core
+	} else {
+		setWorkers(f.op, 1) // one core while training runs
+	}
+	m.mu.Unlock()
+	s, err := m.probePlanned(f.ctx, f.info.Step, f.op, f.info, f.plan)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		m.log.Error("recording probe", "run", m.run, "step", f.info.Step, "err", err)
+	}
+	closeOperator(f.op, m.log)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f.hvps = s.HVPs
+	if m.fullRun == f {
+		m.fullRun = nil
+	}
+	if m.inFlight == f {
+		m.inFlight = nil
+		if q := m.queued; q != nil && q.op != nil {
+			m.queued, m.inFlight, next = nil, q, q
+		}
+	}
+	m.finished = append(m.finished, f)
+	return next
 }
 
 // operator calls newOp, turning an error or a panic into an operator whose
@@ -450,7 +479,7 @@ func (m *Monitor) Close(ctx context.Context) error {
 	}
 	m.closed = true
 	var flights []*flight
-	for _, f := range []*flight{m.fullRun, m.inFlight} {
+	for _, f := range []*flight{m.fullRun, m.inFlight, m.queued} {
 		if f != nil {
 			flights = append(flights, f)
 			if f.op != nil {

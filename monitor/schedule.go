@@ -32,8 +32,9 @@ type scheduler struct {
 	due  int // due steps seen
 	trig triggers
 
-	// The cost accounting, in training wall time. train is the time
-	// between Steps (a synchronous probe excluded), base the typical step
+	// The cost accounting, in training wall time. train is the
+	// training loop's wall time (between Steps, plus the probes' time on its
+	// goroutine), base the typical step
 	// without a probe in flight, spent what probes cost training: the
 	// caller-side time of building operators and running synchronous
 	// probes, plus the excess of step times over base while an
@@ -81,6 +82,14 @@ func (s *scheduler) observeStep(d time.Duration, busy bool) time.Duration {
 		return 0
 	}
 	return d - s.base
+}
+
+// chargeCaller adds d of a probe's time on the training loop's goroutine
+// (building its operator, or all of a synchronous probe): the loop spent
+// it, so it is training wall time as well as cost.
+func (s *scheduler) chargeCaller(d time.Duration, p Plan) {
+	s.train += d
+	s.charge(d, p)
 }
 
 // charge adds d of the cost of a probe planned as p (the caller-side part
