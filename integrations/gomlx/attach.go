@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -74,9 +75,37 @@ type Attached struct {
 	loop *train.Loop
 	mon  *monitor.Monitor
 	opt  AttachOptions
-	op   *Operator
+	op   *Operator // the first operator built: its parameter order is every operator's
 	log  *slog.Logger
 	dim  int
+
+	// The monitor may run a light probe while a full one is still going,
+	// so each probe gets an operator of its own: free holds the ones no
+	// probe uses (refreshed when a due step takes one), all every one
+	// built (Close finalises them). At most two are ever built.
+	mu   sync.Mutex
+	free []*Operator
+	all  []*Operator
+}
+
+// lease is one probe's use of a pooled operator. The monitor closes the
+// operator when its probe is over, which hands it back for a later step.
+type lease struct {
+	*Operator
+	a    *Attached
+	once sync.Once
+}
+
+// Close returns the operator to the pool; it stays compiled.
+func (l *lease) Close() error {
+	l.once.Do(func() { l.a.release(l.Operator) })
+	return nil
+}
+
+func (a *Attached) release(op *Operator) {
+	a.mu.Lock()
+	a.free = append(a.free, op)
+	a.mu.Unlock()
 }
 
 // Attach makes mon watch loop: after every training step it hands the
@@ -86,7 +115,8 @@ type Attached struct {
 // model's variables and gives the monitor the HVP operator on it, so with
 // monitor.Config.Async the probe runs while training goes on. The operator
 // is compiled on the first due probe and reused after, so later probes
-// only copy the variables.
+// only copy the variables; a second one is compiled the first time a light
+// probe falls due while a full probe still runs.
 //
 // The hook never stops training: monitor errors are logged. ctx bounds the
 // monitor calls; at OnEnd the monitor is closed with it (unless KeepOpen).
@@ -157,17 +187,17 @@ func (a *Attached) onStep(loop *train.Loop, metrics []*tensors.Tensor) error {
 		}
 		info.Loss = l
 	}
-	var fresh bool // the operator was built for this step: no Refresh needed
+	var early *lease // taken before Step for Adam's P; handed to the probe if one starts
 	if a.opt.Adam != nil && a.mon.Due(info.Step) {
-		// P must be in the operator's parameter order, so the operator must
-		// exist. Building it is safe here: no probe can be in flight before
-		// the first operator exists. (Refreshing it is not: a due step may
-		// still be skipped because a probe runs, so that stays in newOp.)
+		// P must be in the operator's parameter order, so an operator must
+		// exist: take this step's now (a due step may still be skipped,
+		// then it goes back to the pool below).
 		if a.op == nil {
-			if _, err := a.operator(live); err != nil {
+			l, err := a.operator(live)
+			if err != nil {
 				a.log.Warn("hessmon: building the probe operator", "step", info.Step, "err", err)
 			} else {
-				fresh = true
+				early = l
 			}
 		}
 		if a.op != nil {
@@ -179,32 +209,49 @@ func (a *Attached) onStep(loop *train.Loop, metrics []*tensors.Tensor) error {
 		}
 	}
 	err := a.mon.Step(a.ctx, info, func() (hvp.Operator, error) {
-		if fresh {
-			return a.op, nil
+		if early != nil {
+			l := early
+			early = nil
+			return l, nil
 		}
 		return a.operator(live)
 	})
+	if early != nil {
+		_ = early.Close() // the due step was skipped
+	}
 	if err != nil && !errors.Is(err, monitor.ErrClosed) {
 		a.log.Error("hessmon: monitor step", "step", info.Step, "err", err)
 	}
 	return nil
 }
 
-// operator refreshes (or, the first time, builds) the frozen operator. It
-// runs on the training goroutine, between steps.
-func (a *Attached) operator(live *mlctx.Context) (hvp.Operator, error) {
-	if a.op == nil {
-		op, err := New(live, a.opt.Config)
+// operator takes a free operator from the pool and refreshes it with the
+// live variables, or builds one when every operator is in a probe. It runs
+// on the training goroutine, between steps.
+func (a *Attached) operator(live *mlctx.Context) (*lease, error) {
+	a.mu.Lock()
+	var op *Operator
+	if n := len(a.free); n > 0 {
+		op, a.free = a.free[n-1], a.free[:n-1]
+	}
+	a.mu.Unlock()
+	if op == nil {
+		built, err := New(live, a.opt.Config)
 		if err != nil {
 			return nil, err
 		}
-		a.op, a.dim = op, op.Dim()
-	} else if err := a.op.Refresh(live); err != nil {
+		op = built
+		a.mu.Lock()
+		a.all = append(a.all, op)
+		if a.op == nil {
+			a.op, a.dim = op, op.Dim()
+		}
+		a.mu.Unlock()
+	} else if err := op.Refresh(live); err != nil {
+		a.release(op)
 		return nil, err
 	}
-	// The long-lived Operator itself: it has no Close, so the monitor does
-	// not release it after the probe, and it is reused for the next.
-	return a.op, nil
+	return &lease{Operator: op, a: a}, nil
 }
 
 func (a *Attached) onEnd(_ *train.Loop, _ []*tensors.Tensor) error {
@@ -218,10 +265,12 @@ func (a *Attached) onEnd(_ *train.Loop, _ []*tensors.Tensor) error {
 // the operator. OnEnd calls it unless KeepOpen; calling it twice is safe.
 func (a *Attached) Close() error {
 	err := a.mon.Close(a.ctx)
-	if a.op != nil {
-		a.op.Finalize()
-		a.op = nil
+	a.mu.Lock()
+	for _, op := range a.all {
+		op.Finalize()
 	}
+	a.op, a.all, a.free = nil, nil, nil
+	a.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("gomlx: closing the monitor: %w", err)
 	}

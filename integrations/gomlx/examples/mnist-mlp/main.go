@@ -45,11 +45,14 @@ import (
 
 type config struct {
 	Steps, Every, Batch, ProbeBatch int
-	LR                              float64
-	Seed                            uint64
-	DB, Run, Listen                 string
-	TrainSamples                    int // 0: all 60,000
-	Async                           bool
+	// FullEvery > 0 makes every FullEvery-th due step a full probe and the
+	// rest light (0: the monitor's budget decides).
+	FullEvery       int
+	LR              float64
+	Seed            uint64
+	DB, Run, Listen string
+	TrainSamples    int // 0: all 60,000
+	Async           bool
 }
 
 func main() {
@@ -57,6 +60,7 @@ func main() {
 	var c config
 	flag.IntVar(&c.Steps, "steps", 1000, "SGD steps")
 	flag.IntVar(&c.Every, "every", 100, "probe the Hessian every N steps")
+	flag.IntVar(&c.FullEvery, "full-every", 0, "every k-th due step a full probe, the others light (0: the monitor's 5% budget decides, with triggers)")
 	flag.IntVar(&c.Batch, "batch", 64, "mini-batch size")
 	flag.IntVar(&c.ProbeBatch, "probe-batch", 1000, "size of the fixed probe batch")
 	flag.Float64Var(&c.LR, "lr", 0.1, "SGD learning rate")
@@ -154,7 +158,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	exp := metrics.NewExporter()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(exp)
-	mon, err := monitor.New(c.Run, monitor.Config{Every: int64(c.Every), Async: c.Async},
+	mon, err := monitor.New(c.Run, monitor.Config{Every: int64(c.Every), Async: c.Async, FullEvery: c.FullEvery},
 		monitor.WithSink(st), monitor.WithSink(exp), monitor.WithWarmStore(st), monitor.WithLogger(log))
 	if err != nil {
 		return err

@@ -27,7 +27,7 @@ func TestRunWritesStore(t *testing.T) {
 		t.Skip(err)
 	}
 	db := filepath.Join(t.TempDir(), "m.db")
-	c := config{Steps: 10, Every: 5, Batch: 16, ProbeBatch: 64, LR: 0.1, Seed: 1,
+	c := config{FullEvery: 1, Steps: 10, Every: 5, Batch: 16, ProbeBatch: 64, LR: 0.1, Seed: 1,
 		DB: db, Run: "smoke", Listen: "off", TrainSamples: 2000, Async: true}
 	if err := run(context.Background(), c, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
@@ -45,7 +45,8 @@ func TestRunWritesStore(t *testing.T) {
 		t.Fatal("no snapshot stored")
 	}
 	for _, s := range snaps {
-		if s.Failure != "" || len(s.Eigenvalues) == 0 || s.Trace == nil || len(s.Trace.Blocks) != 6 {
+		// A due step that finds the full probe still running gets a light one.
+		if s.Failure != "" || len(s.Eigenvalues) == 0 || s.LambdaMin == nil || (!s.IsLight() && (s.Trace == nil || len(s.Trace.Blocks) != 6)) {
 			t.Errorf("step %d: failure %q %s, %d eigenvalues", s.Step, s.Failure, s.Detail, len(s.Eigenvalues))
 		}
 	}

@@ -55,7 +55,10 @@ import (
 )
 
 type config struct {
-	Steps, Every               int
+	Steps, Every int
+	// FullEvery > 0 makes every FullEvery-th due step a full probe and the
+	// rest light (0: the monitor's budget decides).
+	FullEvery                  int
 	Layers, Dim, Heads, SeqLen int
 	Batch, ProbeBatch          int
 	LR                         float64
@@ -70,6 +73,7 @@ func main() {
 	var c config
 	flag.IntVar(&c.Steps, "steps", 4000, "Adam steps (4000: about 5 minutes on 2 cores)")
 	flag.IntVar(&c.Every, "every", 200, "probe the Hessian every N steps")
+	flag.IntVar(&c.FullEvery, "full-every", 0, "every k-th due step a full probe, the others light (0: the monitor's 5% budget decides, with triggers)")
 	flag.IntVar(&c.Layers, "layers", 2, "transformer blocks")
 	flag.IntVar(&c.Dim, "dim", 32, "model width")
 	flag.IntVar(&c.Heads, "heads", 4, "attention heads")
@@ -284,7 +288,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	exp := metrics.NewExporter()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(exp)
-	mon, err := monitor.New(c.Run, monitor.Config{Every: int64(c.Every), Async: true, TopK: c.TopK},
+	mon, err := monitor.New(c.Run, monitor.Config{Every: int64(c.Every), Async: true, TopK: c.TopK, FullEvery: c.FullEvery},
 		monitor.WithSink(st), monitor.WithSink(exp), monitor.WithWarmStore(st), monitor.WithLogger(log))
 	if err != nil {
 		return err

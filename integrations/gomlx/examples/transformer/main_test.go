@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 
 func TestRunWritesStore(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "t.db")
-	c := config{Steps: 12, Every: 6, Layers: 1, Dim: 8, Heads: 2, SeqLen: 8, Batch: 4, ProbeBatch: 2,
+	c := config{FullEvery: 1, Steps: 12, Every: 6, Layers: 1, Dim: 8, Heads: 2, SeqLen: 8, Batch: 4, ProbeBatch: 2,
 		LR: 3e-3, CorpusBytes: 100_000, Seed: 1, TopK: 2, DB: db, Run: "smoke", Listen: "off"}
 	if err := run(context.Background(), c, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
