@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -134,6 +133,18 @@ func (o *optFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&o.epochs, "epochs", 1, "epochs of training data")
 }
 
+// optimizer checks the flags and makes the optimiser.
+func (o *optFlags) optimizer() (trainer.Optimizer, error) {
+	opt, err := trainer.NewOptimizer(o.name, o.lr, o.momentum, o.wd)
+	if err != nil {
+		return nil, usageErr("%v", err)
+	}
+	if o.batch < 0 || o.epochs <= 0 || o.steps < 0 {
+		return nil, usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
+	}
+	return opt, nil
+}
+
 func (o *optFlags) totalSteps(n int) int64 {
 	if o.steps > 0 {
 		return o.steps
@@ -239,11 +250,8 @@ func newLocalRun(e *env, o trainOpts) (*localRun, error) {
 	if r.cfg, r.bnMode, err = o.mon.config(o.model.seed); err != nil {
 		return nil, err
 	}
-	if r.opt, err = trainer.NewOptimizer(o.opt.name, o.opt.lr, o.opt.momentum, o.opt.wd); err != nil {
-		return nil, usageErr("%v", err)
-	}
-	if o.opt.batch < 0 || o.opt.epochs <= 0 || o.opt.steps < 0 {
-		return nil, usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
+	if r.opt, err = o.opt.optimizer(); err != nil {
+		return nil, err
 	}
 	if r.net, r.train, r.test, err = o.model.setupProbe(o.mon.probeBatch); err != nil {
 		return nil, err
@@ -281,7 +289,7 @@ func (r *localRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stopSrv, err := r.serve(ctx, exp, st)
+	stopSrv, err := r.serve(exp, st)
 	if err != nil {
 		return err
 	}
@@ -300,26 +308,23 @@ func (r *localRun) run(ctx context.Context) error {
 
 // serve starts the metrics and API server on --listen, unless it is off.
 // The returned stop shuts it down; calls after the first return nil.
-func (r *localRun) serve(ctx context.Context, exp *metrics.Exporter, st *store.Store) (stop func() error, err error) {
+func (r *localRun) serve(exp *metrics.Exporter, st *store.Store) (stop func() error, err error) {
 	if r.o.listen == "off" || r.o.listen == "" {
 		return func() error { return nil }, nil
 	}
-	ln, err := listenTCP(r.o.listen)
+	h, err := httpHandler(exp, st)
+	if err != nil {
+		return nil, err
+	}
+	at, stopSrv, err := api.Start(r.o.listen, h)
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", r.o.listen, err)
 	}
-	h, err := httpHandler(exp, st)
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	srvCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan error, 1)
-	go func() { done <- api.ServeListener(srvCtx, ln, h) }()
-	r.log.Info("serving", "page", pageURL(ln), "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
+	base := "http://" + at.String()
+	r.log.Info("serving", "page", base+"/", "metrics", base+"/metrics", "api", base+"/api/runs")
 	var once sync.Once
 	return func() error {
-		once.Do(func() { cancel(); err = <-done })
+		once.Do(func() { err = stopSrv() })
 		return err
 	}, nil
 }
@@ -454,8 +459,6 @@ func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
-
-func listenTCP(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 
 // groupFlags collects repeated --block-group name=regexp flags.
 type groupFlags []estimators.GroupRule

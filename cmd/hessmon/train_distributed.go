@@ -76,12 +76,9 @@ func trainDistributed(ctx context.Context, e *env, o trainOpts, newComm commInit
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	opt, err := trainer.NewOptimizer(o.opt.name, o.opt.lr, o.opt.momentum, o.opt.wd)
+	opt, err := o.opt.optimizer()
 	if err != nil {
-		return usageErr("%v", err)
-	}
-	if o.opt.batch < 0 || o.opt.epochs <= 0 || o.opt.steps < 0 {
-		return usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
+		return err
 	}
 	if _, err := logger(io.Discard, o.logLevel); err != nil {
 		return err
