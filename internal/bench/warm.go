@@ -10,6 +10,7 @@ import (
 
 	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
+	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
 )
@@ -64,6 +65,7 @@ type warmRun struct {
 	eigenWarm, top1Warm                          *estimators.EigenWarm
 	traceWarm                                    *estimators.TraceWarm
 	probes                                       int
+	top1WarmMax                                  int // the tracking mode's cold-restart threshold in HVPs
 	cold, warm, seIndep, seTracked, cold1, warm1 []float64
 }
 
@@ -72,8 +74,9 @@ type warmRun struct {
 // compares the trace standard error of independent Hutchinson against the
 // tracked estimator at an equal HVP budget.
 func Warm(ctx context.Context, o WarmOptions) (WarmResult, error) {
-	r := &warmRun{WarmOptions: o, res: WarmResult{Model: o.Net.String(), Params: o.Net.Dim(), Steps: o.Steps, Every: o.Every, K: o.K, Tol: o.Tol,
-		TraceHVPs: o.TraceHVPs, TrackedMethods: map[string]int{}, Top1Tol: 1e-3}}
+	tracking := monitor.Config{}.Tracking() // the top-1 mode's tolerance and cold-restart threshold
+	r := &warmRun{WarmOptions: o, top1WarmMax: tracking.EigenWarmMaxHVPs, res: WarmResult{Model: o.Net.String(), Params: o.Net.Dim(), Steps: o.Steps, Every: o.Every, K: o.K, Tol: o.Tol,
+		TraceHVPs: o.TraceHVPs, TrackedMethods: map[string]int{}, Top1Tol: tracking.EigenTol}}
 	hook := func(ctx context.Context, info trainer.StepInfo) error {
 		if info.Step%o.Every != 0 {
 			return nil
@@ -117,7 +120,7 @@ func (o *warmRun) probe(ctx context.Context, info trainer.StepInfo) error {
 		res.MaxLambdaDiff = max(res.MaxLambdaDiff, d)
 	}
 	o.eigenWarm = w
-	o1 := estimators.EigenOptions{K: 1, Tol: res.Top1Tol, MaxHVPs: 2000, Seed: o.Seed + uint64(info.Step), WarmMaxHVPs: 10}
+	o1 := estimators.EigenOptions{K: 1, Tol: res.Top1Tol, MaxHVPs: 2000, Seed: o.Seed + uint64(info.Step), WarmMaxHVPs: o.top1WarmMax}
 	c1, _, err := estimators.TopEigen(ctx, op, o1, nil)
 	if err != nil {
 		return fmt.Errorf("top-1 cold solve at step %d: %w", info.Step, err)
