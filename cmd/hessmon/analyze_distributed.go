@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 
-	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/hvp"
-	"github.com/hessmon/hessmon/trainer"
 )
 
 // shardedHessian is `analyze --distributed`'s operator (hessian.NewSharded)
@@ -28,14 +25,4 @@ func (s *shardedHessian) close() {
 	if err := s.leave(); err != nil {
 		slog.Error("finalising MPI", "rank", s.comm.Rank(), "err", err)
 	}
-}
-
-// distributedOperator is openSharded in the shape analyze.go calls.
-// TODO(coordinator): analyze.go can call openSharded and drop this shim.
-func distributedOperator(ctx context.Context, net *trainer.Network, d *data.Dataset, mode trainer.Mode, chunk int) (hvp.Operator, int, int, func(), error) {
-	s, err := openSharded(ctx, net, d, mode, chunk)
-	if err != nil {
-		return nil, 0, 0, nil, err
-	}
-	return s.op, s.comm.Rank(), s.comm.Size(), s.close, nil
 }

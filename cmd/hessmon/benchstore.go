@@ -25,15 +25,15 @@ type storeBench struct {
 	Dir     string                     `json:"dir,omitempty"`
 }
 
-// storeReads are the commands bench store times, by name.
-func storeReads(db, dir string, step int64) []struct {
+// storeRead is an inspection command that bench store times.
+type storeRead struct {
 	name string
 	args []string
-} {
-	return []struct {
-		name string
-		args []string
-	}{
+}
+
+// storeReads are the commands bench store times, by name.
+func storeReads(db, dir string, step int64) []storeRead {
+	return []storeRead{
 		{"runs", []string{"runs", "--db", db}},
 		{"show", []string{"show", "--db", db}},
 		{"show_step", []string{"show", "--db", db, "--step", strconv.FormatInt(step, 10)}},
@@ -66,17 +66,11 @@ func benchStore(ctx context.Context, e *env, args []string) error {
 	if *n <= 0 || *params <= 0 || *k <= 0 || *warmEvery <= 0 {
 		return usageErr("--snapshots, --params, --k and --warm-every must be positive")
 	}
-	d := *dir
-	if d == "" {
-		tmp, err := os.MkdirTemp("", "hessmon-bench-store-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		d = tmp
-	} else if err := os.MkdirAll(d, 0o755); err != nil {
+	d, cleanup, err := benchDir(*dir)
+	if err != nil {
 		return err
 	}
+	defer cleanup()
 	db := filepath.Join(d, "bench.db")
 	if _, err := os.Stat(db); err == nil {
 		return fmt.Errorf("%s exists; give bench store an empty --dir", db)
@@ -92,16 +86,8 @@ func benchStore(ctx context.Context, e *env, args []string) error {
 		out.Dir = d
 	}
 	mid := int64(res.Snapshots/2+1) * res.Every
-	for _, c := range storeReads(db, d, mid) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var stderr bytes.Buffer
-		t := time.Now()
-		if code := run(ctx, c.args, io.Discard, &stderr); code != 0 {
-			return fmt.Errorf("bench store: %v: exit %d: %s", c.args, code, stderr.String())
-		}
-		out.ReadSeconds[c.name] = time.Since(t).Seconds()
+	if err := timeReads(ctx, out.ReadSeconds, storeReads(db, d, mid)); err != nil {
+		return err
 	}
 	if fi, err := os.Stat(filepath.Join(d, "run.jsonl")); err == nil {
 		out.ExportBytes = fi.Size()
@@ -116,7 +102,43 @@ func benchStore(ctx context.Context, e *env, args []string) error {
 	if *asJSON {
 		return writeJSON(e.stdout, out)
 	}
-	p := func(format string, a ...any) { fmt.Fprintf(e.stdout, format, a...) }
+	printStoreBench(e.stdout, out, storeReads(db, d, mid))
+	return nil
+}
+
+// benchDir returns dir, created if missing, or a temporary directory that
+// cleanup removes.
+func benchDir(dir string) (d string, cleanup func(), err error) {
+	if dir != "" {
+		return dir, func() {}, os.MkdirAll(dir, 0o755)
+	}
+	tmp, err := os.MkdirTemp("", "hessmon-bench-store-")
+	if err != nil {
+		return "", nil, err
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
+}
+
+// timeReads runs each inspection command as a user would type it and
+// records its wall time by name.
+func timeReads(ctx context.Context, dst map[string]float64, reads []storeRead) error {
+	for _, c := range reads {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var stderr bytes.Buffer
+		t := time.Now()
+		if code := run(ctx, c.args, io.Discard, &stderr); code != 0 {
+			return fmt.Errorf("bench store: %v: exit %d: %s", c.args, code, stderr.String())
+		}
+		dst[c.name] = time.Since(t).Seconds()
+	}
+	return nil
+}
+
+func printStoreBench(w io.Writer, out storeBench, reads []storeRead) {
+	res := out.Result
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	sync := "fsync per transaction"
 	if !res.Sync {
 		sync = "no fsync"
@@ -129,7 +151,7 @@ func benchStore(ctx context.Context, e *env, args []string) error {
 	}
 	p("  warm save      p50 %.1f ms, max %.1f ms\n", 1e3*res.WarmWriteP50, 1e3*res.WarmWriteMax)
 	p("  reads:")
-	for _, c := range storeReads(db, d, mid) {
+	for _, c := range reads {
 		p(" %s %.2fs", c.name, out.ReadSeconds[c.name])
 	}
 	p("\n")
@@ -137,5 +159,4 @@ func benchStore(ctx context.Context, e *env, args []string) error {
 		p("  warm start from float32 vectors (dense n=%d, top %d, drift %g, tol %g): %d HVPs, float64 %d, cold %d; λ error %.1e vs %.1e\n",
 			r.N, r.K, r.Drift, r.Tol, r.Warm32HVPs, r.Warm64HVPs, r.ColdHVPs, r.Warm32Error, r.Warm64Error)
 	}
-	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"flag"
-	"fmt"
 	"strings"
 
 	"github.com/hessmon/hessmon/data"
@@ -129,6 +128,4 @@ func forModel(d *data.Dataset, net *trainer.Network) *data.Dataset {
 	return d
 }
 
-func describeData(d *data.Dataset) string {
-	return fmt.Sprintf("%s (%d samples)", d.Name, d.Len())
-}
+func describeData(d *data.Dataset) string { return d.Describe() }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/snapshot"
@@ -62,80 +61,58 @@ func describeChanges(changes []snapshot.Change) string {
 	return strings.Join(parts, ", ")
 }
 
-// openRun checks that meta is the run stored under its id, if any, and
-// records it. Without resume a run that holds snapshots or a checkpoint
-// is refused unless rf.overwrite; with resume it returns the checkpoint to continue from (nil:
-// none was written, training restarts from step 0 and skips the stored
-// steps) and adds the resumption to the run's lineage.
+// openRun checks that meta is the run stored under its id, if any, by
+// store.StartRun's rule, and records it. With resume it returns the
+// checkpoint to continue from (nil: none was written, training restarts
+// from step 0 and skips the stored steps).
 func openRun(st *store.Store, meta snapshot.Run, rf resumeFlags, log *slog.Logger) (*trainer.Checkpoint, error) {
-	old, err := st.Run(meta.ID)
-	exists := err == nil
-	if err != nil && !errors.Is(err, store.ErrUnknownRun) {
-		return nil, err
-	}
-	if exists {
-		if ch := old.Changes(meta, "steps"); len(ch) > 0 {
-			return nil, usageErr("run %q in %s was started with another configuration: %s. Use a new --run id, "+
-				"or repeat the stored configuration (and --resume to continue it)", meta.ID, st.Path(), describeChanges(ch))
-		}
-		meta.Started, meta.Resumes = old.Started, old.Resumes
+	start, err := st.StartRun(meta, store.StartOptions{Resume: rf.resume, Overwrite: rf.overwrite, Ignore: []string{"steps"}})
+	if err != nil {
+		return nil, runErr(st, meta.ID, err)
 	}
 	if !rf.resume {
-		if rf.overwrite && exists {
+		if rf.overwrite && start.Exists {
 			log.Info("training run again from step 1, replacing its snapshots (--overwrite)", "run", meta.ID)
-		} else if err := refuseReuse(st, meta.ID, exists); err != nil {
-			return nil, err
 		}
-		return nil, st.PutRun(meta)
-	}
-	if !exists {
-		return nil, usageErr("--resume: %s holds no run %q", st.Path(), meta.ID)
-	}
-	step, state, ok, err := st.Checkpoint(meta.ID)
-	if err != nil {
-		return nil, err
+		return nil, st.PutRun(start.Run)
 	}
 	var cp *trainer.Checkpoint
-	if ok {
+	if start.Checkpoint != nil {
 		cp = new(trainer.Checkpoint)
-		if err := cp.UnmarshalBinary(state); err != nil {
+		if err := cp.UnmarshalBinary(start.Checkpoint); err != nil {
 			return nil, fmt.Errorf("run %q: %w", meta.ID, err)
 		}
-		if cp.Step != step {
-			return nil, fmt.Errorf("run %q: checkpoint of step %d stored as step %d", meta.ID, cp.Step, step)
+		if cp.Step != start.CheckpointStep {
+			return nil, fmt.Errorf("run %q: checkpoint of step %d stored as step %d", meta.ID, cp.Step, start.CheckpointStep)
 		}
 	}
-	meta.Resumes = append(meta.Resumes, snapshot.Resume{AtStep: step, Time: time.Now().UTC()})
-	log.Info("resuming run", "run", meta.ID, "after_step", step, "resumed_times", len(meta.Resumes))
-	if last, ok, err := st.LastStep(meta.ID); err == nil && ok && last > step {
+	step := start.CheckpointStep
+	log.Info("resuming run", "run", meta.ID, "after_step", step, "resumed_times", len(start.Run.Resumes))
+	if start.LastStep > step {
 		what := "kept: their steps are not probed again"
 		if rf.overwrite {
 			what = "probed again and replaced (--overwrite)"
 		}
-		log.Info("snapshots written after the checkpoint are "+what, "run", meta.ID, "after_step", step, "up_to_step", last)
+		log.Info("snapshots written after the checkpoint are "+what, "run", meta.ID, "after_step", step, "up_to_step", start.LastStep)
 	}
-	return cp, st.PutRun(meta)
+	return cp, st.PutRun(start.Run)
 }
 
-// refuseReuse fails when run already holds a history that a fresh start
-// from step 1 would collide with.
-func refuseReuse(st *store.Store, run string, exists bool) error {
-	if !exists {
-		return nil
-	}
-	last, hasSnaps, err := st.LastStep(run)
-	if err != nil {
-		return err
-	}
-	_, _, hasCk, err := st.Checkpoint(run)
-	if err != nil {
-		return err
-	}
-	if hasSnaps || hasCk {
+// runErr words store.StartRun's refusals in train's flags.
+func runErr(st *store.Store, run string, err error) error {
+	var changed *store.ConfigChangedError
+	var inUse *store.RunInUseError
+	switch {
+	case errors.As(err, &changed):
+		return usageErr("run %q in %s was started with another configuration: %s. Use a new --run id, "+
+			"or repeat the stored configuration (and --resume to continue it)", run, st.Path(), describeChanges(changed.Changes))
+	case errors.As(err, &inUse):
 		return usageErr("run %q in %s already holds steps up to %d: --resume continues it, a new --run id starts another "+
-			"(--overwrite trains it again, replacing its snapshots)", run, st.Path(), last)
+			"(--overwrite trains it again, replacing its snapshots)", run, st.Path(), inUse.LastStep)
+	case errors.Is(err, store.ErrUnknownRun):
+		return usageErr("--resume: %s holds no run %q", st.Path(), run)
 	}
-	return nil
+	return err
 }
 
 // checkpointSaver writes the trainer's checkpoints into the store.

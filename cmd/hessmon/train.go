@@ -10,9 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/term"
@@ -133,6 +133,18 @@ func (o *optFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&o.epochs, "epochs", 1, "epochs of training data")
 }
 
+// optimizer checks the flags and makes the optimiser.
+func (o *optFlags) optimizer() (trainer.Optimizer, error) {
+	opt, err := trainer.NewOptimizer(o.name, o.lr, o.momentum, o.wd)
+	if err != nil {
+		return nil, usageErr("%v", err)
+	}
+	if o.batch < 0 || o.epochs <= 0 || o.steps < 0 {
+		return nil, usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
+	}
+	return opt, nil
+}
+
 func (o *optFlags) totalSteps(n int) int64 {
 	if o.steps > 0 {
 		return o.steps
@@ -166,125 +178,174 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 // trainCmd is runTrain with the start of the MPI group passed in, so that
 // tests can run --distributed over in-process ranks.
 func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) error {
+	o, distributed, err := parseTrain(e, args)
+	if err != nil {
+		return err
+	}
+	if distributed && o.mon.precision != "float64" {
+		return usageErr("--precision %s is not supported with --distributed; use --precision float64", o.mon.precision)
+	}
+	if distributed {
+		if o.resume.resume {
+			return usageErr("--resume does not work with --distributed yet (--overwrite trains a run again)")
+		}
+		return trainDistributed(ctx, e, o, newComm)
+	}
+	r, err := newLocalRun(e, o)
+	if err != nil {
+		return err
+	}
+	return r.run(ctx)
+}
+
+// parseTrain parses train's flags.
+func parseTrain(e *env, args []string) (o trainOpts, distributed bool, err error) {
 	fs := newFlags(e, "train", "train a model while the monitor probes its loss Hessian every N steps: top-k eigenvalues with residuals, "+
 		"trace ± stderr with per-layer blocks, and the spectral density, warm-started from the previous probe. Snapshots go to a bbolt "+
 		"store; Prometheus metrics and a read-only JSON API are served on --listen while training runs. SIGINT/SIGTERM stop it cleanly.",
 		"hessmon train --steps 300 --db run.db --listen 127.0.0.1:9464   # then: curl 127.0.0.1:9464/metrics")
-	var mf modelFlags
-	mf.register(fs, "128,128", "tanh")
-	var of optFlags
-	of.register(fs)
-	var monf monitorFlags
-	monf.register(fs)
-	db := fs.String("db", "hessmon.db", "bbolt store for the snapshots (created if missing; many runs per file)")
-	runID := fs.String("run", "", "run id (default: generated). An id is a promise: reusing one that holds snapshots is refused unless "+
+	o.model.register(fs, "128,128", "tanh")
+	o.opt.register(fs)
+	o.mon.register(fs)
+	fs.StringVar(&o.db, "db", "hessmon.db", "bbolt store for the snapshots (created if missing; many runs per file)")
+	fs.StringVar(&o.run, "run", "", "run id (default: generated). An id is a promise: reusing one that holds snapshots is refused unless "+
 		"--resume continues it, and so is resuming it with another configuration")
-	var rf resumeFlags
-	rf.register(fs)
-	listen := fs.String("listen", api.DefaultAddr, "address for /metrics and the JSON API (\"off\" disables); binding beyond loopback must be asked for explicitly")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	progress := fs.String("progress", "auto", "progress bar: auto (on a terminal), on, off")
-	distributed := fs.Bool("distributed", false, distributedTrainHelp)
+	o.resume.register(fs)
+	fs.StringVar(&o.listen, "listen", api.DefaultAddr, "address for /metrics and the JSON API (\"off\" disables); binding beyond loopback must be asked for explicitly")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.progress, "progress", "auto", "progress bar: auto (on a terminal), on, off")
+	fs.BoolVar(&distributed, "distributed", false, distributedTrainHelp)
 	if err := parse(fs, args); err != nil {
-		return err
+		return o, false, err
 	}
-	if *distributed && monf.precision != "float64" {
-		return usageErr("--precision %s is not supported with --distributed; use --precision float64", monf.precision)
-	}
-	if *distributed {
-		if rf.resume {
-			return usageErr("--resume does not work with --distributed yet (--overwrite trains a run again)")
-		}
-		return trainDistributed(ctx, e, trainOpts{model: mf, opt: of, mon: monf, db: *db, run: *runID, listen: *listen,
-			logLevel: *logLevel, progress: *progress, explicit: setFlags(fs), overwrite: rf.overwrite}, newComm)
-	}
-	con := newConsole(e.stderr)
-	log, err := logger(con.logs(), *logLevel)
-	if err != nil {
-		return err
-	}
-	cfg, bnMode, err := monf.config(mf.seed)
-	if err != nil {
-		return err
-	}
-	opt, err := trainer.NewOptimizer(of.name, of.lr, of.momentum, of.wd)
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	if of.batch < 0 || of.epochs <= 0 || of.steps < 0 {
-		return usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
-	}
-	net, train, test, err := mf.setupProbe(monf.probeBatch)
-	if err != nil {
-		return err
-	}
-	prec, err := probePrecision(monf.precision, net)
-	if err != nil {
-		return err
-	}
-	if *runID == "" {
-		*runID = newRunID()
-	}
-	steps := of.totalSteps(train.Len())
+	o.explicit, o.overwrite = setFlags(fs), o.resume.overwrite
+	return o, distributed, nil
+}
 
-	st, err := store.Open(*db, store.Options{})
+// localRun is a training run in this process.
+type localRun struct {
+	o           trainOpts
+	e           *env
+	con         *console
+	log         *slog.Logger
+	cfg         monitor.Config
+	bnMode      trainer.Mode
+	opt         trainer.Optimizer
+	net         *trainer.Network
+	train, test *data.Dataset
+	prec        snapshot.Precision
+	steps       int64
+
+	snaps    chan snapshot.Snapshot // for the log lines, printed from the training goroutine
+	lastSnap snapshot.Snapshot
+}
+
+// newLocalRun checks the flags and builds the model and data.
+func newLocalRun(e *env, o trainOpts) (*localRun, error) {
+	r := &localRun{o: o, e: e, con: newConsole(e.stderr), snaps: make(chan snapshot.Snapshot, 64)}
+	var err error
+	if r.log, err = logger(r.con.logs(), o.logLevel); err != nil {
+		return nil, err
+	}
+	if r.cfg, r.bnMode, err = o.mon.config(o.model.seed); err != nil {
+		return nil, err
+	}
+	if r.opt, err = o.opt.optimizer(); err != nil {
+		return nil, err
+	}
+	if r.net, r.train, r.test, err = o.model.setupProbe(o.mon.probeBatch); err != nil {
+		return nil, err
+	}
+	if r.prec, err = probePrecision(o.mon.precision, r.net); err != nil {
+		return nil, err
+	}
+	if r.o.run == "" {
+		r.o.run = newRunID()
+	}
+	r.steps = o.opt.totalSteps(r.train.Len())
+	return r, nil
+}
+
+func (r *localRun) run(ctx context.Context) error {
+	st, err := store.Open(r.o.db, store.Options{})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	resumeFrom, err := openRun(st, runMeta(*runID, net, opt, train, mf, of, monf, steps), rf, log)
+	resumeFrom, err := openRun(st, runMeta(r.o, r.net, r.opt, r.train, r.steps), r.o.resume, r.log)
 	if err != nil {
 		return err
 	}
 	exp := metrics.NewExporter()
-	snaps := make(chan snapshot.Snapshot, 64) // for the log lines, printed from the training goroutine
 	toLog := monitor.SinkFunc(func(s snapshot.Snapshot) error {
 		select {
-		case snaps <- s:
+		case r.snaps <- s:
 		default:
 		}
 		return nil
 	})
-	mon, err := monitor.New(*runID, cfg, monitor.WithSink(st), monitor.WithSink(exp), monitor.WithSink(toLog),
-		monitor.WithWarmStore(st), monitor.WithLogger(log), monitor.WithExisting(existingPolicy(rf)))
+	mon, err := monitor.New(r.o.run, r.cfg, monitor.WithSink(st), monitor.WithSink(exp), monitor.WithSink(toLog),
+		monitor.WithWarmStore(st), monitor.WithLogger(r.log), monitor.WithExisting(existingPolicy(r.o.resume)))
 	if err != nil {
 		return err
 	}
-
-	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSrv()
-	srvDone := make(chan error, 1)
-	if *listen != "off" && *listen != "" {
-		ln, err := listenTCP(*listen)
-		if err != nil {
-			return fmt.Errorf("--listen %s: %w", *listen, err)
-		}
-		h, err := httpHandler(exp, st)
-		if err != nil {
-			return err
-		}
-		go func() { srvDone <- api.ServeListener(srvCtx, ln, h) }()
-		log.Info("serving", "page", pageURL(ln), "metrics", "http://"+ln.Addr().String()+"/metrics", "api", "http://"+ln.Addr().String()+"/api/runs")
-	} else {
-		srvDone <- nil
+	stopSrv, err := r.serve(exp, st)
+	if err != nil {
+		return err
 	}
+	defer stopSrv()
+	res, trainErr := r.trainWith(ctx, mon, resumeFrom, st)
+	interrupted := trainErr != nil && errors.Is(trainErr, context.Canceled)
+	if trainErr != nil && !interrupted {
+		return trainErr
+	}
+	r.report(res, mon.Stats(), interrupted)
+	if err := stopSrv(); err != nil {
+		r.log.Warn("metrics server", "err", err)
+	}
+	return nil
+}
 
-	probeBatch := probeSubset(train, monf.probeBatch, mf.seed)
-	log.Info("training", "run", *runID, "blas", trainer.BLAS().String(), "model", net.String(), "params", net.Dim(), "data", describeData(train),
-		"optimizer", opt.Name(), "lr", of.lr, "steps", steps, "probe_every", cfg.Every, "probe_batch", probeBatch.Len(), "db", *db)
+// serve starts the metrics and API server on --listen, unless it is off.
+// The returned stop shuts it down; calls after the first return nil.
+func (r *localRun) serve(exp *metrics.Exporter, st *store.Store) (stop func() error, err error) {
+	if r.o.listen == "off" || r.o.listen == "" {
+		return func() error { return nil }, nil
+	}
+	h, err := httpHandler(exp, st)
+	if err != nil {
+		return nil, err
+	}
+	at, stopSrv, err := api.Start(r.o.listen, h)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", r.o.listen, err)
+	}
+	base := "http://" + at.String()
+	r.log.Info("serving", "page", base+"/", "metrics", base+"/metrics", "api", base+"/api/runs")
+	var once sync.Once
+	return func() error {
+		once.Do(func() { err = stopSrv() })
+		return err
+	}, nil
+}
 
-	bar := con.progressBar(*progress, steps)
-	var lastSnap snapshot.Snapshot
-	hooks := []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probeBatch, Mode: bnMode, Precision: prec, Logger: log})}
+// trainWith trains with the monitor's hook, then closes the monitor and
+// logs the snapshots still queued.
+func (r *localRun) trainWith(ctx context.Context, mon *monitor.Monitor, resumeFrom *trainer.Checkpoint, st *store.Store) (trainer.Result, error) {
+	probeBatch := probeSubset(r.train, r.o.mon.probeBatch, r.o.model.seed)
+	r.log.Info("training", "run", r.o.run, "blas", trainer.BLAS().String(), "model", r.net.String(), "params", r.net.Dim(), "data", describeData(r.train),
+		"optimizer", r.opt.Name(), "lr", r.o.opt.lr, "steps", r.steps, "probe_every", r.cfg.Every, "probe_batch", probeBatch.Len(), "db", r.o.db)
+	bar := r.con.progressBar(r.o.progress, r.steps)
+	hooks := []trainer.Hook{hessian.Hook(mon, hessian.HookOptions{Batch: probeBatch, Mode: r.bnMode, Precision: r.prec, Logger: r.log})}
 	hooks = append(hooks, func(_ context.Context, info trainer.StepInfo) error {
 		if bar != nil {
 			_ = bar.Set64(info.Step)
 		}
 		for {
 			select {
-			case s := <-snaps:
-				lastSnap = s
-				logSnapshot(log, s)
+			case s := <-r.snaps:
+				r.lastSnap = s
+				logSnapshot(r.log, s)
 				continue
 			default:
 			}
@@ -292,60 +353,50 @@ func trainCmd(ctx context.Context, e *env, args []string, newComm commInit) erro
 		}
 	})
 	res, trainErr := trainer.Train(ctx, trainer.Config{
-		Model: net, Loss: trainer.CrossEntropy{}, Optimizer: opt, Data: train, BatchSize: of.batch, Steps: steps, Seed: mf.seed, Hooks: hooks,
-		Resume: resumeFrom, CheckpointEvery: rf.every, SaveCheckpoint: checkpointSaver(st, *runID),
+		Model: r.net, Loss: trainer.CrossEntropy{}, Optimizer: r.opt, Data: r.train, BatchSize: r.o.opt.batch, Steps: r.steps,
+		Seed: r.o.model.seed, Hooks: hooks,
+		Resume: resumeFrom, CheckpointEvery: r.o.resume.every, SaveCheckpoint: checkpointSaver(st, r.o.run),
 	})
 	// Ctrl-C cancelled ctx: Close then drops the in-flight probe at once.
 	// Otherwise the last probe finishes on every core.
 	if err := mon.Close(ctx); err != nil && ctx.Err() == nil {
-		log.Warn("closing the monitor", "err", err)
+		r.log.Warn("closing the monitor", "err", err)
 	}
 	if bar != nil {
 		_ = bar.Finish()
 	}
-	for len(snaps) > 0 {
-		lastSnap = <-snaps
-		logSnapshot(log, lastSnap)
+	for len(r.snaps) > 0 {
+		r.lastSnap = <-r.snaps
+		logSnapshot(r.log, r.lastSnap)
 	}
-	interrupted := trainErr != nil && errors.Is(trainErr, context.Canceled)
-	if trainErr != nil && !interrupted {
-		return trainErr
-	}
-	acc, accErr := trainer.Accuracy(net, test)
-	stats := mon.Stats()
-	w := e.stdout
+	return res, trainErr
+}
+
+// report prints the run's summary.
+func (r *localRun) report(res trainer.Result, stats monitor.Stats, interrupted bool) {
+	acc, accErr := trainer.Accuracy(r.net, r.test)
+	w := r.e.stdout
 	if interrupted {
-		fmt.Fprintf(w, "interrupted at step %d of %d; every finished snapshot is committed\n", res.Steps, steps)
+		fmt.Fprintf(w, "interrupted at step %d of %d; every finished snapshot is committed\n", res.Steps, r.steps)
 	}
-	fmt.Fprintf(w, "run %s: %s, %d params, %d steps in %.1fs, last loss %.4f", *runID, net.String(), net.Dim(), res.Steps, res.Elapsed.Seconds(), res.LastLoss)
+	fmt.Fprintf(w, "run %s: %s, %d params, %d steps in %.1fs, last loss %.4f", r.o.run, r.net.String(), r.net.Dim(), res.Steps, res.Elapsed.Seconds(), res.LastLoss)
 	if accErr == nil {
 		fmt.Fprintf(w, ", test accuracy %.4f", acc)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "weights after step %d: checksum %016x\n", res.Steps, trainer.Checksum(net))
+	fmt.Fprintf(w, "weights after step %d: checksum %016x\n", res.Steps, trainer.Checksum(r.net))
 	fmt.Fprintf(w, "probes: %d of %d due steps measured (%d light, %d full, %d brought forward by a trigger), %d skipped, %d failed; "+
 		"%d HVPs (%d light, %d full), %.1fs probing; measured overhead %.1f%% of training (budget %.0f%%)\n",
 		stats.Measured, stats.Due, stats.Light, stats.Full, stats.Triggered, stats.Skipped, stats.Failures,
-		stats.HVPs, stats.LightHVPs, stats.FullHVPs, stats.ProbeSeconds, 100*stats.Overhead, 100*cfg.Budget)
-	printSummaryTail(w, lastSnap, *db, *runID)
-	stopSrv()
-	if err := <-srvDone; err != nil {
-		log.Warn("metrics server", "err", err)
-	}
-	return nil
+		stats.HVPs, stats.LightHVPs, stats.FullHVPs, stats.ProbeSeconds, 100*stats.Overhead, 100*r.cfg.Budget)
+	printSummaryTail(w, r.lastSnap, r.o.db, r.o.run)
 }
 
 // runMeta describes a training run for the store.
-func runMeta(id string, net *trainer.Network, opt trainer.Optimizer, train *data.Dataset, mf modelFlags, of optFlags, monf monitorFlags, steps int64) snapshot.Run {
-	r := snapshot.Run{ID: id, Model: net.String(), Optimizer: snapshot.Optimizer(opt.Name()), Started: time.Now().UTC(), Config: map[string]string{
-		"data": describeData(train), "params": fmt.Sprint(net.Dim()), "lr": fmt.Sprint(of.lr), "momentum": fmt.Sprint(of.momentum),
-		"batch": fmt.Sprint(of.batch), "steps": fmt.Sprint(steps), "every": fmt.Sprint(monf.every), "top": fmt.Sprint(monf.top),
-		"probe_batch": fmt.Sprint(monf.probeBatch), "bn_mode": monf.bnMode, "seed": fmt.Sprint(mf.seed),
-	}}
-	if of.wd != 0 { // only when set, so that runs stored before it was recorded still match
-		r.Config["wd"] = fmt.Sprint(of.wd)
-	}
-	return r
+func runMeta(o trainOpts, net *trainer.Network, opt trainer.Optimizer, train *data.Dataset, steps int64) snapshot.Run {
+	return hessian.RunMeta(hessian.RunOptions{ID: o.run, Net: net, Optimizer: opt, Data: train, LR: o.opt.lr, Momentum: o.opt.momentum,
+		WeightDecay: o.opt.wd, Batch: o.opt.batch, Steps: steps, Every: o.mon.every, Top: o.mon.top, ProbeBatch: o.mon.probeBatch,
+		BNMode: o.mon.bnMode, Seed: o.model.seed})
 }
 
 // putRun writes the run's metadata after openRun's identity check, for a
@@ -401,17 +452,13 @@ func logSnapshot(log *slog.Logger, s snapshot.Snapshot) {
 
 // probeSubset draws the fixed, seeded probe batch.
 func probeSubset(d *data.Dataset, n int, seed uint64) trainer.Batch {
-	b := trainer.NewBatcher(d, n, seed^0x70be)
-	batch, _ := b.Next()
-	return batch
+	return trainer.ProbeBatch(d, n, seed)
 }
 
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
-
-func listenTCP(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 
 // groupFlags collects repeated --block-group name=regexp flags.
 type groupFlags []estimators.GroupRule

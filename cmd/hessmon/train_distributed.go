@@ -52,6 +52,7 @@ type trainOpts struct {
 	opt                                 optFlags
 	mon                                 monitorFlags
 	db, run, listen, logLevel, progress string
+	resume                              resumeFlags
 	explicit                            map[string]bool // flags given on the command line
 	overwrite                           bool            // --overwrite: replace a reused run's snapshots
 }
@@ -75,12 +76,9 @@ func trainDistributed(ctx context.Context, e *env, o trainOpts, newComm commInit
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	opt, err := trainer.NewOptimizer(o.opt.name, o.opt.lr, o.opt.momentum, o.opt.wd)
+	opt, err := o.opt.optimizer()
 	if err != nil {
-		return usageErr("%v", err)
-	}
-	if o.opt.batch < 0 || o.opt.epochs <= 0 || o.opt.steps < 0 {
-		return usageErr("--batch must be ≥ 0, --epochs > 0, --steps ≥ 0")
+		return err
 	}
 	if _, err := logger(io.Discard, o.logLevel); err != nil {
 		return err
@@ -269,7 +267,7 @@ func (r *rankRun) setup() error {
 	if r.st, err = store.Open(r.o.db, store.Options{}); err != nil {
 		return err
 	}
-	meta := runMeta(r.o.run, r.net, r.opt, r.train, r.o.model, r.o.opt, r.o.mon, r.steps)
+	meta := runMeta(r.o, r.net, r.opt, r.train, r.steps)
 	meta.Config["ranks"] = fmt.Sprint(r.size)
 	meta.Config["distributed"] = "replicated training; probe batch sharded over the ranks"
 	if err := putRun(r.st, meta, r.o.overwrite, r.log); err != nil {
