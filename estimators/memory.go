@@ -88,7 +88,7 @@ func inPlaceRoom(rows, products [][]float64) int {
 
 // Vectors returns the n-vectors Trace allocates for an operator of
 // dimension n: three chunk buffers (probes, deflated probes, products) of
-// at most max(MinProbes, 16) rows and 2²⁴ values each, and the copies of a
+// at most max(MinProbes, 16) rows and 2²³ values each, and the copies of a
 // deflation basis that is not passed as orthonormal with products (two per
 // vector), or 2·SketchRank for a sketch.
 func (o TraceOptions) Vectors(n int) int {

@@ -682,13 +682,14 @@ func nextChain(probes []probeRec, fresh []int, samples [][]float64, prev func(in
 // values per chunk buffer (three of them: probes, projected probes,
 // products). Each chunk reads Q and HQ four times (C, D, the projection
 // and the block samples), so a probe of 25–40 trace HVPs takes two chunks
-// of 16 rather than four of 8; past 2²⁴/16 = 1M parameters the buffer
-// bound (128 MB a buffer) sets the chunk. At 2M parameters a bound of 2²²
+// of 16 rather than four of 8; past 2²³/16 = 524k parameters the buffer
+// bound (64 MB a buffer) sets the chunk. At 2M parameters a bound of 2²²
 // made chunks of 2 and 80 passes over a 35-vector basis per probe (45 GB
-// of memory traffic, most of a 61 s probe).
+// of memory traffic, most of a 61 s probe); 2²⁴ (chunks of 9 at 1.86M)
+// cost 27 n-vectors of buffers and more peak RSS than the time was worth.
 const (
 	traceChunk       = 16
-	traceChunkFloats = 1 << 24
+	traceChunkFloats = 1 << 23
 )
 
 // chunkDefl holds, for a chunk of m probes Z (rows), the products with the

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -78,9 +77,6 @@ func scaleChild(ctx context.Context, e *env, mf modelFlags, opt bench.ScaleOptio
 	defer os.RemoveAll(dir)
 	opt.Dir = dir
 	row, err := bench.Scale(ctx, net, train, opt)
-	if errors.Is(err, bench.ErrPrecision) {
-		row.Error, err = err.Error(), nil
-	}
 	if err != nil {
 		return err
 	}

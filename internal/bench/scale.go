@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -28,7 +27,7 @@ type ScaleRow struct {
 	HVPOverGrad float64 `json:"hvp_over_grad"`
 	// FullProbeSeconds is the mean synchronous full probe (monitor.Probe
 	// with the defaults, warm after the first), LightProbeSeconds the mean
-	// light probe (see LightConfig), HVPShare the full probes' HVP seconds
+	// light probe (monitor.AnalyzeLight), HVPShare the full probes' HVP seconds
 	// ÷ their wall seconds.
 	FullProbeSeconds  float64 `json:"full_probe_seconds"`
 	LightProbeSeconds float64 `json:"light_probe_seconds"`
@@ -58,25 +57,29 @@ type ScaleOptions struct {
 	Seed uint64
 }
 
-// ErrPrecision reports a precision the operator cannot run yet.
-var ErrPrecision = errors.New("bench: precision not available")
-
-// LightConfig is the light probe until the monitor has one of its own:
-// the tracking settings (λ1 alone, tolerance 1e-3, no trace, no ESD).
-func LightConfig(seed uint64) monitor.Config {
-	return monitor.Config{TopK: 1, EigenTol: 1e-3, NoTrace: true, NoESD: true, Order: estimators.Algebraic, Seed: seed}
+// probeOperator is what a row probes: an HVP operator of either precision
+// with the model's parameter blocks.
+type probeOperator interface {
+	hvp.Operator
+	Blocks() []estimators.Block
 }
 
-// Operator builds the probe operator at a precision. float32 needs the
-// float32 R-op of trainer/hessian (not on this branch yet).
-func Operator(net *trainer.Network, b trainer.Batch, precision string) (*hessian.Exact, error) {
-	switch precision {
-	case "float64", "":
-		return hessian.NewExact(net, b, trainer.CrossEntropy{}, trainer.ModeEval)
-	case "float32":
-		return nil, fmt.Errorf("%w: float32 HVPs need trainer/hessian's precision option", ErrPrecision)
+// Operator builds the probe operator at a precision ("float64" or
+// "float32") through hessian.NewOperator, as train --precision does.
+func Operator(net *trainer.Network, b trainer.Batch, precision string) (probeOperator, error) {
+	prec, err := hessian.ParsePrecision(precision)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%w: %q", ErrPrecision, precision)
+	op, err := hessian.NewOperator(net, b, trainer.CrossEntropy{}, trainer.ModeEval, hessian.Options{Precision: prec})
+	if err != nil {
+		return nil, err
+	}
+	po, ok := op.(probeOperator)
+	if !ok {
+		return nil, fmt.Errorf("bench: the %s operator has no parameter blocks", precision)
+	}
+	return po, nil
 }
 
 // Scale measures one row on net and data: it trains, times HVPs and
@@ -90,13 +93,21 @@ func Scale(ctx context.Context, net *trainer.Network, ds *data.Dataset, opt Scal
 			return row, err
 		}
 	}
-	op, err := Operator(net, trainer.HeadBatch(ds, opt.Batch), opt.Precision)
+	batch := trainer.HeadBatch(ds, opt.Batch)
+	op, err := Operator(net, batch, opt.Precision)
 	if err != nil {
 		return row, err
 	}
-	if err := timeProducts(op, &row, max(opt.Timing, 1)); err != nil {
+	// The gradient is float64's in both precisions (the float32 path has
+	// no gradient of its own): hvp_over_grad compares against it.
+	grad, err := hessian.NewExact(net, batch, trainer.CrossEntropy{}, trainer.ModeEval)
+	if err != nil {
 		return row, err
 	}
+	if err := timeProducts(op, grad.Gradient, &row, max(opt.Timing, 1)); err != nil {
+		return row, err
+	}
+	grad = nil // its copy of the parameters is not part of a probe's memory
 	if err := fullProbes(ctx, op, &row, opt); err != nil {
 		return row, err
 	}
@@ -108,7 +119,7 @@ func Scale(ctx context.Context, net *trainer.Network, ds *data.Dataset, opt Scal
 }
 
 // timeProducts records the median HVP and gradient wall times.
-func timeProducts(op *hessian.Exact, row *ScaleRow, reps int) error {
+func timeProducts(op hvp.Operator, gradient func(dst []float64) error, row *ScaleRow, reps int) error {
 	n := op.Dim()
 	v, dst := make([]float64, n), make([]float64, n)
 	for i := range v {
@@ -122,7 +133,7 @@ func timeProducts(op *hessian.Exact, row *ScaleRow, reps int) error {
 		}
 		hv[i] = time.Since(start).Seconds()
 		start = time.Now()
-		if err := op.Gradient(dst); err != nil {
+		if err := gradient(dst); err != nil {
 			return err
 		}
 		gr[i] = time.Since(start).Seconds()
@@ -136,7 +147,7 @@ func timeProducts(op *hessian.Exact, row *ScaleRow, reps int) error {
 
 // fullProbes runs opt.Probes synchronous full probes through a monitor with
 // the defaults and a store as sink and warm store.
-func fullProbes(ctx context.Context, op *hessian.Exact, row *ScaleRow, opt ScaleOptions) error {
+func fullProbes(ctx context.Context, op probeOperator, row *ScaleRow, opt ScaleOptions) error {
 	path := filepath.Join(opt.Dir, fmt.Sprintf("scale-%d-%s.db", row.Params, opt.Precision))
 	st, err := store.Open(path, store.Options{})
 	if err != nil {
@@ -178,15 +189,16 @@ func fullProbes(ctx context.Context, op *hessian.Exact, row *ScaleRow, opt Scale
 }
 
 // lightProbes runs a cold light probe, then opt.Probes light probes, each
-// warm from the last, and records their mean.
+// warm from the last (the monitor's own light probe, AnalyzeLight), and
+// records their mean.
 func lightProbes(ctx context.Context, op hvp.Operator, row *ScaleRow, opt ScaleOptions) error {
-	cfg := LightConfig(opt.Seed)
+	cfg := monitor.Config{Seed: opt.Seed}
 	var wall time.Duration
-	var warm *estimators.Warm
+	var warm *monitor.LightWarm
 	for i := range opt.Probes + 1 {
 		var s snapshot.Snapshot
 		start := time.Now()
-		next, _, err := monitor.Analyze(ctx, &s, op, cfg, monitor.Inputs{Warm: warm})
+		next, _, err := monitor.AnalyzeLight(ctx, &s, op, cfg, monitor.Inputs{}, warm)
 		if i > 0 {
 			wall += time.Since(start)
 		}
