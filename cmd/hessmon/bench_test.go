@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"os/exec"
 	"testing"
+
+	"github.com/hessmon/hessmon/internal/bench"
 )
 
 // TestBenchHVPReportsBLAS: bench hvp --json names the BLAS in use and
@@ -18,7 +20,7 @@ func TestBenchHVPReportsBLAS(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	var res hvpBench
+	var res bench.HVPResult
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +50,7 @@ func TestBenchHVPVsTorch(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	var res hvpBench
+	var res bench.HVPResult
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatal(err)
 	}

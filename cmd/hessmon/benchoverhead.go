@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hessmon/hessmon/data"
+	"github.com/hessmon/hessmon/internal/bench"
 	"github.com/hessmon/hessmon/internal/probeknobs"
 	"github.com/hessmon/hessmon/monitor"
 	"github.com/hessmon/hessmon/trainer"
@@ -184,11 +185,11 @@ func (o *overheadRun) once(ctx context.Context, monitored bool) (float64, error)
 // summarise turns the runs into the medians and per-run counts.
 func (o *overheadRun) summarise() {
 	r, s, reps := &o.res, &o.stats, o.res.Reps
-	r.PlainSeconds, r.MonitoredSeconds = median(r.PlainAll), median(r.MonitoredAll)
+	r.PlainSeconds, r.MonitoredSeconds = bench.Median(r.PlainAll), bench.Median(r.MonitoredAll)
 	r.OverheadRatio = r.MonitoredSeconds / r.PlainSeconds
-	r.TailSeconds = median(r.TailAll)
-	r.LoopRatio = median(o.loops) / r.PlainSeconds
-	r.MeasuredOverhead = median(o.meas)
+	r.TailSeconds = bench.Median(r.TailAll)
+	r.LoopRatio = bench.Median(o.loops) / r.PlainSeconds
+	r.MeasuredOverhead = bench.Median(o.meas)
 	r.Due, r.Light, r.Full, r.Triggered = s.Due/reps, s.Light/reps, s.Full/reps, s.Triggered/reps
 	r.Probes, r.Skipped = s.Probes/reps, s.Skipped/reps
 	per := func(h, n int) float64 {
