@@ -10,20 +10,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hessmon/hessmon/internal/bench"
 	"github.com/hessmon/hessmon/internal/storebench"
 )
-
-type storeBench struct {
-	storebench.Result
-	// ReadSeconds times each inspection command on the run, as a user
-	// would type it.
-	ReadSeconds map[string]float64 `json:"read_seconds"`
-	ExportBytes int64              `json:"export_jsonl_bytes"`
-	// Float32 is what resuming from float32-rounded eigenvectors costs
-	// (a dense test matrix, at the monitor's tolerance and a tight one).
-	Float32 []storebench.Float32Result `json:"warm_float32"`
-	Dir     string                     `json:"dir,omitempty"`
-}
 
 // storeRead is an inspection command that bench store times.
 type storeRead struct {
@@ -81,7 +70,7 @@ func benchStore(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	out := storeBench{Result: res, ReadSeconds: map[string]float64{}}
+	out := bench.StoreResult{Result: res, ReadSeconds: map[string]float64{}}
 	if *dir != "" {
 		out.Dir = d
 	}
@@ -102,8 +91,11 @@ func benchStore(ctx context.Context, e *env, args []string) error {
 	if *asJSON {
 		return writeJSON(e.stdout, out)
 	}
-	printStoreBench(e.stdout, out, storeReads(db, d, mid))
-	return nil
+	var names []string
+	for _, c := range storeReads(db, d, mid) {
+		names = append(names, c.name)
+	}
+	return out.WriteText(e.stdout, names)
 }
 
 // benchDir returns dir, created if missing, or a temporary directory that
@@ -134,29 +126,4 @@ func timeReads(ctx context.Context, dst map[string]float64, reads []storeRead) e
 		dst[c.name] = time.Since(t).Seconds()
 	}
 	return nil
-}
-
-func printStoreBench(w io.Writer, out storeBench, reads []storeRead) {
-	res := out.Result
-	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
-	sync := "fsync per transaction"
-	if !res.Sync {
-		sync = "no fsync"
-	}
-	p("%d snapshots of %d bytes, warm state %.1f MB saved %d times (%s)\n", res.Snapshots, res.SnapshotBytes, float64(res.WarmBytes)/1e6, res.WarmWrites, sync)
-	p("  file          %10s   %.2f× the bytes in use (%s)\n", mb(res.FileBytes), res.FileOverInUse, mb(res.InUseBytes))
-	p("  snapshot write p50 %.2f ms, p99 %.2f ms (%.1f× p50), max %.1f ms\n", 1e3*res.SnapshotWriteP50, 1e3*res.SnapshotWriteP99, res.P99OverP50, 1e3*res.SnapshotWriteMax)
-	if b := res.FsyncBaseline; b != nil {
-		p("  bare commit system calls (the machine's floor) p50 %.2f ms, p99 %.2f ms (%.1f× p50)\n", 1e3*b.P50, 1e3*b.P99, b.P99OverP50)
-	}
-	p("  warm save      p50 %.1f ms, max %.1f ms\n", 1e3*res.WarmWriteP50, 1e3*res.WarmWriteMax)
-	p("  reads:")
-	for _, c := range reads {
-		p(" %s %.2fs", c.name, out.ReadSeconds[c.name])
-	}
-	p("\n")
-	for _, r := range out.Float32 {
-		p("  warm start from float32 vectors (dense n=%d, top %d, drift %g, tol %g): %d HVPs, float64 %d, cold %d; λ error %.1e vs %.1e\n",
-			r.N, r.K, r.Drift, r.Tol, r.Warm32HVPs, r.Warm64HVPs, r.ColdHVPs, r.Warm32Error, r.Warm64Error)
-	}
 }

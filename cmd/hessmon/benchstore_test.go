@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/hessmon/hessmon/internal/bench"
 )
 
 func TestBenchStore(t *testing.T) {
@@ -13,7 +15,7 @@ func TestBenchStore(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	var r storeBench
+	var r bench.StoreResult
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
