@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -550,92 +548,15 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 
-	files, err := writeExport(e, *format, *out, snaps)
+	files, err := export.WriteFiles(e.stdout, *format, *out, snaps)
 	if err != nil {
 		return err
+	}
+	if *format == "csv" && *out == "" && (export.HasESD(snaps) || export.HasBlocks(snaps)) {
+		fmt.Fprintln(e.stderr, "hessmon export: the ESD and block-trace CSVs are written only with --out")
 	}
 	if len(files) > 0 {
 		fmt.Fprintf(e.stderr, "hessmon export: run %s, %d snapshots → %s\n", sum.ID, len(snaps), strings.Join(files, ", "))
 	}
 	return nil
-}
-
-// writeExport writes snaps in format to out (standard output if empty),
-// with the CSV side files next to out, and returns the files written.
-func writeExport(e *env, format, out string, snaps []snapshot.Snapshot) ([]string, error) {
-	files := []string{}
-	write := func(path string, fn func(io.Writer) error) error {
-		if path == "" {
-			return fn(e.stdout)
-		}
-		if err := writeFile(path, fn); err != nil {
-			return err
-		}
-		files = append(files, path)
-		return nil
-	}
-	var err error
-	switch format {
-	case "csv":
-		if err := write(out, func(w io.Writer) error { return export.WriteCSV(w, snaps) }); err != nil {
-			return files, err
-		}
-		if out != "" {
-			err = writeCSVSides(write, strings.TrimSuffix(out, ".csv"), snaps)
-		} else if export.HasESD(snaps) || export.HasBlocks(snaps) {
-			fmt.Fprintln(e.stderr, "hessmon export: the ESD and block-trace CSVs are written only with --out")
-		}
-	case "json":
-		err = write(out, func(w io.Writer) error { return export.WriteJSON(w, snaps) })
-	case "jsonl":
-		err = write(out, func(w io.Writer) error { return export.WriteJSONL(w, snaps) })
-	}
-	return files, err
-}
-
-// writeCSVSides writes the long-format CSVs that snaps have data for next
-// to base.csv: the ESD, the block traces, the block mass and block λ1.
-func writeCSVSides(write func(string, func(io.Writer) error) error, base string, snaps []snapshot.Snapshot) error {
-	if export.HasESD(snaps) {
-		if err := write(base+".esd.csv", func(w io.Writer) error { return export.WriteESDCSV(w, snaps) }); err != nil {
-			return err
-		}
-	}
-	if export.HasBlocks(snaps) {
-		if err := write(base+".blocks.csv", func(w io.Writer) error { return export.WriteBlocksCSV(w, snaps) }); err != nil {
-			return err
-		}
-	}
-	for _, side := range []struct {
-		suffix string
-		get    func(*snapshot.Snapshot) []snapshot.BlockValue
-	}{
-		{".mass.csv", func(s *snapshot.Snapshot) []snapshot.BlockValue { return s.BlockMass }},
-		{".block-lambda1.csv", func(s *snapshot.Snapshot) []snapshot.BlockValue { return s.BlockLambda1 }},
-	} {
-		if !slices.ContainsFunc(snaps, func(s snapshot.Snapshot) bool { return len(side.get(&s)) > 0 }) {
-			continue
-		}
-		if err := write(base+side.suffix, func(w io.Writer) error { return export.WriteBlockValuesCSV(w, snaps, side.get) }); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// writeFile writes path through fn and removes it again if anything fails.
-func writeFile(path string, fn func(io.Writer) error) (err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			_ = os.Remove(path)
-		}
-	}()
-	return fn(f)
 }
