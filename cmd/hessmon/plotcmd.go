@@ -56,55 +56,17 @@ func runPlot(ctx context.Context, e *env, args []string) error {
 	if err := stepRange(*from, *to); err != nil {
 		return err
 	}
-	var steps []int64
-	if *stepsFlag != "" {
-		if k != plot.KindESD {
-			return usageErr("--steps applies to --kind esd only")
-		}
-		for _, f := range strings.Split(*stepsFlag, ",") {
-			s, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
-			if err != nil || s < 0 {
-				return usageErr("--steps %q: want comma-separated steps ≥ 0", *stepsFlag)
-			}
-			steps = append(steps, s)
-		}
-	}
-	var ids []string
-	if sf.run != "" {
-		for _, id := range strings.Split(sf.run, ",") {
-			if id = strings.TrimSpace(id); id != "" {
-				ids = append(ids, id)
-			}
-		}
-		if len(ids) == 0 {
-			return usageErr("--run %q names no run", sf.run)
-		}
-	} else {
-		ids = []string{""} // the store's only run
-	}
-
-	st, err := openStore(sf.db)
+	steps, err := plotSteps(k, *stepsFlag)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	// Decode only what the kind draws: a long run's spectral densities are
-	// most of its bytes.
-	fields := store.WithTrace
-	if k == plot.KindESD || k == plot.KindESDHeatmap {
-		fields |= store.WithESD
+	ids, err := plotRunIDs(sf.run)
+	if err != nil {
+		return err
 	}
-	series := make([]plot.Series, 0, len(ids))
-	for _, id := range ids {
-		sum, err := resolveRun(st, id)
-		if err != nil {
-			return err
-		}
-		snaps, err := loadSnapshots(st, sum.ID, *from, *to, fields)
-		if err != nil {
-			return err
-		}
-		series = append(series, plot.Series{Label: sum.ID, Snapshots: snaps})
+	series, err := loadSeries(sf.db, ids, k, *from, *to)
+	if err != nil {
+		return err
 	}
 	err = plot.Save(*out, k, series, plot.Options{
 		Title: *title, Steps: steps, TopBlocks: *top, Bins: *bins, Width: *width, Height: *height,
@@ -129,4 +91,68 @@ func runLabels(series []plot.Series) []string {
 		out[i] = s.Label
 	}
 	return out
+}
+
+// plotSteps parses --steps, which only --kind esd takes.
+func plotSteps(k plot.Kind, flag string) ([]int64, error) {
+	if flag == "" {
+		return nil, nil
+	}
+	if k != plot.KindESD {
+		return nil, usageErr("--steps applies to --kind esd only")
+	}
+	var steps []int64
+	for _, f := range strings.Split(flag, ",") {
+		s, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+		if err != nil || s < 0 {
+			return nil, usageErr("--steps %q: want comma-separated steps ≥ 0", flag)
+		}
+		steps = append(steps, s)
+	}
+	return steps, nil
+}
+
+// plotRunIDs splits --run into the runs to overlay; none means the
+// store's only run.
+func plotRunIDs(run string) ([]string, error) {
+	if run == "" {
+		return []string{""}, nil
+	}
+	var ids []string
+	for _, id := range strings.Split(run, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, usageErr("--run %q names no run", run)
+	}
+	return ids, nil
+}
+
+// loadSeries reads each run's snapshots from..to, decoding only what kind
+// k draws: a long run's spectral densities are most of its bytes.
+func loadSeries(db string, ids []string, k plot.Kind, from, to int64) ([]plot.Series, error) {
+	st, err := openStore(db)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	fields := store.WithTrace
+	if k == plot.KindESD || k == plot.KindESDHeatmap {
+		fields |= store.WithESD
+	}
+	series := make([]plot.Series, 0, len(ids))
+	for _, id := range ids {
+		sum, err := resolveRun(st, id)
+		if err != nil {
+			return nil, err
+		}
+		snaps, err := loadSnapshots(st, sum.ID, from, to, fields)
+		if err != nil {
+			return nil, err
+		}
+		series = append(series, plot.Series{Label: sum.ID, Snapshots: snaps})
+	}
+	return series, nil
 }
