@@ -111,84 +111,18 @@ func heatmapFigure(series []Series, opt Options) (*Figure, error) {
 	if bins <= 0 {
 		bins = 240
 	}
-	cols := make([][]heatColumn, len(series))
-	lo, hi := math.Inf(1), math.Inf(-1)
-	for si, s := range series {
-		for _, sn := range good(s) {
-			r, ok := esdResult(sn.ESD)
-			if !ok {
-				continue
-			}
-			// The kernel width PyHessian's density_generate would use.
-			_, _, variance := r.Density(estimators.DensityOptions{Bins: 2, Sigma2: sn.ESD.Sigma2})
-			if !(variance > 0) {
-				continue
-			}
-			col := heatColumn{step: sn.Step, variance: variance}
-			for i, x := range r.Nodes {
-				if w := r.Weights[i]; w > 0 {
-					col.nodes = append(col.nodes, x)
-					col.weights = append(col.weights, w)
-					lo = min(lo, x-3*math.Sqrt(variance))
-					hi = max(hi, x+3*math.Sqrt(variance))
-				}
-			}
-			if len(col.nodes) > 0 {
-				cols[si] = append(cols[si], col)
-			}
-		}
-	}
-	if math.IsInf(lo, 0) {
-		return nil, fmt.Errorf("%w: no snapshot holds a spectral density", ErrNoData)
-	}
-	if pad := 0.02 * (hi - lo); pad > 0 {
-		lo, hi = lo-pad, hi+pad
-	} else {
-		lo, hi = lo-0.5, hi+0.5
+	cols, lo, hi, err := heatColumns(series)
+	if err != nil {
+		return nil, err
 	}
 	edges := make([]float64, bins+1)
 	for i := range edges {
 		edges[i] = lo + (hi-lo)*float64(i)/float64(bins)
 	}
-	centres := make([]float64, bins)
-	for i := range centres {
-		centres[i] = (edges[i] + edges[i+1]) / 2
+	grids, zmin, zmax, err := heatGrids(cols, edges)
+	if err != nil {
+		return nil, err
 	}
-
-	grids := make([]*densityGrid, len(series))
-	peak := 0.0
-	for si := range series {
-		if len(cols[si]) == 0 {
-			continue
-		}
-		g := &densityGrid{y: centres}
-		for _, col := range cols[si] {
-			d := make([]float64, bins)
-			if err := CellDensity(d, edges, col.nodes, col.weights, col.variance); err != nil {
-				return nil, err
-			}
-			peak = max(peak, slices.Max(d))
-			g.x = append(g.x, float64(col.step))
-			g.z = append(g.z, d)
-		}
-		grids[si] = g
-	}
-	if !(peak > 0) || !finite(peak) {
-		return nil, fmt.Errorf("%w: the spectral densities are empty", ErrNoData)
-	}
-	zmax := math.Log10(peak)
-	zmin := zmax - heatDecades
-	for _, g := range grids {
-		if g == nil {
-			continue
-		}
-		for _, col := range g.z {
-			for r, d := range col {
-				col[r] = math.Max(zmin, math.Log10(d)) // log10(0) = −Inf clamps too
-			}
-		}
-	}
-
 	cm := moreland.ExtendedBlackBody()
 	cm.SetMin(zmin)
 	cm.SetMax(zmax)
@@ -222,6 +156,93 @@ func heatmapFigure(series []Series, opt Options) (*Figure, error) {
 	bar.Add(&plotter.ColorBar{ColorMap: cm})
 	f.bar = bar
 	return f, nil
+}
+
+// heatColumns prepares each series' ESDs as columns and returns the
+// eigenvalue range they cover (three kernel widths past the extreme
+// nodes, padded by 2%).
+func heatColumns(series []Series) (cols [][]heatColumn, lo, hi float64, err error) {
+	cols = make([][]heatColumn, len(series))
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for si, s := range series {
+		for _, sn := range good(s) {
+			r, ok := esdResult(sn.ESD)
+			if !ok {
+				continue
+			}
+			// The kernel width PyHessian's density_generate would use.
+			_, _, variance := r.Density(estimators.DensityOptions{Bins: 2, Sigma2: sn.ESD.Sigma2})
+			if !(variance > 0) {
+				continue
+			}
+			col := heatColumn{step: sn.Step, variance: variance}
+			for i, x := range r.Nodes {
+				if w := r.Weights[i]; w > 0 {
+					col.nodes = append(col.nodes, x)
+					col.weights = append(col.weights, w)
+					lo = min(lo, x-3*math.Sqrt(variance))
+					hi = max(hi, x+3*math.Sqrt(variance))
+				}
+			}
+			if len(col.nodes) > 0 {
+				cols[si] = append(cols[si], col)
+			}
+		}
+	}
+	if math.IsInf(lo, 0) {
+		return nil, 0, 0, fmt.Errorf("%w: no snapshot holds a spectral density", ErrNoData)
+	}
+	if pad := 0.02 * (hi - lo); pad > 0 {
+		lo, hi = lo-pad, hi+pad
+	} else {
+		lo, hi = lo-0.5, hi+0.5
+	}
+	return cols, lo, hi, nil
+}
+
+// heatGrids turns the columns into log10 density grids over the cells
+// between edges, clamped heatDecades below the peak, and returns that
+// colour range.
+func heatGrids(cols [][]heatColumn, edges []float64) (grids []*densityGrid, zmin, zmax float64, err error) {
+	bins := len(edges) - 1
+	centres := make([]float64, bins)
+	for i := range centres {
+		centres[i] = (edges[i] + edges[i+1]) / 2
+	}
+	grids = make([]*densityGrid, len(cols))
+	peak := 0.0
+	for si := range cols {
+		if len(cols[si]) == 0 {
+			continue
+		}
+		g := &densityGrid{y: centres}
+		for _, col := range cols[si] {
+			d := make([]float64, bins)
+			if err := CellDensity(d, edges, col.nodes, col.weights, col.variance); err != nil {
+				return nil, 0, 0, err
+			}
+			peak = max(peak, slices.Max(d))
+			g.x = append(g.x, float64(col.step))
+			g.z = append(g.z, d)
+		}
+		grids[si] = g
+	}
+	if !(peak > 0) || !finite(peak) {
+		return nil, 0, 0, fmt.Errorf("%w: the spectral densities are empty", ErrNoData)
+	}
+	zmax = math.Log10(peak)
+	zmin = zmax - heatDecades
+	for _, g := range grids {
+		if g == nil {
+			continue
+		}
+		for _, col := range g.z {
+			for r, d := range col {
+				col[r] = math.Max(zmin, math.Log10(d)) // log10(0) = −Inf clamps too
+			}
+		}
+	}
+	return grids, zmin, zmax, nil
 }
 
 var (
