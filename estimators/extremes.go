@@ -86,7 +86,6 @@ func Extremes(ctx context.Context, op hvp.Operator, opt ExtremesOptions, warm *E
 		return ExtremesResult{}, nil, fmt.Errorf("estimators: Extremes: dimension %d, options %+v", n, opt)
 	}
 	b := &extBasis{op: op, n: n, cap: opt.MaxBasis + 2}
-	b.q, b.hq = make([]float64, b.cap*n), make([]float64, b.cap*n)
 	rng := stream(opt.Seed, streamExtremes)
 	random := func() []float64 { x := make([]float64, n); gaussian(x, rng); return x }
 	starts, isWarm := extremesStarts(n, warm)
@@ -206,6 +205,9 @@ func (b *extBasis) add(ctx context.Context, v []float64) (bool, error) {
 	floats.Scale(1/nrm, x)
 	if err := ctx.Err(); err != nil {
 		return false, err
+	}
+	if len(b.q) < (b.m+1)*b.n { // grown as needed: a warm solve rarely fills the cap
+		b.q, b.hq = append(b.q, make([]float64, b.n)...), append(b.hq, make([]float64, b.n)...)
 	}
 	hx := b.hq[b.m*b.n : (b.m+1)*b.n]
 	if err := b.op.Apply(hx, x); err != nil {
