@@ -326,3 +326,17 @@ func (b *extBasis) restart(r ritzPairs, prev [][]float64) {
 	copy(b.hq, nhq.RawMatrix().Data)
 	b.m = k
 }
+
+// Vectors returns the n-vectors Extremes holds at once (see memory.go): Q
+// and H·Q, MaxBasis + 2 rows each plus the slack append leaves when they
+// grow (a quarter); at a restart the new Q and H·Q, two rows per kept pair
+// and the previous round's two; the two Ritz vectors and their residuals;
+// and the start vectors, a random one and the copy being orthonormalised.
+// The warm state passed in is the caller's and not counted.
+func (o ExtremesOptions) Vectors() int {
+	o = o.withDefaults()
+	c := o.MaxBasis + 2
+	basis := 2 * ((5*c+3)/4 + 1)
+	restart := 2 * (2*((c-2)/4) + 2)
+	return basis + restart + 4 + 4
+}

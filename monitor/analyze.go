@@ -4,6 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
 
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
@@ -56,7 +61,14 @@ var ErrBudget = errors.New("monitor: HVP budget exhausted")
 //
 // Analyze writes only the estimate fields of dst (Eigenvalues, Residuals,
 // Eigenvectors with KeepVectors, LambdaMin, PreconditionedLambda1,
-// BlockMass, BlockLambda1, Trace, ESD, Warm).
+// BlockMass, BlockLambda1, Trace, ESD, Warm) and PeakBytes, the probe's
+// predicted peak: 8·n bytes times the n-vectors its estimators hold at
+// once, warm + shared ESD basis + eigen + max(trace, the other stages)
+// (the memory model below; the operator's own memory, such as a float32
+// operator's frozen model copy, is not counted). A peak over
+// Config.MaxProbeBytes shrinks the probe first (ESD apart, fewer ESD
+// steps, then a light probe: Kind light, the next warm state unchanged),
+// with a note in Detail.
 //
 // The HVPs come from one Budget of Config.MaxHVPs: the ESD's Lanczos steps
 // are reserved first, the eigen solve gets what it needs but leaves
@@ -71,7 +83,19 @@ func Analyze(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg C
 	if err := cfg.validate(); err != nil {
 		return nil, Cost{}, err
 	}
-	a := &analysis{cfg: cfg, op: op, in: in, dst: dst, warm: in.Warm, next: new(estimators.Warm), budget: NewBudget(cfg.MaxHVPs)}
+	plan := planFull(cfg, op.Dim(), in)
+	if plan.light {
+		dst.Kind, dst.Detail = snapshot.KindLight, joinNote(dst.Detail, plan.note)
+		_, cost, err := AnalyzeLight(ctx, dst, op, cfg, in, nil)
+		if err != nil {
+			return nil, cost, err
+		}
+		return in.Warm, cost, nil
+	}
+	cfg.ESDSteps = max(plan.steps, 1)
+	dst.PeakBytes = int64(plan.vectors) * 8 * int64(op.Dim())
+	dst.Detail = joinNote(dst.Detail, plan.note)
+	a := &analysis{cfg: cfg, op: op, in: in, dst: dst, warm: in.Warm, next: new(estimators.Warm), budget: NewBudget(cfg.MaxHVPs), shared: plan.shared}
 	if a.warm == nil {
 		a.warm = new(estimators.Warm)
 	}
@@ -98,7 +122,8 @@ type analysis struct {
 	dst        *snapshot.Snapshot
 	warm, next *estimators.Warm
 	budget     *Budget
-	esdCost    int // the ESD's reserved Lanczos steps (0 once spent)
+	esdCost    int  // the ESD's reserved Lanczos steps (0 once spent)
+	shared     bool // the ESD's basis may start the eigen solve (planFull)
 	cost       Cost
 	// eigenErr is an eigen solve that stopped at its budget: the other
 	// estimates still run, and Analyze returns it at the end.
@@ -118,9 +143,7 @@ type analysis struct {
 // comes with them.
 func (a *analysis) sharedESD(ctx context.Context) error {
 	c := a.cfg
-	shared := !c.NoESD && !c.NoEigen && !c.Power && !c.separateESD &&
-		a.esdCost*a.op.Dim() <= sharedKrylovMaxFloats && a.budget.Left() >= 0
-	if !shared {
+	if !a.shared || a.budget.Left() < 0 {
 		return nil
 	}
 	res, w, err := estimators.ESD(ctx, a.op, estimators.ESDOptions{
@@ -345,9 +368,192 @@ func blockMass(v []float64, blocks []estimators.Block) []snapshot.BlockValue {
 }
 
 // sharedKrylovMaxFloats bounds the ESD basis kept for the eigen solve
-// (2 × steps × dim floats: 1 GiB here); larger models run the two apart.
+// (2 × steps × dim floats: 1 GiB here) whatever MaxProbeBytes allows;
+// larger models run the two apart (planFull's first rung).
 const sharedKrylovMaxFloats = 1 << 26
 
 // ESDSigma2 is the Gaussian kernel variance recorded with each ESD:
 // PyHessian's density_generate default, scaled there by the spectrum's range.
 const ESDSigma2 = 1e-5
+
+// The memory model. A probe's estimators hold their working set in
+// n-vectors of float64 (8·n bytes each, n = op.Dim()); everything else is
+// O(k²) or O(steps²). A full probe's peak is
+//
+//	warm + ESD + eigen + max(trace, λ1(P⁻¹H), block λ1s, separate ESD)
+//
+// n-vectors, where warm is the vectors of Inputs.Warm (the eigenvectors it
+// starts from), ESD is ESDOptions{KeepBasis}.Vectors() when its basis is
+// shared with the eigen solve (kept until the trace has run, which it
+// deflates) and 0 otherwise, eigen is EigenOptions.Vectors() of the top-k
+// solve (its results are kept through the trace), trace is
+// TraceOptions.Vectors(n) deflated by them, the preconditioned and block
+// solves are EigenOptions{K: 1}.Vectors() each, and a separate ESD runs
+// last with ESDOptions.Vectors(). A light probe's is its warm vectors plus
+// ExtremesOptions.Vectors() (plus EigenOptions{K: 1}.Vectors() for
+// λ1(P⁻¹H)). The operator's own memory (a float32 operator's frozen copy
+// of the model, its tape) is not counted.
+
+// minESDSteps is the shortest ESD a memory limit shrinks to.
+const minESDSteps = 10
+
+// fullPlan is how a full probe runs within its memory limit.
+type fullPlan struct {
+	shared  bool  // the ESD's basis starts the eigen solve
+	steps   int   // the ESD's Lanczos steps
+	light   bool  // not even the shortest full probe fits: a light one runs
+	vectors int   // the predicted peak n-vectors
+	limit   int64 // MaxProbeBytes
+	note    string
+}
+
+// planFull returns the full probe of cfg for an operator of dimension n that
+// fits cfg.MaxProbeBytes: as configured if it fits; else with a shorter
+// ESD, down to minESDSteps, still sharing its basis with the eigen solve;
+// else with the ESD apart from the eigen solve, as long as configured or,
+// failing that, shorter; else a light probe.
+func planFull(cfg Config, n int, in Inputs) fullPlan {
+	want := min(cfg.ESDSteps, n)
+	p := fullPlan{steps: want, limit: probeByteLimit(cfg)}
+	p.shared = !cfg.NoESD && !cfg.NoEigen && !cfg.Power && !cfg.separateESD &&
+		cfg.ESDProbes*want*n <= sharedKrylovMaxFloats
+	fits := func() bool {
+		p.vectors = fullVectors(cfg, n, in, p.shared, p.steps)
+		return int64(p.vectors)*8*int64(n) <= p.limit
+	}
+	if fits() {
+		return p
+	}
+	floor := min(minESDSteps, want)
+	shrink := func() bool {
+		for p.steps = want; p.steps > floor && !cfg.NoESD; p.steps-- {
+			if fits() {
+				return true
+			}
+		}
+		return fits()
+	}
+	if p.shared && shrink() {
+		p.note = fmt.Sprintf("memory: ESD %d→%d steps to fit MaxProbeBytes %s", want, p.steps, fmtGB(p.limit))
+		return p
+	}
+	shared := p.shared
+	p.shared = false
+	if shrink() {
+		p.note = fmt.Sprintf("memory: ESD %d→%d steps to fit MaxProbeBytes %s", want, p.steps, fmtGB(p.limit))
+		switch {
+		case shared && p.steps == want:
+			p.note = fmt.Sprintf("memory: ESD not shared with the eigen solve to fit MaxProbeBytes %s", fmtGB(p.limit))
+		case shared:
+			p.note = fmt.Sprintf("memory: ESD %d→%d steps, not shared with the eigen solve, to fit MaxProbeBytes %s", want, p.steps, fmtGB(p.limit))
+		}
+		return p
+	}
+	p.light = true
+	p.note = fmt.Sprintf("memory: a full probe needs %s, over MaxProbeBytes %s: light probe only", fmtGB(int64(p.vectors)*8*int64(n)), fmtGB(p.limit))
+	return p
+}
+
+// fullVectors is the full probe's peak n-vectors (see the memory model).
+func fullVectors(cfg Config, n int, in Inputs, shared bool, steps int) int {
+	v := warmVectors(in.Warm)
+	k := min(cfg.TopK, n)
+	if !cfg.NoESD && shared {
+		v += estimators.ESDOptions{Probes: cfg.ESDProbes, Steps: steps, KeepBasis: true}.Vectors()
+	}
+	stage := 0
+	if !cfg.NoEigen {
+		v += estimators.EigenOptions{K: k, KeepVectors: true, KeepProducts: true, KeepBasis: shared}.Vectors()
+		one := estimators.EigenOptions{K: 1}.Vectors()
+		if in.Preconditioner != nil {
+			stage = max(stage, one+1)
+		}
+		if in.BlockEigen && len(in.Blocks) > 0 {
+			stage = max(stage, one)
+		}
+	}
+	if !cfg.NoTrace {
+		to := estimators.TraceOptions{Blocks: in.Blocks, DeflateOrthonormal: shared}
+		if !cfg.NoEigen {
+			to.Deflate, to.DeflateProducts = make([][]float64, k), make([][]float64, k)
+		}
+		stage = max(stage, to.Vectors(n))
+	}
+	if !cfg.NoESD && !shared {
+		stage = max(stage, estimators.ESDOptions{Probes: cfg.ESDProbes, Steps: steps}.Vectors())
+	}
+	return v + stage
+}
+
+// warmVectors counts the n-vectors of a full probe's warm state.
+func warmVectors(w *estimators.Warm) int {
+	if w == nil {
+		return 0
+	}
+	v := 0
+	for _, e := range []*estimators.EigenWarm{w.Eigen, w.Precond} {
+		if e != nil {
+			v += len(e.Vectors)
+		}
+	}
+	return v
+}
+
+// probeByteLimit is cfg.MaxProbeBytes, or its default: the Go memory limit
+// (GOMEMLIMIT, debug.SetMemoryLimit) when one is set, else half the
+// machine's memory, else no limit.
+func probeByteLimit(cfg Config) int64 {
+	if cfg.MaxProbeBytes > 0 {
+		return cfg.MaxProbeBytes
+	}
+	if l := debug.SetMemoryLimit(-1); l < math.MaxInt64 {
+		return l
+	}
+	if t, err := memTotal(); err == nil && t > 0 {
+		return t / 2
+	}
+	return math.MaxInt64
+}
+
+// memTotal is the machine's memory, MemTotal of /proc/meminfo, in bytes.
+func memTotal() (int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, fmt.Errorf("monitor: memory size: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("monitor: memory size: %w", err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("monitor: memory size: no MemTotal in /proc/meminfo")
+}
+
+// fmtGB formats bytes for a snapshot's Detail.
+func fmtGB(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MB", float64(b)/(1<<20))
+	default:
+		return fmt.Sprintf("%d B", b)
+	}
+}
+
+// joinNote appends a note to a snapshot's Detail.
+func joinNote(detail, note string) string {
+	switch {
+	case note == "":
+		return detail
+	case detail == "":
+		return note
+	default:
+		return detail + "; " + note
+	}
+}

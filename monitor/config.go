@@ -79,6 +79,16 @@ type Config struct {
 	// a probe that needs more is recorded as failure "budget" with the
 	// estimates it reached.
 	MaxHVPs int
+	// MaxProbeBytes caps a probe's predicted peak memory in n-vectors
+	// (8·n bytes each; see the memory model in analyze.go; the operator's
+	// own memory, a float32 model copy, is not counted): a full probe of
+	//	warm + ESD basis (when shared) + eigen + max(trace, …)
+	// n-vectors over it first runs its ESD apart from the eigen solve,
+	// then with fewer Lanczos steps (down to 10), then as a light probe,
+	// and says so in the snapshot's Detail and once in the log, rather
+	// than die of OOM. Default: the Go memory limit (GOMEMLIMIT) when
+	// set, else half the machine's memory.
+	MaxProbeBytes int64
 	// MaxDuration caps one probe's wall time (default 2 minutes); past it
 	// the probe is cancelled and recorded as failure "timeout".
 	MaxDuration time.Duration
@@ -190,6 +200,7 @@ func (c Config) validate() error {
 	neg("ESDSteps", c.ESDSteps < 0)
 	neg("MaxHVPs", c.MaxHVPs < 0)
 	neg("MaxDuration", c.MaxDuration < 0)
+	neg("MaxProbeBytes", c.MaxProbeBytes < 0)
 	neg("WarmEvery", c.WarmEvery < 0)
 	neg("WarmInterval", c.WarmInterval < 0)
 	neg("FullEvery", c.FullEvery < 0)

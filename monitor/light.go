@@ -49,6 +49,11 @@ func AnalyzeLight(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, 
 	var cost Cost
 	limit := max(lightWarmMaxHVPs+20, cfg.MaxHVPs/lightMaxHVPsShare)
 	xo := estimators.ExtremesOptions{Tol: cfg.LightTol, MaxHVPs: limit, Seed: cfg.Seed + 5, WarmMaxHVPs: lightWarmMaxHVPs}
+	vectors := lightVectors(xo, in, warm)
+	dst.PeakBytes = int64(vectors) * 8 * int64(op.Dim())
+	if l := probeByteLimit(cfg); dst.PeakBytes > l {
+		dst.Detail = joinNote(dst.Detail, fmt.Sprintf("memory: a light probe needs %s, over MaxProbeBytes %s", fmtGB(dst.PeakBytes), fmtGB(l)))
+	}
 	ext, w, err := estimators.Extremes(ctx, op, xo, warm.Ext)
 	cost.Eigen += ext.HVPs
 	if err != nil && !(errors.Is(err, estimators.ErrNotConverged) && ext.MaxConverged && w != nil) {
@@ -97,4 +102,27 @@ func seedLight(lw *LightWarm, full *estimators.Warm) *LightWarm {
 	}
 	out.Ext = ext
 	return out
+}
+
+// lightVectors is a light probe's peak n-vectors: its warm vectors, the
+// joint solve's (ExtremesOptions.Vectors), and λ1(P⁻¹H)'s solve after it
+// with the two extreme vectors kept.
+func lightVectors(xo estimators.ExtremesOptions, in Inputs, warm *LightWarm) int {
+	v := 0
+	if warm != nil && warm.Ext != nil {
+		e := warm.Ext
+		for _, x := range [][]float64{e.Max, e.Min, e.PrevMax, e.PrevMin} {
+			if len(x) > 0 {
+				v++
+			}
+		}
+	}
+	if warm != nil && warm.Precond != nil {
+		v += len(warm.Precond.Vectors)
+	}
+	stage := xo.Vectors()
+	if in.Preconditioner != nil {
+		stage = max(stage, 2+estimators.EigenOptions{K: 1}.Vectors()+1)
+	}
+	return v + stage
 }

@@ -107,7 +107,9 @@ type Monitor struct {
 	sinks []Sink
 	warmS WarmStore
 	log   *slog.Logger
-	now   func() time.Time // the clock of the budget; tests replace it
+	// memLog logs the first probe a memory limit shrank.
+	memLog sync.Once
+	now    func() time.Time // the clock of the budget; tests replace it
 
 	mu        sync.Mutex
 	warm      *estimators.Warm // the full probes' warm state
@@ -727,10 +729,15 @@ func (m *Monitor) probe(ctx context.Context, step int64, op hvp.Operator, info S
 		out.warm, _, err = Analyze(ctx, &s, counted, m.cfg, in)
 	}
 	s.HVPs = counted.Count()
+	note := s.Detail // a memory note of Analyze's (see Config.MaxProbeBytes)
+	if note != "" {
+		m.memLog.Do(func() { m.log.Warn("probe shrunk to fit its memory limit", "run", m.run, "step", step, "detail", note) })
+	}
 	s.Failure, s.Detail = classify(err)
 	if s.Failure == "" && !finiteSnapshot(&s) {
 		s.Failure, s.Detail = snapshot.FailNaN, "an estimate is NaN or infinite"
 	}
+	s.Detail = joinNote(s.Detail, note)
 	if s.Failure != "" {
 		out = probeOutput{}
 	}
