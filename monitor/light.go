@@ -35,8 +35,12 @@ const (
 // relative to itself when in.Preconditioner is set, each warm-started from
 // warm and extrapolated. A λmin not converged within the probe's product
 // cap is reported with its computed residual. It writes Eigenvalues (λ1
-// alone), Residuals, LambdaMin, PreconditionedLambda1 and Warm of dst, and
-// returns the next warm state.
+// alone), Residuals, LambdaMin, PreconditionedLambda1, Warm and PeakBytes
+// of dst (8·n bytes × lightVectors: the warm vectors plus
+// ExtremesOptions.Vectors(); the operator's own memory, such as a float32
+// operator's frozen model copy, is not counted), and returns the next warm
+// state. A light probe is the smallest there is: over Config.MaxProbeBytes
+// it still runs, with a note in Detail.
 func AnalyzeLight(ctx context.Context, dst *snapshot.Snapshot, op hvp.Operator, cfg Config, in Inputs, warm *LightWarm) (*LightWarm, Cost, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
