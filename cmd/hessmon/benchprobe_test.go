@@ -41,14 +41,14 @@ func TestBenchProbeDrivesTheMonitor(t *testing.T) {
 }
 
 func TestWithoutFlag(t *testing.T) {
-	got := withoutFlag([]string{"--json", "--sizes", "8,8", "-json", "--json=true", "--jsonx"}, "json")
+	got := bench.WithoutFlag([]string{"--json", "--sizes", "8,8", "-json", "--json=true", "--jsonx"}, "json")
 	want := []string{"--sizes", "8,8", "--jsonx"}
 	if len(got) != len(want) {
-		t.Fatalf("withoutFlag = %q, want %q", got, want)
+		t.Fatalf("WithoutFlag = %q, want %q", got, want)
 	}
 	for i := range got {
 		if got[i] != want[i] {
-			t.Fatalf("withoutFlag = %q, want %q", got, want)
+			t.Fatalf("WithoutFlag = %q, want %q", got, want)
 		}
 	}
 }
