@@ -289,7 +289,7 @@ func (r *localRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stopSrv, err := r.serve(exp, st)
+	stopSrv, err := startServing(r.o.listen, exp, st, r.log)
 	if err != nil {
 		return err
 	}
@@ -306,22 +306,23 @@ func (r *localRun) run(ctx context.Context) error {
 	return nil
 }
 
-// serve starts the metrics and API server on --listen, unless it is off.
-// The returned stop shuts it down; calls after the first return nil.
-func (r *localRun) serve(exp *metrics.Exporter, st *store.Store) (stop func() error, err error) {
-	if r.o.listen == "off" || r.o.listen == "" {
+// startServing starts the metrics and API server on listen, unless it is
+// off, and logs its addresses. The returned stop shuts it down; calls
+// after the first return the first's error.
+func startServing(listen string, exp *metrics.Exporter, st *store.Store, log *slog.Logger) (stop func() error, err error) {
+	if listen == "off" || listen == "" {
 		return func() error { return nil }, nil
 	}
 	h, err := httpHandler(exp, st)
 	if err != nil {
 		return nil, err
 	}
-	at, stopSrv, err := api.Start(r.o.listen, h)
+	at, stopSrv, err := api.Start(listen, h)
 	if err != nil {
-		return nil, fmt.Errorf("--listen %s: %w", r.o.listen, err)
+		return nil, fmt.Errorf("--listen %s: %w", listen, err)
 	}
 	base := "http://" + at.String()
-	r.log.Info("serving", "page", base+"/", "metrics", base+"/metrics", "api", base+"/api/runs")
+	log.Info("serving", "page", base+"/", "metrics", base+"/metrics", "api", base+"/api/runs")
 	var once sync.Once
 	return func() error {
 		once.Do(func() { err = stopSrv() })

@@ -14,7 +14,6 @@ import (
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
-	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/monitor/distributed"
 	"github.com/hessmon/hessmon/monitor/metrics"
 	"github.com/hessmon/hessmon/snapshot"
@@ -139,7 +138,7 @@ type rankRun struct {
 	// Rank 0 only.
 	st         *store.Store
 	exp        *metrics.Exporter
-	stopServer func() error // api.Start's; nil without --listen
+	stopServer func() error // startServing's; nil before it
 	lastSnap   snapshot.Snapshot
 }
 
@@ -257,21 +256,8 @@ func (r *rankRun) setup() error {
 		return err
 	}
 	r.exp = metrics.NewExporter()
-	if r.o.listen == "off" || r.o.listen == "" {
-		return nil
-	}
-	h, err := httpHandler(r.exp, r.st)
-	if err != nil {
-		return err
-	}
-	at, stop, err := api.Start(r.o.listen, h)
-	if err != nil {
-		return fmt.Errorf("--listen %s: %w", r.o.listen, err)
-	}
-	r.stopServer = stop
-	base := "http://" + at.String()
-	r.log.Info("serving", "page", base+"/", "metrics", base+"/metrics", "api", base+"/api/runs")
-	return nil
+	r.stopServer, err = startServing(r.o.listen, r.exp, r.st, r.log)
+	return err
 }
 
 // stopServing shuts rank 0's server down, once.
