@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -156,12 +154,6 @@ func (o *optFlags) totalSteps(n int) int64 {
 	return max(1, int64(math.Round(o.epochs*float64(per))))
 }
 
-func newRunID() string {
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
-}
-
 // logger returns a text logger at the level named by s.
 func logger(w io.Writer, s string) (*slog.Logger, error) {
 	var lvl slog.Level
@@ -260,7 +252,7 @@ func newLocalRun(e *env, o trainOpts) (*localRun, error) {
 		return nil, err
 	}
 	if r.o.run == "" {
-		r.o.run = newRunID()
+		r.o.run = store.NewRunID()
 	}
 	r.steps = o.opt.totalSteps(r.train.Len())
 	return r, nil
@@ -356,7 +348,7 @@ func (r *localRun) trainWith(ctx context.Context, mon *monitor.Monitor, resumeFr
 	res, trainErr := trainer.Train(ctx, trainer.Config{
 		Model: r.net, Loss: trainer.CrossEntropy{}, Optimizer: r.opt, Data: r.train, BatchSize: r.o.opt.batch, Steps: r.steps,
 		Seed: r.o.model.seed, Hooks: hooks,
-		Resume: resumeFrom, CheckpointEvery: r.o.resume.every, SaveCheckpoint: checkpointSaver(st, r.o.run),
+		Resume: resumeFrom, CheckpointEvery: r.o.resume.every, SaveCheckpoint: hessian.CheckpointSaver(st.PutCheckpoint, r.o.run),
 	})
 	// Ctrl-C cancelled ctx: Close then drops the in-flight probe at once.
 	// Otherwise the last probe finishes on every core.

@@ -244,7 +244,7 @@ func (r *rankRun) setup() error {
 		return nil
 	}
 	if r.o.run == "" {
-		r.o.run = newRunID()
+		r.o.run = store.NewRunID()
 	}
 	if r.st, err = store.Open(r.o.db, store.Options{}); err != nil {
 		return err
