@@ -3,69 +3,18 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"math"
 	"time"
 
 	"github.com/hessmon/hessmon/data"
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
-	"github.com/hessmon/hessmon/monitor"
+	"github.com/hessmon/hessmon/internal/analysis"
 	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/trainer"
 	"github.com/hessmon/hessmon/trainer/hessian"
 )
-
-// analyzeResult is the JSON of `hessmon analyze`.
-type analyzeResult struct {
-	Model       string             `json:"model"`
-	Params      int                `json:"params"`
-	Batch       int                `json:"batch"`
-	Loss        float64            `json:"loss"`
-	Eigenvalues []float64          `json:"eigenvalues"`
-	Residuals   []float64          `json:"residuals"`
-	Converged   bool               `json:"eigen_converged"`
-	Trace       *float64           `json:"trace"`
-	TraceStdErr *float64           `json:"trace_stderr"`
-	TraceProbes int                `json:"trace_probes"`
-	TraceMethod string             `json:"trace_method,omitempty"`
-	BlockTraces map[string]float64 `json:"block_traces,omitempty"`
-	ESD         *esdJSON           `json:"esd,omitempty"`
-	// BlockLambda1 is λ1 of each diagonal block H_bb (--blocks).
-	BlockLambda1 []blockEigenJSON `json:"block_lambda1,omitempty"`
-	HVPs         hvpCounts        `json:"hvps"`
-	Seconds      float64          `json:"seconds"`
-	Ranks        int              `json:"ranks,omitempty"`
-	Precision    string           `json:"precision,omitempty"` // set for float32 only: float64 output is unchanged
-}
-
-type esdJSON struct {
-	Nodes   []float64 `json:"nodes"`
-	Weights []float64 `json:"weights"`
-	Probes  int       `json:"probes"`
-	Steps   int       `json:"steps"`
-}
-
-type hvpCounts struct {
-	Eigen  int `json:"eigen"`
-	Trace  int `json:"trace"`
-	ESD    int `json:"esd"`
-	Blocks int `json:"blocks,omitempty"` // full HVPs of all block λ1 solves
-}
-
-// blockEigenJSON is one block's λ1 with its residual certificate and cost
-// in full HVPs.
-type blockEigenJSON struct {
-	Name      string  `json:"name"`
-	Dim       int     `json:"dim"`
-	Value     float64 `json:"value"`
-	Residual  float64 `json:"residual"`
-	HVPs      int     `json:"hvps"`
-	Converged bool    `json:"converged"`
-}
 
 // analyzeChunk bounds the samples per forward pass: larger batches are
 // split and averaged (hessian.NewExactBatches), which bounds memory and uses
@@ -109,7 +58,7 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 	}
 	defer done()
 	start := time.Now()
-	res := analyzeResult{Model: net.String(), Params: net.Dim(), Batch: o.batch, Converged: true}
+	res := analysis.Result{Model: net.String(), Params: net.Dim(), Batch: o.batch, Converged: true}
 	if ranks > 1 {
 		res.Ranks = ranks
 	}
@@ -119,7 +68,9 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 	if l, ok := op.(interface{ Loss() float64 }); ok {
 		res.Loss = l.Loss()
 	}
-	sn, err := analyzeSnapshot(ctx, &res, o, ord, op, net)
+	sn, err := analysis.Run(ctx, &res, analysis.Options{Order: ord, Top: o.top, MaxHVPs: o.maxHVPs, TraceMax: o.traceMax,
+		ESDProbes: o.esdProbes, ESDSteps: o.esdSteps, Tol: o.tol, TraceTol: o.traceTol, Trace: o.trace, ESD: o.esd, Power: o.power,
+		Blocks: o.blocks, Groups: o.groups, Seed: o.model.seed}, op, net)
 	if err != nil {
 		return err
 	}
@@ -138,8 +89,7 @@ func runAnalyze(ctx context.Context, e *env, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	printAnalysis(e.stdout, res, o.traceTol)
-	return nil
+	return res.WriteText(e.stdout, o.traceTol)
 }
 
 // parseAnalyze parses and checks analyze's flags.
@@ -241,53 +191,6 @@ func analyzeOperator(ctx context.Context, o analyzeOpts, net *trainer.Network, h
 	return op, 0, 1, func() {}, nil
 }
 
-// analyzeSnapshot runs the analysis pipeline (and --blocks) and fills res.
-func analyzeSnapshot(ctx context.Context, res *analyzeResult, o analyzeOpts, ord estimators.Order, op hvp.Operator, net *trainer.Network) (snapshot.Snapshot, error) {
-	relTol := o.traceTol
-	if relTol <= 0 {
-		relTol = math.SmallestNonzeroFloat64 // no early stop: spend --max-hvps
-	}
-	cfg := monitor.Config{
-		NoEigen: o.top == 0, TopK: o.top, Order: ord, EigenTol: o.tol, EigenMaxHVPs: o.maxHVPs, Power: o.power,
-		NoTrace: !o.trace, TraceRelTol: relTol, TraceMaxHVPs: min(o.traceMax, o.maxHVPs),
-		NoESD: !o.esd, ESDProbes: o.esdProbes, ESDSteps: o.esdSteps,
-		Seed: o.model.seed,
-	}
-	cfg.MaxHVPs = monitor.BudgetFor(cfg, net.Dim()) // each estimator gets --max-hvps
-	var sn snapshot.Snapshot
-	_, cost, err := monitor.Analyze(ctx, &sn, op, cfg, monitor.Inputs{Blocks: hessian.Blocks(net)})
-	if err != nil && !errors.Is(err, estimators.ErrNotConverged) {
-		return sn, fmt.Errorf("analysis: %w", err)
-	}
-	res.Converged = err == nil
-	res.Eigenvalues, res.Residuals = sn.Eigenvalues, sn.Residuals
-	res.HVPs = hvpCounts{Eigen: cost.Eigen, Trace: cost.Trace, ESD: cost.ESD}
-	if tr := sn.Trace; tr != nil {
-		res.Trace, res.TraceStdErr = &tr.Value, &tr.StdErr
-		res.TraceProbes, res.TraceMethod = tr.Probes, tr.Method
-		res.BlockTraces = map[string]float64{}
-		for _, b := range tr.Blocks {
-			res.BlockTraces[b.Name] = b.Value
-		}
-	}
-	if e := sn.ESD; e != nil {
-		res.ESD = &esdJSON{Nodes: e.Nodes, Weights: e.Weights, Probes: e.Probes, Steps: e.Steps}
-	}
-	if !o.blocks {
-		return sn, nil
-	}
-	groups := estimators.GroupBlocks(hessian.Blocks(net), o.groups)
-	be, _, err := estimators.BlockEigen(ctx, op, groups, estimators.EigenOptions{Tol: o.tol, MaxHVPs: o.maxHVPs, Seed: o.model.seed + 7}, nil)
-	if err != nil {
-		return sn, fmt.Errorf("block λ1: %w", err)
-	}
-	for _, b := range be {
-		res.BlockLambda1 = append(res.BlockLambda1, blockEigenJSON{Name: b.Name, Dim: b.Dim, Value: b.Value, Residual: b.Residual, HVPs: b.HVPs, Converged: b.Converged})
-		res.HVPs.Blocks += b.HVPs
-	}
-	return sn, nil
-}
-
 // registerAnalyzeModelFlags registers the model flags with resnet's
 // --blocks renamed --resnet-blocks, because in analyze --blocks asks for
 // λ1 per parameter block.
@@ -301,42 +204,4 @@ func registerAnalyzeModelFlags(fs *flag.FlagSet, mf *modelFlags) {
 		}
 		fs.Var(f.Value, name, f.Usage)
 	})
-}
-
-func printAnalysis(w io.Writer, r analyzeResult, traceTol float64) {
-	fmt.Fprintf(w, "%s, %d params, batch %d, loss %.5f\n", r.Model, r.Params, r.Batch, r.Loss)
-	for i, v := range r.Eigenvalues {
-		fmt.Fprintf(w, "  λ%-2d = %14.8g   residual ‖Hv−λv‖ = %.2e\n", i+1, v, r.Residuals[i])
-	}
-	if !r.Converged {
-		fmt.Fprintln(w, "  (eigen solve stopped at the HVP budget; residuals show how far each pair is)")
-	}
-	if r.Trace != nil {
-		fmt.Fprintf(w, "  trace = %.6g ± %.2g (stderr, %d probes, %s)\n", *r.Trace, *r.TraceStdErr, r.TraceProbes, r.TraceMethod)
-		if rel := *r.TraceStdErr / math.Abs(*r.Trace); traceTol > 0 && rel > traceTol {
-			fmt.Fprintf(w, "  (trace stopped at its HVP cap with relative stderr %.2g, target %.2g; raise --trace-max-hvps for more)\n", rel, traceTol)
-		}
-	}
-	if r.ESD != nil {
-		lo, hi := math.Inf(1), math.Inf(-1)
-		for _, x := range r.ESD.Nodes {
-			lo, hi = math.Min(lo, x), math.Max(hi, x)
-		}
-		fmt.Fprintf(w, "  ESD: %d probe(s) × %d Lanczos steps, nodes in [%.4g, %.4g]\n", r.ESD.Probes, r.ESD.Steps, lo, hi)
-	}
-	if len(r.BlockLambda1) > 0 {
-		fmt.Fprintln(w, "  λ1 per block (diagonal block H_bb; ≤ λ1 by interlacing):")
-		for _, b := range r.BlockLambda1 {
-			note := ""
-			if !b.Converged {
-				note = "  (HVP budget reached)"
-			}
-			fmt.Fprintf(w, "    %-24s dim %8d  λ1 = %14.8g   residual %.2e   %d HVPs%s\n", b.Name, b.Dim, b.Value, b.Residual, b.HVPs, note)
-		}
-	}
-	fmt.Fprintf(w, "  HVPs: eigen %d, trace %d, ESD %d", r.HVPs.Eigen, r.HVPs.Trace, r.HVPs.ESD)
-	if len(r.BlockLambda1) > 0 {
-		fmt.Fprintf(w, ", blocks %d", r.HVPs.Blocks)
-	}
-	fmt.Fprintf(w, "; %.2fs\n", r.Seconds)
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+
+	"github.com/hessmon/hessmon/internal/bench"
 )
 
 // TestBenchProbeDrivesTheMonitor: bench probe's sides are monitors with
@@ -21,14 +23,14 @@ func TestBenchProbeDrivesTheMonitor(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("bench probe exited %d: %s", code, errOut.String())
 	}
-	var res probeBench
+	var res bench.ProbeResult
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatal(err)
 	}
 	if res.Probes != 12 {
 		t.Errorf("%d probes, want 12 (every 2 of 24 steps)", res.Probes)
 	}
-	for name, s := range map[string]probeSide{"round 1": res.Baseline, "now": res.New} {
+	for name, s := range map[string]bench.ProbeSide{"round 1": res.Baseline, "now": res.New} {
 		if !(s.HVPShare > 0 && s.HVPShare < 1) || s.HVPSeconds <= 0 || s.HVPSeconds >= s.Seconds {
 			t.Errorf("%s: HVP share %g (%g s of %g s)", name, s.HVPShare, s.HVPSeconds, s.Seconds)
 		}
@@ -39,14 +41,14 @@ func TestBenchProbeDrivesTheMonitor(t *testing.T) {
 }
 
 func TestWithoutFlag(t *testing.T) {
-	got := withoutFlag([]string{"--json", "--sizes", "8,8", "-json", "--json=true", "--jsonx"}, "json")
+	got := bench.WithoutFlag([]string{"--json", "--sizes", "8,8", "-json", "--json=true", "--jsonx"}, "json")
 	want := []string{"--sizes", "8,8", "--jsonx"}
 	if len(got) != len(want) {
-		t.Fatalf("withoutFlag = %q, want %q", got, want)
+		t.Fatalf("WithoutFlag = %q, want %q", got, want)
 	}
 	for i := range got {
 		if got[i] != want[i] {
-			t.Fatalf("withoutFlag = %q, want %q", got, want)
+			t.Fatalf("WithoutFlag = %q, want %q", got, want)
 		}
 	}
 }

@@ -1,21 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 
 	"github.com/hessmon/hessmon/internal/bench"
 )
-
-// scaleResult is the JSON of `hessmon bench scale`.
-type scaleResult struct {
-	Rows []bench.ScaleRow `json:"rows"`
-}
 
 func benchScale(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "bench scale", "MLPs 784-H-H-10 (tanh, MNIST) of about 0.1, 0.5, 2 and 12M parameters, each size and precision in "+
@@ -43,16 +34,18 @@ func benchScale(ctx context.Context, e *env, args []string) error {
 	if *child != "" {
 		return scaleChild(ctx, e, mf, opt)
 	}
-	var res scaleResult
+	var res bench.ScaleResult
 	for _, h := range strings.Split(*sizes, ";") {
 		for _, p := range strings.Split(*precisions, ",") {
-			row, err := scaleRow(ctx, strings.TrimSpace(h), strings.TrimSpace(p), args)
+			row, err := bench.ScaleChild(ctx, strings.TrimSpace(h), strings.TrimSpace(p), args)
 			if err != nil {
 				return err
 			}
 			res.Rows = append(res.Rows, row)
 			if !*asJSON {
-				printScaleRow(e, row)
+				if err := row.WriteText(e.stdout); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -70,59 +63,9 @@ func scaleChild(ctx context.Context, e *env, mf modelFlags, opt bench.ScaleOptio
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "hessmon-scale")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	opt.Dir = dir
-	row, err := bench.Scale(ctx, net, train, opt)
+	row, err := bench.ScaleInTemp(ctx, net, train, opt)
 	if err != nil {
 		return err
 	}
 	return json.NewEncoder(e.stdout).Encode(row)
-}
-
-// scaleRow re-executes this binary for one size and precision, with the
-// parent's flags, and reads the row it prints.
-func scaleRow(ctx context.Context, hidden, precision string, args []string) (bench.ScaleRow, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return bench.ScaleRow{}, err
-	}
-	cargs := append([]string{"bench", "scale"}, withoutFlag(args, "json")...)
-	cargs = append(cargs, "--hidden", hidden, "--child-precision", precision)
-	cmd := exec.CommandContext(ctx, exe, cargs...)
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		return bench.ScaleRow{}, fmt.Errorf("bench scale --hidden %s --precision %s: %w: %s", hidden, precision, err, strings.TrimSpace(stderr.String()))
-	}
-	var row bench.ScaleRow
-	if err := json.Unmarshal(out.Bytes(), &row); err != nil {
-		return row, fmt.Errorf("bench scale --hidden %s: reading the row: %w", hidden, err)
-	}
-	return row, nil
-}
-
-// withoutFlag drops --name and -name (a bool flag) from args.
-func withoutFlag(args []string, name string) []string {
-	var out []string
-	for _, a := range args {
-		if a == "--"+name || a == "-"+name || strings.HasPrefix(a, "--"+name+"=") {
-			continue
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
-func printScaleRow(e *env, r bench.ScaleRow) {
-	if r.Error != "" {
-		fmt.Fprintf(e.stdout, "%9d %-8s %s\n", r.Params, r.Precision, r.Error)
-		return
-	}
-	fmt.Fprintf(e.stdout, "%9d %-8s HVP %8.2f ms (%.2f× grad)  full %7.3f s (HVP share %.2f)  light %7.3f s  peak RSS %6.0f MB (%.0f B/param)  store %.2f MB/probe\n",
-		r.Params, r.Precision, r.HVPms, r.HVPOverGrad, r.FullProbeSeconds, r.HVPShare, r.LightProbeSeconds,
-		float64(r.PeakRSSBytes)/1e6, float64(r.PeakRSSBytes)/float64(r.Params), float64(r.StoreBytesPerProbe)/1e6)
 }

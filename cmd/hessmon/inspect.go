@@ -48,64 +48,19 @@ func openStore(path string) (*store.Store, error) {
 }
 
 // resolveRun returns the summary of run id, or of the only run when id is
-// empty. An unknown id lists the known ones.
+// empty (several runs: a usage error naming them).
 func resolveRun(st *store.Store, id string) (snapshot.RunSummary, error) {
-	runs, err := st.Runs()
-	if err != nil {
-		return snapshot.RunSummary{}, err
+	sum, err := st.ResolveRun(id)
+	if amb := (*store.AmbiguousRunError)(nil); errors.As(err, &amb) {
+		return sum, usageErr("%s holds %d runs, pick one with --run: %s", amb.Path, len(amb.IDs), strings.Join(amb.IDs, ", "))
 	}
-	if id == "" {
-		switch len(runs) {
-		case 0:
-			return snapshot.RunSummary{}, fmt.Errorf("%s holds no runs yet", st.Path())
-		case 1:
-			return runs[0], nil
-		}
-		return snapshot.RunSummary{}, usageErr("%s holds %d runs, pick one with --run: %s", st.Path(), len(runs), runIDs(runs))
-	}
-	for _, r := range runs {
-		if r.ID == id {
-			return r, nil
-		}
-	}
-	if len(runs) == 0 {
-		return snapshot.RunSummary{}, fmt.Errorf("%w %q: %s holds no runs yet", store.ErrUnknownRun, id, st.Path())
-	}
-	return snapshot.RunSummary{}, fmt.Errorf("%w %q in %s; known runs: %s", store.ErrUnknownRun, id, st.Path(), runIDs(runs))
-}
-
-func runIDs(runs []snapshot.RunSummary) string {
-	ids := make([]string, len(runs))
-	for i, r := range runs {
-		ids[i] = r.ID
-	}
-	return strings.Join(ids, ", ")
+	return sum, err
 }
 
 // loadSnapshots reads run's snapshots with from ≤ step ≤ to (to < 0: no
-// bound), decoding only the parts in f: eigenvectors (Dim floats each) are
-// not even decoded unless asked for, so that a long run of a big model
-// still reads fast and fits in memory.
+// bound), decoding only the parts in f.
 func loadSnapshots(st *store.Store, run string, from, to int64, f store.Fields) ([]snapshot.Snapshot, error) {
 	return st.Read(run, store.Query{From: from, To: to, Fields: f})
-}
-
-// knownSteps lists run's steps for an "unknown step" error.
-func knownSteps(st *store.Store, run string) string {
-	var steps []string
-	for s, err := range st.All(run, store.Query{Fields: store.Headers}) {
-		if err != nil {
-			break
-		}
-		steps = append(steps, strconv.FormatInt(s.Step, 10))
-	}
-	switch {
-	case len(steps) == 0:
-		return "none"
-	case len(steps) > 16:
-		return strings.Join(steps[:8], ", ") + ", …, " + strings.Join(steps[len(steps)-4:], ", ")
-	}
-	return strings.Join(steps, ", ")
 }
 
 // stepRange validates --from/--to.
@@ -254,7 +209,7 @@ func runShow(ctx context.Context, e *env, args []string) error {
 	if *step >= 0 {
 		s, err := st.Snapshot(sum.ID, *step)
 		if errors.Is(err, store.ErrUnknownStep) {
-			return fmt.Errorf("run %q has no snapshot at step %d (%w); its steps: %s", sum.ID, *step, store.ErrUnknownStep, knownSteps(st, sum.ID))
+			return fmt.Errorf("run %q has no snapshot at step %d (%w); its steps: %s", sum.ID, *step, store.ErrUnknownStep, st.KnownSteps(sum.ID))
 		}
 		if err != nil {
 			return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"github.com/hessmon/hessmon/snapshot"
 	"github.com/hessmon/hessmon/store"
 	"github.com/hessmon/hessmon/trainer"
+	"github.com/hessmon/hessmon/trainer/hessian"
 )
 
 // resumeFlags are train's run-identity and checkpoint flags.
@@ -76,15 +76,9 @@ func openRun(st *store.Store, meta snapshot.Run, rf resumeFlags, log *slog.Logge
 		}
 		return nil, st.PutRun(start.Run)
 	}
-	var cp *trainer.Checkpoint
-	if start.Checkpoint != nil {
-		cp = new(trainer.Checkpoint)
-		if err := cp.UnmarshalBinary(start.Checkpoint); err != nil {
-			return nil, fmt.Errorf("run %q: %w", meta.ID, err)
-		}
-		if cp.Step != start.CheckpointStep {
-			return nil, fmt.Errorf("run %q: checkpoint of step %d stored as step %d", meta.ID, cp.Step, start.CheckpointStep)
-		}
+	cp, err := hessian.DecodeCheckpoint(meta.ID, start.Checkpoint, start.CheckpointStep)
+	if err != nil {
+		return nil, err
 	}
 	step := start.CheckpointStep
 	log.Info("resuming run", "run", meta.ID, "after_step", step, "resumed_times", len(start.Run.Resumes))
@@ -113,17 +107,6 @@ func runErr(st *store.Store, run string, err error) error {
 		return usageErr("--resume: %s holds no run %q", st.Path(), run)
 	}
 	return err
-}
-
-// checkpointSaver writes the trainer's checkpoints into the store.
-func checkpointSaver(st *store.Store, run string) trainer.CheckpointSaver {
-	return func(_ context.Context, c *trainer.Checkpoint) error {
-		b, err := c.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		return st.PutCheckpoint(run, c.Step, b)
-	}
 }
 
 // existingPolicy is what the monitor does at stored steps: a resumed run

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -156,12 +154,6 @@ func (o *optFlags) totalSteps(n int) int64 {
 	return max(1, int64(math.Round(o.epochs*float64(per))))
 }
 
-func newRunID() string {
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
-}
-
 // logger returns a text logger at the level named by s.
 func logger(w io.Writer, s string) (*slog.Logger, error) {
 	var lvl slog.Level
@@ -260,7 +252,7 @@ func newLocalRun(e *env, o trainOpts) (*localRun, error) {
 		return nil, err
 	}
 	if r.o.run == "" {
-		r.o.run = newRunID()
+		r.o.run = store.NewRunID()
 	}
 	r.steps = o.opt.totalSteps(r.train.Len())
 	return r, nil
@@ -289,7 +281,7 @@ func (r *localRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stopSrv, err := r.serve(exp, st)
+	stopSrv, err := startServing(r.o.listen, exp, st, r.log)
 	if err != nil {
 		return err
 	}
@@ -306,22 +298,23 @@ func (r *localRun) run(ctx context.Context) error {
 	return nil
 }
 
-// serve starts the metrics and API server on --listen, unless it is off.
-// The returned stop shuts it down; calls after the first return nil.
-func (r *localRun) serve(exp *metrics.Exporter, st *store.Store) (stop func() error, err error) {
-	if r.o.listen == "off" || r.o.listen == "" {
+// startServing starts the metrics and API server on listen, unless it is
+// off, and logs its addresses. The returned stop shuts it down; calls
+// after the first return the first's error.
+func startServing(listen string, exp *metrics.Exporter, st *store.Store, log *slog.Logger) (stop func() error, err error) {
+	if listen == "off" || listen == "" {
 		return func() error { return nil }, nil
 	}
 	h, err := httpHandler(exp, st)
 	if err != nil {
 		return nil, err
 	}
-	at, stopSrv, err := api.Start(r.o.listen, h)
+	at, stopSrv, err := api.Start(listen, h)
 	if err != nil {
-		return nil, fmt.Errorf("--listen %s: %w", r.o.listen, err)
+		return nil, fmt.Errorf("--listen %s: %w", listen, err)
 	}
 	base := "http://" + at.String()
-	r.log.Info("serving", "page", base+"/", "metrics", base+"/metrics", "api", base+"/api/runs")
+	log.Info("serving", "page", base+"/", "metrics", base+"/metrics", "api", base+"/api/runs")
 	var once sync.Once
 	return func() error {
 		once.Do(func() { err = stopSrv() })
@@ -355,7 +348,7 @@ func (r *localRun) trainWith(ctx context.Context, mon *monitor.Monitor, resumeFr
 	res, trainErr := trainer.Train(ctx, trainer.Config{
 		Model: r.net, Loss: trainer.CrossEntropy{}, Optimizer: r.opt, Data: r.train, BatchSize: r.o.opt.batch, Steps: r.steps,
 		Seed: r.o.model.seed, Hooks: hooks,
-		Resume: resumeFrom, CheckpointEvery: r.o.resume.every, SaveCheckpoint: checkpointSaver(st, r.o.run),
+		Resume: resumeFrom, CheckpointEvery: r.o.resume.every, SaveCheckpoint: hessian.CheckpointSaver(st.PutCheckpoint, r.o.run),
 	})
 	// Ctrl-C cancelled ctx: Close then drops the in-flight probe at once.
 	// Otherwise the last probe finishes on every core.

@@ -14,7 +14,6 @@ import (
 	"github.com/hessmon/hessmon/estimators"
 	"github.com/hessmon/hessmon/hvp"
 	"github.com/hessmon/hessmon/monitor"
-	"github.com/hessmon/hessmon/monitor/api"
 	"github.com/hessmon/hessmon/monitor/distributed"
 	"github.com/hessmon/hessmon/monitor/metrics"
 	"github.com/hessmon/hessmon/snapshot"
@@ -139,7 +138,7 @@ type rankRun struct {
 	// Rank 0 only.
 	st         *store.Store
 	exp        *metrics.Exporter
-	stopServer func() error // api.Start's; nil without --listen
+	stopServer func() error // startServing's; nil before it
 	lastSnap   snapshot.Snapshot
 }
 
@@ -157,21 +156,15 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 	if r.rank == 0 {
 		bar = r.con.progressBar(r.o.progress, r.steps)
 	}
-	res, trainErr := trainer.Train(ctx, trainer.Config{
+	res, interrupted, err := hessian.TrainDistributed(ctx, trainer.Config{
 		Model: r.net, Loss: trainer.CrossEntropy{}, Optimizer: r.opt, Data: r.train, BatchSize: r.o.opt.batch, Steps: r.steps,
 		Seed: r.o.model.seed, Hooks: []trainer.Hook{r.stepHook(bar)},
-	})
-	if bar != nil {
-		_ = bar.Finish()
-	}
-	// Probes are synchronous, so nothing is in flight: Close only writes
-	// the newest warm state (rank 0; the others drop it). It is local, not
-	// collective.
-	if err := r.mon.Close(context.WithoutCancel(ctx)); err != nil {
-		r.log.Error("closing the monitor", "err", err)
-	}
-	r.stopServing()
-	interrupted, err := r.ls.Finish(res.Steps, hessian.Replica{Net: r.net}.Checksum(), trainErr)
+	}, hessian.DistributedOptions{Lockstep: r.ls, Monitor: r.mon, Run: r.o.run, Shard: r.shard, Mode: r.mode, Blocks: r.blocks, Logger: r.log,
+		OnProbe: r.onProbe, BeforeFinish: r.stopServing, AfterTrain: func() {
+			if bar != nil {
+				_ = bar.Finish()
+			}
+		}})
 	if err != nil {
 		return err
 	}
@@ -182,14 +175,8 @@ func (r *rankRun) run(ctx context.Context, e *env) error {
 // join shares this rank's set-up outcome and the warm state with the
 // group and creates the monitor, the same way on every rank.
 func (r *rankRun) join(setupErr error) error {
-	var fields []distributed.Field
-	if setupErr == nil {
-		fields = append([]distributed.Field{
-			{Name: "parameter count", Value: float64(r.net.Dim())}, {Name: "steps", Value: float64(r.steps)},
-			{Name: "--every", Value: float64(r.cfg.Every)}, {Name: "probe batch size", Value: float64(r.probe.Len())},
-		}, hessian.Replica{Net: r.net}.Checksum().Fields("initial weights")...)
-	}
-	if err := distributed.Handshake(r.comm, setupErr, fields...); err != nil {
+	check := hessian.ReplicaCheck{Net: r.net, Steps: r.steps, Every: r.cfg.Every, ProbeBatch: r.probe.Len()}
+	if err := hessian.HandshakeReplica(r.comm, setupErr, check); err != nil {
 		return err
 	}
 	var local monitor.WarmStore
@@ -215,8 +202,8 @@ func (r *rankRun) join(setupErr error) error {
 	return err // the same on every rank: it depends on the flags only
 }
 
-// stepHook is the training hook: metrics and progress on rank 0, and the
-// lockstep probe of a due step on every rank.
+// stepHook is the training hook before the probe: metrics and progress
+// on rank 0.
 func (r *rankRun) stepHook(bar *progressbar.ProgressBar) trainer.Hook {
 	return func(ctx context.Context, info trainer.StepInfo) error {
 		if r.exp != nil {
@@ -225,20 +212,15 @@ func (r *rankRun) stepHook(bar *progressbar.ProgressBar) trainer.Hook {
 		if bar != nil {
 			_ = bar.Set64(info.Step)
 		}
-		meta := hessian.StepInfo(info)
-		meta.Blocks = r.blocks
-		s, probed, err := r.ls.Step(ctx, r.mon, meta, hessian.Replica{Net: info.Model, Shard: r.shard, Loss: info.LossFn, Mode: r.mode})
-		if err != nil {
-			if r.ls.Left() {
-				return err // every rank stops here
-			}
-			r.log.Error("recording probe", "run", r.o.run, "step", info.Step, "err", err)
-		}
-		if probed && r.rank == 0 {
-			r.lastSnap = s
-			logSnapshot(r.log, s)
-		}
 		return nil
+	}
+}
+
+// onProbe logs rank 0's snapshots and keeps the last for the summary.
+func (r *rankRun) onProbe(s snapshot.Snapshot) {
+	if r.rank == 0 {
+		r.lastSnap = s
+		logSnapshot(r.log, s)
 	}
 }
 
@@ -262,7 +244,7 @@ func (r *rankRun) setup() error {
 		return nil
 	}
 	if r.o.run == "" {
-		r.o.run = newRunID()
+		r.o.run = store.NewRunID()
 	}
 	if r.st, err = store.Open(r.o.db, store.Options{}); err != nil {
 		return err
@@ -274,21 +256,8 @@ func (r *rankRun) setup() error {
 		return err
 	}
 	r.exp = metrics.NewExporter()
-	if r.o.listen == "off" || r.o.listen == "" {
-		return nil
-	}
-	h, err := httpHandler(r.exp, r.st)
-	if err != nil {
-		return err
-	}
-	at, stop, err := api.Start(r.o.listen, h)
-	if err != nil {
-		return fmt.Errorf("--listen %s: %w", r.o.listen, err)
-	}
-	r.stopServer = stop
-	base := "http://" + at.String()
-	r.log.Info("serving", "page", base+"/", "metrics", base+"/metrics", "api", base+"/api/runs")
-	return nil
+	r.stopServer, err = startServing(r.o.listen, r.exp, r.st, r.log)
+	return err
 }
 
 // stopServing shuts rank 0's server down, once.
