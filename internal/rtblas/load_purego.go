@@ -193,10 +193,11 @@ func trans(t blas.Transpose) (byte, bool) {
 // a slice of length l.
 func need(l, n, inc int) bool { return n == 0 || l >= 1+(n-1)*inc }
 
-// Dgemm computes C = alpha·op(A)·op(B) + beta·C for row-major matrices. The
-// row-major product is the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, so the library
-// is called with A and B swapped.
-func (impl *Implementation) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
+// gemmArgs returns the library's transpose characters for a row-major
+// product of m×n = op(A)·op(B) with inner size k, and whether the library
+// may take it: known transposes, 32-bit sizes, and strides and slice
+// lengths that hold the matrices (else gonum's checks and panics apply).
+func gemmArgs(tA, tB blas.Transpose, m, n, k, lda, ldb, ldc, la, lb, lc int) (ta, tb byte, ok bool) {
 	ta, okA := trans(tA)
 	tb, okB := trans(tB)
 	ar, ac := m, k
@@ -207,9 +208,18 @@ func (impl *Implementation) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha floa
 	if tb == 'T' {
 		br, bc = n, k
 	}
-	if !okA || !okB || m*n*k < impl.minGemm || alpha == 0 || !fits(m, n, k, lda, ldb, ldc) ||
-		lda < max(1, ac) || ldb < max(1, bc) || ldc < max(1, n) ||
-		len(a) < lda*(ar-1)+ac || len(b) < ldb*(br-1)+bc || len(c) < ldc*(m-1)+n {
+	ok = okA && okB && fits(m, n, k, lda, ldb, ldc) &&
+		lda >= max(1, ac) && ldb >= max(1, bc) && ldc >= max(1, n) &&
+		la >= lda*(ar-1)+ac && lb >= ldb*(br-1)+bc && lc >= ldc*(m-1)+n
+	return ta, tb, ok
+}
+
+// Dgemm computes C = alpha·op(A)·op(B) + beta·C for row-major matrices. The
+// row-major product is the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, so the library
+// is called with A and B swapped.
+func (impl *Implementation) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
+	ta, tb, ok := gemmArgs(tA, tB, m, n, k, lda, ldb, ldc, len(a), len(b), len(c))
+	if !ok || m*n*k < impl.minGemm || alpha == 0 {
 		impl.Implementation.Dgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
@@ -232,19 +242,8 @@ func (impl *Implementation) Dgemm(tA, tB blas.Transpose, m, n, k int, alpha floa
 // Sgemm is Dgemm in single precision, for float32 HVPs. A library without
 // sgemm_ (none that hessmon loads) leaves it to gonum.
 func (impl *Implementation) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	ta, okA := trans(tA)
-	tb, okB := trans(tB)
-	ar, ac := m, k
-	if ta == 'T' {
-		ar, ac = k, m
-	}
-	br, bc := k, n
-	if tb == 'T' {
-		br, bc = n, k
-	}
-	if impl.l.sgemm == 0 || !okA || !okB || m*n*k < impl.minGemm || alpha == 0 || !fits(m, n, k, lda, ldb, ldc) ||
-		lda < max(1, ac) || ldb < max(1, bc) || ldc < max(1, n) ||
-		len(a) < lda*(ar-1)+ac || len(b) < ldb*(br-1)+bc || len(c) < ldc*(m-1)+n {
+	ta, tb, ok := gemmArgs(tA, tB, m, n, k, lda, ldb, ldc, len(a), len(b), len(c))
+	if impl.l.sgemm == 0 || !ok || m*n*k < impl.minGemm || alpha == 0 {
 		impl.Implementation.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
